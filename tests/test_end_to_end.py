@@ -1,0 +1,175 @@
+"""End to end on tiny synthetic phantoms: train a few iterations, predict, evaluate, through the CLI
+and the Python API; run-folder contents, geometry of the output, resume and refusals."""
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from voxseg.cli import main
+from voxseg.data.phantoms import make_phantom_dataset
+from voxseg.plan import RunPlan
+
+TINY = ["--net-args", "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "2", "--iterations", "2",
+        "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms")
+    return make_phantom_dataset(root / "ds", n_cases=5, shape=(20, 24, 20), seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), *TINY])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_run_folder_reproduces_the_run(trained, phantoms):
+    for name in ["plan.json", "split.json", "dataset.json", "log.csv", "checkpoint_last.pt", "checkpoint_best.pt",
+                 "learning_curves.png"]:
+        assert (trained / name).exists(), name
+    plan = RunPlan.load(trained / "plan.json")
+    assert plan.channel_names == ["FLAIR", "T1", "T1ce", "T2"]
+    assert plan.label_values == [0, 1, 2, 4]
+    assert plan.train.patch_size == [16, 16, 16]
+    assert RunPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    split = json.loads((trained / "split.json").read_text())
+    assert len(split["val"]) == 1 and len(split["train"]) == 4
+    assert not set(split["val"]) & set(split["train"])
+    rows = (trained / "log.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_dice_mean" in rows[0]
+
+
+def test_predict_writes_labels_in_input_geometry_and_evaluate(trained, phantoms, tmp_path):
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(main, ["predict", str(trained), str(phantoms), str(out), "--probabilities"])
+    assert result.exit_code == 0, result.output
+    for label_file in sorted((phantoms / "labelsTr").glob("*.nii.gz")):
+        pred = nib.load(out / label_file.name)
+        ref = nib.load(label_file)
+        assert pred.shape == ref.shape
+        np.testing.assert_array_equal(pred.affine, ref.affine)
+        assert int(pred.header["qform_code"]) == int(ref.header["qform_code"])
+        assert int(pred.header["sform_code"]) == int(ref.header["sform_code"])
+        assert set(np.unique(np.asanyarray(pred.dataobj))) <= {0, 1, 2, 4}
+        prob = nib.load(out / label_file.name.replace(".nii.gz", "_prob.nii.gz"))
+        assert prob.shape == ref.shape[:3] + (4,)
+        np.testing.assert_allclose(prob.get_fdata().sum(-1), 1.0, atol=1e-4)
+    result = CliRunner().invoke(main, ["evaluate", str(out), str(phantoms / "labelsTr"), "--run", str(trained)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "metrics_summary.json").read_text())
+    assert summary["summary"]["n_cases"] == 5
+    assert set(summary["summary"]["metrics"]) == {"necrosis", "edema", "enhancing"}
+
+
+def test_predict_single_file_output(trained, phantoms, tmp_path):
+    case_dir = phantoms / "imagesTr"
+    first = sorted(case_dir.glob("*_0000.nii.gz"))[0]
+    out = tmp_path / "one.nii.gz"
+    result = CliRunner().invoke(main, ["predict", str(trained), str(first), str(out)])
+    assert result.exit_code == 0, result.output
+    assert nib.load(out).shape == nib.load(first).shape
+
+
+def test_resume_continues_from_last_checkpoint(trained, phantoms, tmp_path):
+    run = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(trained, run)
+    plan = RunPlan.load(run / "plan.json")
+    plan.train.epochs = 3
+    plan.save(run / "plan.json")
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from epoch 2" in result.output
+    assert len((run / "log.csv").read_text().splitlines()) == 4
+
+
+def test_existing_run_is_not_overwritten(trained, phantoms):
+    before = (trained / "checkpoint_last.pt").read_bytes()
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(trained), *TINY])
+    assert result.exit_code == 2
+    assert "--overwrite" in result.output
+    assert (trained / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_regions_scheme_trains_and_predicts_brats_labels(phantoms, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--label-scheme", "brats", *TINY])
+    assert result.exit_code == 0, result.output
+    assert RunPlan.load(run / "plan.json").num_outputs == 3
+    out = tmp_path / "pred"
+    assert CliRunner().invoke(main, ["predict", str(run), str(phantoms), str(out)]).exit_code == 0
+    pred = np.asanyarray(nib.load(sorted(out.glob("*.nii.gz"))[0]).dataobj)
+    assert set(np.unique(pred)) <= {0, 1, 2, 4}
+
+
+def test_two_dimensional_network_trains_on_slices(phantoms, tmp_path):
+    run = tmp_path / "run2d"
+    args = ["train", str(phantoms), "--out", str(run), "--dims", "2", "--net-args", "base_width=4,depth=3",
+            "--patch", "1x16x16", "--epochs", "1", "--iterations", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "pred2d"
+    assert CliRunner().invoke(main, ["predict", str(run), str(phantoms), str(out)]).exit_code == 0
+    assert len(list(out.glob("*.nii.gz"))) == 5
+
+
+def _run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "voxseg.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("make_bad", ["missing", "label_shape", "nan", "truncated"])
+def test_bad_input_gives_one_line_and_exit_2(phantoms, tmp_path, make_bad):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    target = None
+    if make_bad == "missing":
+        ds = tmp_path / "does_not_exist"
+    elif make_bad == "label_shape":
+        target = sorted((ds / "labelsTr").glob("*.nii.gz"))[0]
+        img = nib.load(target)
+        nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), img.affine), target)
+    elif make_bad == "nan":
+        target = sorted((ds / "imagesTr").glob("*_0001.nii.gz"))[0]
+        img = nib.load(target)
+        data = img.get_fdata().astype(np.float32)
+        data[0, 0, 0] = np.nan
+        nib.save(nib.Nifti1Image(data, img.affine), target)
+    else:
+        target = sorted((ds / "imagesTr").glob("*_0002.nii.gz"))[0]
+        raw = target.read_bytes()
+        target.write_bytes(raw[: len(raw) // 2])
+    for cmd in (["validate", ds], ["train", ds, "--out", tmp_path / "run", *TINY]):
+        proc = _run_cli(*cmd)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert errors, proc.stderr
+        if target is not None:
+            assert target.name in errors[0]
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
+def test_skip_invalid_leaves_bad_cases_out(phantoms, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    bad = sorted((ds / "labelsTr").glob("*.nii.gz"))[0]
+    bad.unlink()
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(ds), "--out", str(run), "--skip-invalid", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "left out 1 case" in result.output
+    split = json.loads((run / "split.json").read_text())
+    assert bad.name.replace(".nii.gz", "") not in split["train"] + split["val"]

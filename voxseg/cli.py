@@ -1,0 +1,238 @@
+"""Command line: parses, calls one function per command, prints. Bad input -> one line, exit code 2."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from voxseg.errors import InputError
+
+__all__ = ["main"]
+
+
+def _user_errors(func):
+    """Turn bad input into one line per problem on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from voxseg.train.workflow import DatasetInvalid
+
+        try:
+            return func(*args, **kwargs)
+        except InputError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except DatasetInvalid as err:
+            for line in err.problems:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished files were kept, nothing half-written was left", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _parse_kv(text: str | None) -> dict:
+    """``"alpha=0.3,beta=0.7,name=x"`` -> ``{"alpha": 0.3, "beta": 0.7, "name": "x"}``."""
+    out: dict = {}
+    for item in filter(None, (text or "").split(",")):
+        if "=" not in item:
+            raise click.BadParameter(f"expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _parse_ints(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    return [int(v) for v in text.replace("x", ",").split(",") if v]
+
+
+def _parse_floats(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    return tuple(float(v) for v in text.replace("x", ",").split(",") if v)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="voxseg")
+def main() -> None:
+    """voxseg: train, run and evaluate U-Net segmentation of 3D scans on a CPU, a GPU or a cluster."""
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@_user_errors
+def validate(data: Path) -> None:
+    """Check every case of DATA; print a table and one line per problem (exit 2 if any)."""
+    from voxseg.io.datasets import load_dataset
+    from voxseg.io.validate import format_table, validate_dataset
+
+    dataset = load_dataset(data)
+    allowed = set(int(v) for v in dataset.label_names) if dataset.label_names else None
+    report = validate_dataset(dataset, allowed_labels=allowed, progress=True)
+    click.echo(f"layout: {dataset.layout}; channels (in this order): {', '.join(dataset.channel_names)}")
+    click.echo(format_table(report))
+    if report.problems:
+        for problem in report.problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo(f"{len(report.problems)} problem(s) in {len({p.case_id for p in report.problems})} case(s)",
+                   err=True)
+        sys.exit(2)
+    click.echo(f"ok: {len(dataset.cases)} cases, no problems")
+
+
+def _train_options(**kw):
+    from voxseg.data.preprocess import PreprocessConfig
+    from voxseg.train.workflow import TrainOptions
+
+    pre = PreprocessConfig(normalization=kw["normalization"], target_spacing=_parse_floats(kw["spacing"]))
+    return TrainOptions(
+        net=kw["net"], net_kwargs=_parse_kv(kw["net_args"]), spatial_dims=kw["dims"], loss=kw["loss"],
+        loss_kwargs=_parse_kv(kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
+        iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
+        lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parse_ints(kw["patch"]),
+        val_fraction=kw["val_fraction"], preprocess=pre, skip_invalid=kw["skip_invalid"], num_threads=kw["threads"])
+
+
+def _training_flags(func):
+    options = [
+        click.option("--net", default="unet", show_default=True, help="network preset ('voxseg nets' lists them)"),
+        click.option("--net-args", default="", help="preset overrides, e.g. base_width=16,depth=4"),
+        click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
+                     callback=lambda c, p, v: int(v), help="3-D patches or 2-D slices"),
+        click.option("--loss", default="dice+ce", show_default=True, help="loss spec ('voxseg losses' lists them)"),
+        click.option("--loss-args", default="", help="e.g. alpha=0.3,beta=0.7,gamma=1.33"),
+        click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default="classes",
+                     show_default=True, help="softmax classes, or sigmoid BraTS regions (WT/TC/ET)"),
+        click.option("--epochs", type=int, default=100, show_default=True),
+        click.option("--iterations", type=int, default=50, show_default=True, help="iterations per epoch"),
+        click.option("--time-budget", type=float, default=None, help="minutes; stops cleanly at the budget"),
+        click.option("--batch-size", type=int, default=2, show_default=True),
+        click.option("--patch", default=None, help="patch size in voxels, e.g. 64x64x64 (default: planned)"),
+        click.option("--lr", type=float, default=None, help="initial learning rate (sgd 0.01, adam 1e-3)"),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True),
+        click.option("--amp", type=click.Choice(["bf16", "fp16", "none"]), default="bf16", show_default=True,
+                     help="mixed precision (bf16 on CPU is ~2.5x faster)"),
+        click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default="zscore",
+                     show_default=True),
+        click.option("--spacing", default=None, help="resample to this spacing in mm, z,y,x (e.g. 1,1,1)"),
+        click.option("--val-fraction", type=float, default=0.2, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--threads", type=int, default=None, help="torch threads (default: all cores)"),
+        click.option("--skip-invalid", is_flag=True, help="leave out cases that fail validation, and say which"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="run folder to create")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--overwrite", is_flag=True, help="replace an existing run folder")
+@_training_flags
+@_user_errors
+def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> None:
+    """Train a segmentation network on DATA into the run folder --out."""
+    from voxseg.report import plot_learning_curves
+    from voxseg.train.workflow import run_training
+
+    result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume)
+    png = plot_learning_curves(run_dir / "log.csv", run_dir / "learning_curves.png")
+    click.echo(f"run folder: {run_dir} (best validation Dice {result.best_metric:.4f}; curves: {png})")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--probabilities", is_flag=True, help="also write probability maps (<case>_prob.nii.gz)")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the run's)")
+@_user_errors
+def predict(run_dir: Path, input_path: Path, out: Path, probabilities: bool, checkpoint: str,
+            overlap: float | None) -> None:
+    """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUN_DIR into OUT."""
+    from voxseg.infer.predict import predict_path
+    from voxseg.io.datasets import Dataset
+    from voxseg.train.workflow import checked_cases
+
+    def refuse_invalid(cases):
+        dataset = Dataset(root=input_path, layout="prediction", channel_names=[], cases=cases, label_names=None)
+        checked_cases(dataset, skip_invalid=False, log=click.echo, require_labels=False)
+
+    results = predict_path(run_dir, input_path, out, probabilities, checkpoint, validate=refuse_invalid,
+                           overlap=overlap)
+    for r in results:
+        click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s)")
+
+
+@main.command()
+@click.argument("pred", type=click.Path(path_type=Path))
+@click.argument("gt", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="folder for metrics_per_case.csv and metrics_summary.json (default: PRED)")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="take label values, names and scheme from this run")
+@click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default=None)
+@_user_errors
+def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, label_scheme: str | None) -> None:
+    """Compare predicted label maps in PRED with references in GT; per case and summarised."""
+    from voxseg.metrics import evaluate_folders, format_summary
+    from voxseg.metrics.structures import structures_for
+
+    structures = structures_for(gt, run_dir, label_scheme)
+    _, summary = evaluate_folders(pred, gt, out_dir or pred, structures)
+    click.echo(format_summary(summary))
+    click.echo(f"written: {(out_dir or pred) / 'metrics_per_case.csv'}, {(out_dir or pred) / 'metrics_summary.json'}")
+
+
+@main.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="a real dataset instead of the built-in synthetic phantoms")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("voxseg-demo"), show_default=True)
+@click.option("--minutes", type=float, default=3.0, show_default=True, help="training time budget")
+@click.option("--overwrite", is_flag=True, help="replace an existing demo folder")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_user_errors
+def demo(data: Path | None, out_dir: Path, minutes: float, overwrite: bool, seed: int) -> None:
+    """Whole chain, no download, no GPU: make data (or use --data), train, predict held-out cases, evaluate."""
+    from voxseg.demo import run_demo
+
+    run_demo(out_dir, data=data, minutes=minutes, overwrite=overwrite, seed=seed, log=click.echo)
+
+
+@main.command()
+@click.option("--patch", default="64x64x64", show_default=True, help="input size for FLOPs")
+@click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True)
+@click.option("--in-channels", type=int, default=1, show_default=True)
+@click.option("--out-channels", type=int, default=3, show_default=True)
+def nets(patch: str, dims: str, in_channels: int, out_channels: int) -> None:
+    """List network presets with parameters and forward FLOPs for a patch."""
+    from voxseg.nets import NETWORKS, network_table
+
+    size = _parse_ints(patch)
+    size = size[-int(dims):]
+    click.echo(network_table(list(NETWORKS), tuple(size), in_channels, out_channels))
+
+
+@main.command()
+def losses() -> None:
+    """List losses with their references."""
+    from voxseg.losses import loss_table
+
+    click.echo(loss_table())
+
+
+if __name__ == "__main__":
+    main()

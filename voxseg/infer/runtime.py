@@ -1,0 +1,97 @@
+"""Load a trained run and predict preprocessed volumes with it (shared by training-time validation
+and ``voxseg predict``).
+
+Checkpoint format (written by ``voxseg.train``): a ``torch.save`` dict whose ``model`` key holds the
+network's state dict; ``plan.json`` beside it says how to build the network.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from voxseg.data.labels import LabelScheme, regions_to_labels
+from voxseg.infer.sliding_window import sliding_window_predict
+from voxseg.nets import build_network
+from voxseg.plan.plan import RunPlan
+
+__all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "build_model", "load_model", "autocast_context",
+           "predict_volume", "probabilities_to_labels"]
+
+CHECKPOINT_LAST = "checkpoint_last.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+
+
+def build_model(plan: RunPlan) -> torch.nn.Module:
+    """The network the plan describes, randomly initialised."""
+    return build_network(plan.network.name, plan.network.spatial_dims, len(plan.channel_names),
+                         plan.num_outputs, **plan.network.kwargs)
+
+
+def load_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, RunPlan]:
+    """Load a trained network from a run folder (``which``: ``"best"`` or ``"last"``), in eval mode."""
+    run_dir = Path(run_dir)
+    plan = RunPlan.load(run_dir / "plan.json")
+    model = build_model(plan)
+    name = CHECKPOINT_BEST if which == "best" else CHECKPOINT_LAST
+    path = run_dir / name
+    if not path.exists():
+        path = run_dir / CHECKPOINT_LAST
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, plan
+
+
+def autocast_context(amp: str, device: torch.device):
+    """bf16 autocast on CPU (2.5x faster 3-D convs on AVX-512 bf16), fp16 on CUDA, or nothing."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, device: torch.device,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Probabilities for one preprocessed case.
+
+    Args:
+        image: ``(C, Z, Y, X)`` float32, preprocessed.
+
+    Returns:
+        ``(K, Z, Y, X)`` float32: softmax class probabilities, or sigmoid region probabilities
+        (``REGION_NAMES`` order) for BraTS schemes.
+    """
+    patch = tuple(plan.train.patch_size)
+    activation = "sigmoid" if plan.label_scheme.startswith("brats") else "softmax"
+    two_d = plan.network.spatial_dims == 2
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device)
+        if two_d:  # (B, C, 1, Y, X) -> (B, C, Y, X) and back
+            batch = batch[:, :, 0]
+        with autocast_context(plan.train.amp, device):
+            out = model(batch)
+        out = out.float().cpu()
+        return out[:, :, None] if two_d else out
+
+    return sliding_window_predict(image, predictor, patch, plan.num_outputs, overlap=plan.inference.overlap,
+                                  batch_size=plan.inference.batch_size, gaussian=plan.inference.gaussian,
+                                  activation=activation, progress=progress)
+
+
+def probabilities_to_labels(probs: np.ndarray, plan: RunPlan) -> np.ndarray:
+    """``(K, Z, Y, X)`` probabilities -> ``(Z, Y, X)`` consecutive class labels (uint8)."""
+    if plan.label_scheme.startswith("brats"):
+        scheme = LabelScheme(plan.label_scheme)
+        original = regions_to_labels(probs > 0.5, scheme)
+        lut = {v: i for i, v in enumerate(plan.label_values)}
+        out = np.zeros(original.shape, np.uint8)
+        for value, index in lut.items():
+            out[original == value] = index
+        return out
+    return np.argmax(probs, axis=0).astype(np.uint8)

@@ -1,0 +1,52 @@
+"""Reading and writing volumes with their geometry, finding dataset cases, and validating datasets."""
+from voxseg.io.datasets import (
+    LABEL_SUFFIXES,
+    LAYOUTS,
+    Case,
+    Dataset,
+    find_prediction_cases,
+    label_to_int,
+    load_dataset,
+    read_case,
+)
+from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix, write_volume
+from voxseg.io.validate import (
+    DIRECTION_TOLERANCE_DEG,
+    ORIGIN_TOLERANCE_MM,
+    SPACING_TOLERANCE_MM,
+    CaseSummary,
+    Problem,
+    ValidationReport,
+    format_table,
+    geometry_difference,
+    validate_dataset,
+)
+
+__all__ = [
+    # image.py
+    "ImageGeometry",
+    "read_volume",
+    "read_geometry",
+    "write_volume",
+    "is_nifti",
+    "strip_nifti_suffix",
+    # datasets.py
+    "Case",
+    "Dataset",
+    "LAYOUTS",
+    "LABEL_SUFFIXES",
+    "load_dataset",
+    "find_prediction_cases",
+    "read_case",
+    "label_to_int",
+    # validate.py
+    "CaseSummary",
+    "Problem",
+    "ValidationReport",
+    "validate_dataset",
+    "geometry_difference",
+    "format_table",
+    "ORIGIN_TOLERANCE_MM",
+    "SPACING_TOLERANCE_MM",
+    "DIRECTION_TOLERANCE_DEG",
+]

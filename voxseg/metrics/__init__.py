@@ -1,0 +1,29 @@
+"""Segmentation metrics: overlap, volume and surface distances per structure, and their aggregation.
+
+Pure functions, arrays in and numbers out; spacings are ``(sz, sy, sx)`` in mm and every distance
+is in mm. The empty-mask policy is in :mod:`voxseg.metrics.policy` (also as ``EMPTY_MASK_POLICY``),
+the surface definitions (MONAI-compatible HD95) in :mod:`voxseg.metrics.surface`.
+"""
+from voxseg.metrics.aggregate import format_summary, summarise
+from voxseg.metrics.case import METRIC_NAMES, binary_metrics, case_metrics
+from voxseg.metrics.evaluate import case_id_from_name, evaluate_folders
+from voxseg.metrics.overlap import confusion_counts, overlap_metrics
+from voxseg.metrics.policy import EMPTY_MASK_POLICY, default_penalty_mm
+from voxseg.metrics.surface import surface_distances, surface_metrics, surface_voxels
+
+__all__ = [
+    "EMPTY_MASK_POLICY",
+    "METRIC_NAMES",
+    "binary_metrics",
+    "case_id_from_name",
+    "case_metrics",
+    "confusion_counts",
+    "default_penalty_mm",
+    "evaluate_folders",
+    "format_summary",
+    "overlap_metrics",
+    "summarise",
+    "surface_distances",
+    "surface_metrics",
+    "surface_voxels",
+]

@@ -1,0 +1,95 @@
+"""All metrics of one case: per structure (a set of label values), from label maps.
+
+A structure is a class (``{"anterior": [1]}``) or a region made of several labels (BraTS
+``{"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}``). Empty masks follow :mod:`voxseg.metrics.policy`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from voxseg.metrics.overlap import overlap_metrics
+from voxseg.metrics.surface import surface_metrics
+
+__all__ = ["METRIC_NAMES", "binary_metrics", "case_metrics"]
+
+#: Numeric metrics of a row, in CSV column order (``ref_empty``/``pred_empty`` flags follow them).
+METRIC_NAMES: tuple[str, ...] = (
+    "dice", "iou", "precision", "recall", "specificity",
+    "hd95_mm", "hd_mm", "assd_mm", "surface_dice",
+    "vol_ref_ml", "vol_pred_ml", "vol_diff_ml", "abs_vol_diff_ml", "rel_vol_diff",
+)
+
+
+def binary_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    tolerance_mm: float = 1.0,
+    penalty_mm: float | None = None,
+) -> dict[str, float]:
+    """Every metric of one structure given as two boolean masks.
+
+    Args:
+        pred: predicted boolean mask ``(Z, Y, X)``.
+        ref: reference boolean mask, same shape.
+        spacing: ``(sz, sy, sx)`` voxel size in mm.
+        tolerance_mm: surface Dice tolerance in mm.
+        penalty_mm: HD95/HD/ASSD when exactly one mask is empty; ``None`` = volume diagonal in mm.
+
+    Returns:
+        The keys of :data:`METRIC_NAMES` (floats) plus ``ref_empty`` and ``pred_empty`` (bools).
+    """
+    pred = np.asarray(pred, dtype=bool)
+    ref = np.asarray(ref, dtype=bool)
+    row: dict[str, float] = {}
+    row.update(overlap_metrics(pred, ref, spacing))
+    row.update(surface_metrics(pred, ref, spacing, tolerance_mm=tolerance_mm, penalty_mm=penalty_mm))
+    out: dict[str, float] = {name: row[name] for name in METRIC_NAMES}
+    out["ref_empty"] = not ref.any()
+    out["pred_empty"] = not pred.any()
+    return out
+
+
+def case_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    structures: Mapping[str, Sequence[int]],
+    penalty_mm: float | None = None,
+    *,
+    tolerance_mm: float = 1.0,
+) -> dict[str, dict[str, float]]:
+    """Metrics of every structure of one case.
+
+    Args:
+        pred: predicted label map ``(Z, Y, X)``, integer label values.
+        ref: reference label map, same shape.
+        spacing: ``(sz, sy, sx)`` voxel size in mm.
+        structures: name -> label values making the structure, e.g. ``{"WT": [1, 2, 4]}``.
+        penalty_mm: HD95/HD/ASSD when exactly one mask is empty; ``None`` = volume diagonal in mm.
+        tolerance_mm: surface Dice tolerance in mm.
+
+    Returns:
+        ``{structure: {metric: value}}`` with the keys of :func:`binary_metrics`.
+
+    Raises:
+        ValueError: shapes differ, or a structure has no label values.
+    """
+    pred = np.asarray(pred)
+    ref = np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"pred shape {pred.shape} != ref shape {ref.shape}")
+    if not structures:
+        raise ValueError("structures is empty: give at least one {name: [label values]}")
+    result = {}
+    for name, labels in structures.items():
+        labels = [int(v) for v in labels]
+        if not labels:
+            raise ValueError(f"structure {name!r} has no label values")
+        result[name] = binary_metrics(
+            np.isin(pred, labels), np.isin(ref, labels), spacing, tolerance_mm=tolerance_mm, penalty_mm=penalty_mm
+        )
+    return result

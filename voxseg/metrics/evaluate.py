@@ -1,0 +1,231 @@
+"""Evaluate a folder of predicted label maps against a folder of reference label maps.
+
+Files are matched by case id: the file name without ``.nii``/``.nii.gz`` and without a trailing
+``_seg`` or ``_label`` (so ``CASE.nii.gz`` matches ``CASE_seg.nii.gz``). Either folder may be flat
+(nnU-Net ``labelsTr``, a prediction folder) or hold one sub-folder per subject (BraTS
+``CASE/CASE_seg.nii.gz``; in sub-folders only ``*_seg``/``*_label`` files are labels). When a folder
+holds both ``*_seg``/``*_label`` files and other NIfTI files (images), only the former are labels.
+
+Every reference needs a prediction (otherwise :class:`~voxseg.errors.InputError` lists the missing
+case ids); predictions without a reference are skipped with a warning. All headers are checked
+before any metric is computed: each prediction must have its reference's shape and affine.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from voxseg.errors import InputError
+from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix
+from voxseg.metrics.aggregate import summarise
+from voxseg.metrics.case import METRIC_NAMES, case_metrics
+from voxseg.metrics.policy import EMPTY_MASK_POLICY
+from voxseg.metrics.surface import __doc__ as _SURFACE_DOC
+
+__all__ = ["case_id_from_name", "evaluate_folders", "CSV_NAME", "JSON_NAME"]
+
+CSV_NAME = "metrics_per_case.csv"
+JSON_NAME = "metrics_summary.json"
+_LABEL_SUFFIXES = ("_seg", "_label")
+_PROBABILITY_SUFFIX = "_prob"
+_AFFINE_ATOL_MM = 1e-3
+_MAX_LISTED = 20
+
+
+def case_id_from_name(name: str) -> str:
+    """``'BraTS_001_seg.nii.gz' -> 'BraTS_001'``; ``'hippocampus_001.nii.gz' -> 'hippocampus_001'``."""
+    stem = strip_nifti_suffix(name)
+    for suffix in _LABEL_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _is_label_name(name: str) -> bool:
+    return strip_nifti_suffix(name).endswith(_LABEL_SUFFIXES)
+
+
+def _label_files_in(folder: Path, only_tagged: bool) -> list[Path]:
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and is_nifti(p.name) and not p.name.startswith(".")
+             and not strip_nifti_suffix(p.name).endswith(_PROBABILITY_SUFFIX)]  # voxseg predict --probabilities
+    tagged = [p for p in files if _is_label_name(p.name)]
+    if only_tagged or not tagged:
+        return tagged if only_tagged else files
+    # Images beside labels (CASE_flair next to CASE_seg) are skipped; CASE next to CASE_seg is ambiguous.
+    tagged_ids = {case_id_from_name(p.name) for p in tagged}
+    clash = [p for p in files if not _is_label_name(p.name) and strip_nifti_suffix(p.name) in tagged_ids]
+    return tagged + clash
+
+
+def _find_label_files(folder: str | Path, role: str) -> dict[str, Path]:
+    """Case id -> label file in a flat folder or in per-subject sub-folders."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, f"{role} folder not found" if not folder.exists() else f"{role} path is not a folder")
+    files = _label_files_in(folder, only_tagged=False)
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files += _label_files_in(sub, only_tagged=True)
+    found: dict[str, Path] = {}
+    for path in files:
+        case_id = case_id_from_name(path.name)
+        if case_id in found:
+            raise InputError(folder, f"two {role} files for case {case_id!r}: {found[case_id]} and {path}")
+        found[case_id] = path
+    if not found:
+        raise InputError(folder, f"no {role} NIfTI files (.nii/.nii.gz) found")
+    return found
+
+
+def _listing(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:_MAX_LISTED])
+    return shown + (f", ... ({len(ids) - _MAX_LISTED} more)" if len(ids) > _MAX_LISTED else "")
+
+
+def _geometry_problem(pred: ImageGeometry, ref: ImageGeometry, ref_path: Path) -> str | None:
+    """A one-line description of how ``pred``'s grid differs from ``ref``'s, or None if it does not."""
+    if pred.shape != ref.shape:
+        return f"shape (Z,Y,X) {pred.shape} does not match reference {ref_path} {ref.shape}"
+    diff = np.abs(np.asarray(pred.affine) - np.asarray(ref.affine))
+    if np.all(diff <= _AFFINE_ATOL_MM):
+        return None
+    parts = []
+    if not np.allclose(pred.spacing, ref.spacing, atol=_AFFINE_ATOL_MM, rtol=0):
+        parts.append(f"spacing {tuple(round(s, 4) for s in pred.spacing)} vs {tuple(round(s, 4) for s in ref.spacing)} mm")
+    if np.any(diff[:3, 3] > _AFFINE_ATOL_MM):
+        parts.append(f"origin {tuple(np.round(pred.affine[:3, 3], 3))} vs {tuple(np.round(ref.affine[:3, 3], 3))} mm")
+    if not parts:
+        parts.append("direction differs")
+    return f"affine does not match reference {ref_path}: " + "; ".join(parts) + f" (max element difference {diff.max():.4g})"
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    array, _ = read_volume(path, dtype=None)
+    if array.dtype.kind == "f":
+        array = np.rint(array)
+    return array.astype(np.int32, copy=False)
+
+
+def _json_safe(obj: object) -> object:
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _csv_text(rows: Sequence[Mapping[str, object]]) -> str:
+
+    columns = ["case_id", "structure", *METRIC_NAMES, "ref_empty", "pred_empty"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: (repr(float(row[c])) if c in METRIC_NAMES else row[c]) for c in columns})
+    return buffer.getvalue()
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    out_dir: str | Path,
+    structures: Mapping[str, Sequence[int]],
+    penalty_mm: float | None = None,
+    progress: bool = True,
+    *,
+    tolerance_mm: float = 1.0,
+) -> tuple[list[dict], dict]:
+    """Compute every metric of every case and structure, write a CSV and a JSON summary.
+
+    Args:
+        pred_dir: folder of predicted label maps (``CASE.nii.gz``; flat or per-subject folders).
+        ref_dir: folder of reference label maps (``CASE.nii.gz``, ``CASE_seg.nii.gz`` or
+            ``CASE/CASE_seg.nii.gz``).
+        out_dir: where ``metrics_per_case.csv`` (one row per case x structure) and
+            ``metrics_summary.json`` (summary, structures, empty-mask policy, settings) are written,
+            each atomically (temporary name, then rename). Created if missing.
+        structures: name -> label values, e.g. ``{"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}``.
+        penalty_mm: HD95/HD/ASSD when exactly one mask is empty; ``None`` = each case's volume
+            diagonal in mm.
+        progress: show a tqdm progress bar on stderr.
+        tolerance_mm: surface Dice tolerance in mm.
+
+    Returns:
+        ``(rows, summary)``: rows as in the CSV (``case_id``, ``structure``, metrics, flags), sorted by
+        case id, and :func:`voxseg.metrics.summarise` of them.
+
+    Raises:
+        InputError: a folder is missing or has no NIfTI files, a case has two files, references lack
+            predictions (all missing ids in one line), or a prediction's shape/affine differs from its
+            reference (naming both files).
+    """
+    pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
+    if not structures:
+        raise ValueError("structures is empty: give at least one {name: [label values]}")
+    refs = _find_label_files(ref_dir, "reference")
+    preds = _find_label_files(pred_dir, "prediction")
+    missing = sorted(set(refs) - set(preds))
+    if missing:
+        raise InputError(pred_dir, f"no prediction for {len(missing)} of {len(refs)} reference case(s): {_listing(missing)}")
+    extra = sorted(set(preds) - set(refs))
+    if extra:
+        warnings.warn(f"{pred_dir}: ignoring {len(extra)} prediction(s) without a reference: {_listing(extra)}", stacklevel=2)
+
+    case_ids = sorted(refs)
+    spacings = {}
+    for case_id in case_ids:  # check every header before the slow part
+        ref_geo, pred_geo = read_geometry(refs[case_id]), read_geometry(preds[case_id])
+        problem = _geometry_problem(pred_geo, ref_geo, refs[case_id])
+        if problem:
+            raise InputError(preds[case_id], problem)
+        spacings[case_id] = ref_geo.spacing
+
+    rows: list[dict] = []
+    for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
+        per_structure = case_metrics(
+            _read_labels(preds[case_id]), _read_labels(refs[case_id]), spacings[case_id], structures,
+            penalty_mm, tolerance_mm=tolerance_mm,
+        )
+        rows += [{"case_id": case_id, "structure": name, **values} for name, values in per_structure.items()]
+
+    summary = summarise(rows)
+    document = {
+        "summary": summary,
+        "structures": {name: [int(v) for v in labels] for name, labels in structures.items()},
+        "settings": {"penalty_mm": penalty_mm, "penalty_default": "volume diagonal in mm per case",
+                     "tolerance_mm": tolerance_mm},
+        "empty_mask_policy": EMPTY_MASK_POLICY,
+        "surface_definitions": " ".join(_SURFACE_DOC.split()),
+        "volume_difference": "rel_vol_diff = |V_ref - V_pred| / V_ref (seed 001, eq. 9); vol_diff_ml = V_pred - V_ref",
+        "pred_dir": str(pred_dir),
+        "ref_dir": str(ref_dir),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out_dir / CSV_NAME, _csv_text(rows))
+    _write_atomic(out_dir / JSON_NAME, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
+    return rows, summary

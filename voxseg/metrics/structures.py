@@ -1,0 +1,43 @@
+"""Which structures to evaluate: label classes, or BraTS regions, from a run, a scheme or the references."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from voxseg.data.labels import LabelScheme
+from voxseg.errors import InputError
+from voxseg.io.image import is_nifti, read_volume
+from voxseg.plan.plan import RunPlan
+
+__all__ = ["structures_for"]
+
+
+def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
+                   label_scheme: str | None = None) -> dict[str, list[int]]:
+    """Structures (name -> label values) to evaluate.
+
+    Priority: an explicit ``label_scheme``; else the run's plan (its labels and scheme); else every
+    nonzero value found in the reference files, one structure each.
+    """
+    names: dict[str, str] = {}
+    values: list[int] | None = None
+    if run_dir is not None:
+        plan_path = Path(run_dir) / "plan.json"
+        if not plan_path.exists():
+            raise InputError(run_dir, "not a voxseg run folder (no plan.json)")
+        plan = RunPlan.load(plan_path)
+        label_scheme = label_scheme or plan.label_scheme
+        names, values = plan.label_names, plan.label_values
+    if label_scheme and label_scheme != "classes":
+        return LabelScheme(label_scheme).structures()
+    if values is None:
+        found: set[int] = set()
+        files = sorted(p for p in Path(ref_dir).rglob("*") if is_nifti(p))
+        if not files:
+            raise InputError(ref_dir, "no reference NIfTI files found")
+        for path in files:
+            arr, _ = read_volume(path, dtype=np.int32)
+            found.update(int(v) for v in np.unique(arr))
+        values = sorted(found | {0})
+    return {names.get(str(v), f"label_{v}"): [v] for v in values if v != 0}

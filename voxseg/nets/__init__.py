@@ -1,0 +1,34 @@
+"""Networks: the U-Net family (2-D and 3-D), V-Net, named presets, size/cost info and freeze helpers.
+
+Typical use::
+
+    from voxseg.nets import build_network
+    net = build_network("unet", spatial_dims=3, in_channels=4, out_channels=3)
+    logits = net(x)  # x (N, 4, Z, Y, X), each size a multiple of net.size_divisor
+"""
+from voxseg.nets.blocks import CBAM, AttentionGate, DenseBlock, DilatedBottleneck, PlainBlock, ResidualBlock
+from voxseg.nets.info import count_parameters, estimate_flops, network_table
+from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
+from voxseg.nets.transfer import freeze_encoder, replace_head, unfreeze
+from voxseg.nets.unet import UNet
+from voxseg.nets.vnet import VNet
+
+__all__ = [
+    "UNet",
+    "VNet",
+    "NETWORKS",
+    "NetworkSpec",
+    "build_network",
+    "count_parameters",
+    "estimate_flops",
+    "network_table",
+    "freeze_encoder",
+    "unfreeze",
+    "replace_head",
+    "PlainBlock",
+    "ResidualBlock",
+    "DenseBlock",
+    "CBAM",
+    "AttentionGate",
+    "DilatedBottleneck",
+]

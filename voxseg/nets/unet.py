@@ -1,0 +1,250 @@
+"""The configurable U-Net behind most voxseg presets (2-D `(N, C, Y, X)` or 3-D `(N, C, Z, Y, X)`)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from voxseg.nets._base import _check_input, _FreezableMixin
+from voxseg.nets.blocks import (
+    ACTIVATIONS,
+    BLOCKS,
+    CBAM,
+    NORMS,
+    AttentionGate,
+    DilatedBottleneck,
+    PlainBlock,
+    _conv_cls,
+    _conv_transpose_cls,
+    _interp_mode,
+    _max_pool_cls,
+    _tuple,
+)
+
+__all__ = ["UNet"]
+
+_DOWN = ("strided", "maxpool")
+_UP = ("transposed", "interp")
+_ATTENTION = (None, "cbam", "gate")
+_DROPOUT_WHERE = ("decoder", "encoder", "both")
+
+
+def _choice(name: str, value, allowed: Sequence) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}")
+
+
+def _init_weights(module: nn.Module) -> None:
+    """He initialisation for LeakyReLU(0.01), zero biases (as nnU-Net's InitWeights_He)."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        nn.init.kaiming_normal_(module.weight, a=0.01)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class UNet(_FreezableMixin, nn.Module):
+    """U-Net with interchangeable stages, down/up-sampling, attention and deep supervision.
+
+    The default configuration is the nnU-Net "plain" U-Net: each resolution stage is two
+    (conv3 - InstanceNorm - LeakyReLU(0.01)), down-sampling by the first conv of a stage with stride 2,
+    up-sampling by a transposed conv (kernel = stride) that also halves the channels, skip features
+    concatenated, widths base * 2**i capped at `max_width`, and a 1x1 conv head producing logits.
+
+    References:
+        Ronneberger et al., "U-Net: Convolutional Networks for Biomedical Image Segmentation", MICCAI 2015.
+        Çiçek et al., "3D U-Net: Learning Dense Volumetric Segmentation from Sparse Annotation", MICCAI 2016.
+        Isensee et al., "nnU-Net: a self-configuring method for deep learning-based biomedical image
+        segmentation", Nature Methods 18, 2021.
+        Options: see `ResidualBlock`, `DenseBlock`, `CBAM`, `AttentionGate`, `DilatedBottleneck`.
+
+    Deep supervision (Lee et al., "Deeply-Supervised Nets", AISTATS 2015) adds 1x1 heads on the decoder
+    outputs at 1/2, 1/4, ... resolution (and on the bottleneck when `dilated_bottleneck`, as Henry et al.
+    2020). The auxiliary logits are returned at their own resolution, as nnU-Net does (Henry et al.
+    upsample them instead); the loss must down-sample the target.
+
+    Shapes: input `(N, C_in, *S)` -> logits `(N, C_out, *S)`; in training mode with deep supervision a
+    list `[(N, C_out, *S), (N, C_out, *S/2), (N, C_out, *S/4), ...]` (full resolution first). Every
+    spatial size must be a multiple of `size_divisor` (ValueError otherwise, naming the allowed sizes).
+
+    Args:
+        spatial_dims: 2 (`(N, C, Y, X)`) or 3 (`(N, C, Z, Y, X)`).
+        in_channels: input channels (image modalities).
+        out_channels: output channels (classes or regions).
+        base_width: channels of the first stage. Default 32.
+        depth: number of resolution stages including the bottleneck stage, 3-6. Default 5.
+        max_width: cap on the channels of any stage (nnU-Net: 320 in 3-D, 512 in 2-D); None = no cap.
+            Default 320.
+        norm: "instance" (affine), "batch" or "group" (8 groups, fewer when the width is not divisible).
+        activation: "leakyrelu" (slope 0.01), "relu" or "prelu".
+        dropout: dropout probability after each activation of the chosen blocks. Default 0.
+        dropout_where: which blocks get dropout: "decoder", "encoder" (incl. bottleneck) or "both".
+        down: "strided" (first conv of a stage has stride 2) or "maxpool" (max-pool, then the stage).
+        up: "transposed" (transposed conv, kernel = stride) or "interp" ((bi/tri)linear up-sampling
+            followed by a 1x1 conv that sets the channels).
+        block: stage type, "plain" (n x conv-norm-act), "residual" or "dense".
+        attention: None, "cbam" (CBAM at the end of every encoder stage) or "gate" (attention gates of
+            Oktay et al. on every skip connection).
+        dilated_bottleneck: add two dilated (rate 2) convs after the deepest stage, concatenated with
+            its output and fused by one conv: a pseudo extra stage without down-sampling (Henry et al.).
+        deep_supervision: return auxiliary logits in training mode (see above).
+        strides: per down-sampling step (depth - 1 entries) an int or one stride per axis, for
+            anisotropic data; default 2 everywhere. `size_divisor` is their product per axis.
+        kernel_sizes: per stage (depth entries) an odd int or one size per axis; default 3.
+        mid_width_ratio: the first conv of every encoder stage outputs `round(width * ratio)` channels
+            (plain blocks only). Çiçek et al. 2016 double the channels inside a stage: ratio 0.5.
+
+    Attributes:
+        size_divisor: tuple of ints, one per spatial axis.
+        widths: channels of each stage, shallowest first.
+        encoder_stages: `nn.ModuleList` of the encoder stages (used by `freeze_encoder`).
+        heads: `nn.ModuleList` of 1x1 conv heads; `heads[0]` is the main output.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        base_width: int = 32,
+        depth: int = 5,
+        max_width: int | None = 320,
+        norm: str = "instance",
+        activation: str = "leakyrelu",
+        dropout: float = 0.0,
+        dropout_where: str = "decoder",
+        down: str = "strided",
+        up: str = "transposed",
+        block: str = "plain",
+        attention: str | None = None,
+        dilated_bottleneck: bool = False,
+        deep_supervision: bool = False,
+        strides: Sequence[int | Sequence[int]] | None = None,
+        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
+        mid_width_ratio: float = 1.0,
+    ):
+        super().__init__()
+        _choice("spatial_dims", spatial_dims, (2, 3))
+        _choice("norm", norm, NORMS)
+        _choice("activation", activation, ACTIVATIONS)
+        _choice("dropout_where", dropout_where, _DROPOUT_WHERE)
+        _choice("down", down, _DOWN)
+        _choice("up", up, _UP)
+        _choice("block", block, tuple(BLOCKS))
+        _choice("attention", attention, _ATTENTION)
+        if not 3 <= depth <= 6:
+            raise ValueError(f"depth (number of resolution stages) must be 3-6, got {depth}")
+        if in_channels < 1 or out_channels < 1 or base_width < 1:
+            raise ValueError("in_channels, out_channels and base_width must be positive")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if mid_width_ratio != 1.0 and block != "plain":
+            raise ValueError("mid_width_ratio is only supported with block='plain'")
+
+        strides = [2] * (depth - 1) if strides is None else list(strides)
+        if len(strides) != depth - 1:
+            raise ValueError(f"strides needs depth - 1 = {depth - 1} entries, got {len(strides)}")
+        stride_t = [_tuple(s, spatial_dims) for s in strides]
+        kernel_sizes = [3] * depth if kernel_sizes is None else list(kernel_sizes)
+        if len(kernel_sizes) != depth:
+            raise ValueError(f"kernel_sizes needs depth = {depth} entries, got {len(kernel_sizes)}")
+        kernel_t = [_tuple(k, spatial_dims) for k in kernel_sizes]
+        if any(k % 2 == 0 for ks in kernel_t for k in ks):
+            raise ValueError(f"kernel sizes must be odd, got {kernel_sizes}")
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.deep_supervision = deep_supervision
+        self.frozen_stages = 0
+        self.widths = tuple(min(base_width * 2**i, max_width or base_width * 2**i) for i in range(depth))
+        divisor = [1] * spatial_dims
+        for s in stride_t:
+            divisor = [d * si for d, si in zip(divisor, s)]
+        self.size_divisor: tuple[int, ...] = tuple(divisor)
+
+        block_cls = BLOCKS[block]
+        enc_p = dropout if dropout_where in ("encoder", "both") else 0.0
+        dec_p = dropout if dropout_where in ("decoder", "both") else 0.0
+        common = {"norm": norm, "activation": activation}
+        conv = _conv_cls(spatial_dims)
+
+        # Encoder: stage 0 at full resolution, stage i down-samples by strides[i - 1].
+        self.encoder_stages = nn.ModuleList()
+        for i, width in enumerate(self.widths):
+            c_in = in_channels if i == 0 else self.widths[i - 1]
+            layers: list[nn.Module] = []
+            stride: tuple[int, ...] | int = 1
+            if i > 0 and down == "maxpool":
+                layers.append(_max_pool_cls(spatial_dims)(stride_t[i - 1], stride_t[i - 1]))
+            elif i > 0:
+                stride = stride_t[i - 1]
+            extra = {}
+            if mid_width_ratio != 1.0:
+                extra["mid_channels"] = max(round(width * mid_width_ratio), 1)
+            layers.append(block_cls(spatial_dims, c_in, width, kernel_t[i], stride, dropout=enc_p, **common, **extra))
+            if attention == "cbam":
+                layers.append(CBAM(spatial_dims, width))
+            self.encoder_stages.append(nn.Sequential(*layers))
+
+        self.bottleneck: nn.Module | None = (
+            DilatedBottleneck(spatial_dims, self.widths[-1], dropout=enc_p, **common) if dilated_bottleneck else None
+        )
+
+        # Decoder, deepest first: level = depth - 2 ... 0.
+        self.ups = nn.ModuleList()
+        self.gates = nn.ModuleList()
+        self.decoder_blocks = nn.ModuleList()
+        for level in range(depth - 2, -1, -1):
+            c_low, c_skip, s = self.widths[level + 1], self.widths[level], stride_t[level]
+            if up == "transposed":
+                self.ups.append(_conv_transpose_cls(spatial_dims)(c_low, c_skip, s, stride=s, bias=False))
+            else:
+                self.ups.append(
+                    nn.Sequential(
+                        nn.Upsample(scale_factor=tuple(float(v) for v in s), mode=_interp_mode(spatial_dims)),
+                        conv(c_low, c_skip, 1, bias=False),
+                    )
+                )
+            if attention == "gate":
+                self.gates.append(AttentionGate(spatial_dims, c_skip, c_low, factor=s))
+            self.decoder_blocks.append(block_cls(spatial_dims, 2 * c_skip, c_skip, kernel_t[level], 1, dropout=dec_p, **common))
+
+        # Heads: level 0 (main), then 1 .. depth-2 (decoder), then depth-1 (dilated bottleneck).
+        head_levels = [0]
+        if deep_supervision:
+            head_levels += list(range(1, depth - 1)) + ([depth - 1] if dilated_bottleneck else [])
+        self.head_levels = tuple(head_levels)
+        self.heads = nn.ModuleList(conv(self.widths[lv], out_channels, 1) for lv in head_levels)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Segment a batch.
+
+        Args:
+            x: `(N, C_in, *S)`, every spatial size a multiple of `size_divisor`.
+
+        Returns:
+            Logits `(N, C_out, *S)`; in training mode with deep supervision a list of logits at full,
+            1/2, 1/4, ... resolution.
+        """
+        _check_input(x, self.spatial_dims, self.in_channels, self.size_divisor)
+        skips = []
+        h = x
+        for stage in self.encoder_stages:
+            h = stage(h)
+            skips.append(h)
+        if self.bottleneck is not None:
+            h = self.bottleneck(h)
+        depth = len(skips)
+        features: dict[int, torch.Tensor] = {depth - 1: h}
+        for j, (up, block) in enumerate(zip(self.ups, self.decoder_blocks)):
+            level = depth - 2 - j
+            skip = skips[level]
+            if len(self.gates):
+                skip = self.gates[j](skip, h)
+            h = block(torch.cat([up(h), skip], dim=1))
+            features[level] = h
+        if self.deep_supervision and self.training:
+            return [head(features[lv]) for head, lv in zip(self.heads, self.head_levels)]
+        return self.heads[0](h)

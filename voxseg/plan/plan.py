@@ -1,0 +1,182 @@
+"""The run plan: every choice a run makes, typed, saved as ``plan.json`` beside the model.
+
+A run folder's ``plan.json`` alone reproduces the run: dataset channels and labels, preprocessing,
+network, patch and batch, loss, optimiser, schedule, budget and seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxseg.data.preprocess import PreprocessConfig
+
+__all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "save_json_atomic"]
+
+
+def save_json_atomic(obj: Any, path: str | Path) -> Path:
+    """Write JSON to a temporary name beside ``path``, then rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class NetworkConfig:
+    """Which network and how big.
+
+    Attributes:
+        name: a key of ``voxseg.nets.NETWORKS`` (``voxseg nets`` lists them).
+        spatial_dims: 3 (patches) or 2 (slices, predicted slice by slice).
+        kwargs: overrides of the preset (``base_width``, ``depth``, ``max_width``, ...).
+    """
+
+    name: str = "unet"
+    spatial_dims: int = 3
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and sampling. Times in minutes, rates per iteration.
+
+    Attributes:
+        loss: loss spec for ``voxseg.losses.build_loss`` (e.g. ``"dice+ce"``).
+        loss_kwargs: extra loss arguments (``alpha``, ``beta``, ``gamma``...).
+        optimizer: ``"sgd"`` (Nesterov, momentum 0.99) or ``"adam"``.
+        lr: initial learning rate; decays with the poly schedule ``lr * (1 - t)^0.9`` where ``t``
+            is the fraction of the run done (of epochs, or of the time budget when that ends first).
+        weight_decay: L2 penalty.
+        epochs: maximum number of epochs.
+        iterations_per_epoch: optimiser steps per epoch.
+        time_budget_minutes: stop cleanly after this many minutes of training (None: no limit).
+        batch_size: patches per step.
+        patch_size: ``(pz, py, px)`` voxels for 3-D, ``(1, py, px)`` for 2-D.
+        foreground_fraction: share of patches centred on a foreground voxel.
+        flips: random flips along every spatial axis.
+        amp: ``"bf16"`` autocast on CPU (2.5x faster here), ``"fp16"`` on CUDA, or ``"none"``.
+        val_fraction: share of cases held out for validation (split by case, seeded).
+        val_every: validate every this many epochs.
+        seed: seed of the split, sampling, augmentation and initialisation.
+        num_threads: torch threads (None: all cores).
+    """
+
+    loss: str = "dice+ce"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    weight_decay: float = 3e-5
+    epochs: int = 100
+    iterations_per_epoch: int = 50
+    time_budget_minutes: float | None = None
+    batch_size: int = 2
+    patch_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    foreground_fraction: float = 1.0 / 3.0
+    flips: bool = True
+    amp: str = "bf16"
+    val_fraction: float = 0.2
+    val_every: int = 1
+    seed: int = 0
+    num_threads: int | None = None
+
+
+@dataclass
+class InferenceConfig:
+    """Sliding-window settings: overlap fraction, windows per batch, Gaussian blending."""
+
+    overlap: float = 0.5
+    batch_size: int = 2
+    gaussian: bool = True
+
+
+@dataclass
+class RunPlan:
+    """Everything a run needs, saved as ``plan.json``.
+
+    Attributes:
+        channel_names: channel order the network was trained with (prediction feeds the same order).
+        label_values: original label values, sorted, 0 first (class k of the network is value k).
+        label_names: names of the label values (from dataset.json when present).
+        label_scheme: ``"classes"`` (softmax over labels) or ``"brats"`` / ``"brats2023"`` (sigmoid regions).
+        preprocess: cropping, normalisation and resampling.
+        network / train / inference: see their classes.
+        dataset: the dataset folder the run was trained on (informative).
+    """
+
+    channel_names: list[str]
+    label_values: list[int]
+    label_names: dict[str, str] = field(default_factory=dict)
+    label_scheme: str = "classes"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    dataset: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["preprocess"] = self.preprocess.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunPlan":
+        data = dict(data)
+        return cls(
+            channel_names=list(data["channel_names"]),
+            label_values=[int(v) for v in data["label_values"]],
+            label_names={str(k): str(v) for k, v in data.get("label_names", {}).items()},
+            label_scheme=data.get("label_scheme", "classes"),
+            preprocess=PreprocessConfig.from_dict(data.get("preprocess", {})),
+            network=NetworkConfig(**data.get("network", {})),
+            train=TrainConfig(**data.get("train", {})),
+            inference=InferenceConfig(**data.get("inference", {})),
+            dataset=data.get("dataset", ""),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        return save_json_atomic(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunPlan":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def num_outputs(self) -> int:
+        """Output channels of the network: one per class, or three regions for BraTS schemes."""
+        return 3 if self.label_scheme.startswith("brats") else len(self.label_values)
+
+
+def plan_patch_size(
+    median_shape: tuple[int, ...],
+    divisor: int,
+    max_voxels: int,
+    spatial_dims: int = 3,
+) -> list[int]:
+    """Choose a patch from the data: the median (cropped, resampled) case shape, rounded up to a
+    multiple of ``divisor``, then shrunk (largest axis first) until it holds at most ``max_voxels``.
+
+    Args:
+        median_shape: ``(Z, Y, X)`` median shape of the preprocessed cases, voxels.
+        divisor: network size divisor (2^(depth-1)).
+        max_voxels: memory/time cap on the patch volume (e.g. 128^3 on a GPU, ~64^3-96^3 on a CPU).
+        spatial_dims: 3 for patches; 2 gives ``(1, Y, X)`` slices.
+
+    Returns:
+        ``[pz, py, px]`` in voxels.
+    """
+    shape = [int(s) for s in median_shape]
+    if spatial_dims == 2:
+        shape = shape[1:]
+    patch = [max(divisor, int(math.ceil(s / divisor)) * divisor) for s in shape]
+    while int(np.prod(patch)) > max_voxels and max(patch) > divisor:
+        axis = int(np.argmax(patch))
+        patch[axis] -= divisor
+    return ([1] + patch) if spatial_dims == 2 else patch

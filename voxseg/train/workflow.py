@@ -1,0 +1,240 @@
+"""From a dataset folder to a trained run folder: validate, preprocess (cached), plan, split, train.
+
+Run folder layout::
+
+    RUN/plan.json            the typed plan (channels, labels, preprocessing, network, training)
+    RUN/split.json           case ids for training and validation (seeded; editable before --resume)
+    RUN/dataset.json         the dataset as voxseg saw it (layout, channel order, cases)
+    RUN/preprocessed/*.npz   cached preprocessed cases (image, label, record)
+    RUN/log.csv              one row per epoch
+    RUN/checkpoint_{last,best}.pt
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from voxseg.data.labels import LabelScheme, check_labels_fit
+from voxseg.data.preprocess import LabelMapping, PreprocessConfig, PreprocessRecord, preprocess_case
+from voxseg.errors import InputError
+from voxseg.infer.runtime import CHECKPOINT_LAST, build_model
+from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
+from voxseg.io.validate import validate_dataset
+from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig, plan_patch_size, save_json_atomic
+from voxseg.train.loop import PreparedCase, TrainResult, train_model
+
+__all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "split_cases", "prepare_cases", "run_training"]
+
+
+class DatasetInvalid(Exception):
+    """A dataset failed validation; ``problems`` holds one printable line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass
+class TrainOptions:
+    """What a user chooses on ``voxseg train``; unset values are planned from the data.
+
+    Attributes:
+        net / net_kwargs: network preset and overrides.
+        spatial_dims: 3 (3-D patches) or 2 (2-D slices).
+        loss / loss_kwargs: loss spec and its arguments.
+        label_scheme: ``"classes"``, ``"brats"`` or ``"brats2023"``.
+        epochs, iterations_per_epoch, time_budget_minutes, batch_size, lr, optimizer, seed, amp:
+            see :class:`voxseg.plan.TrainConfig`.
+        patch_size: ``[pz, py, px]`` voxels; None plans it from the median case shape.
+        max_patch_voxels: cap used when planning the patch (CPU default ~ 64^3 x 2).
+        val_fraction: share of cases held out for validation.
+        preprocess: cropping, normalisation and resampling.
+        skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
+        include_cases: train only on these case ids (others are not used; e.g. the demo's test split).
+    """
+
+    net: str = "unet"
+    net_kwargs: dict = field(default_factory=dict)
+    spatial_dims: int = 3
+    loss: str = "dice+ce"
+    loss_kwargs: dict = field(default_factory=dict)
+    label_scheme: str = "classes"
+    epochs: int = 100
+    iterations_per_epoch: int = 50
+    time_budget_minutes: float | None = None
+    batch_size: int = 2
+    lr: float | None = None
+    optimizer: str = "sgd"
+    seed: int = 0
+    amp: str = "bf16"
+    patch_size: list[int] | None = None
+    max_patch_voxels: int = 96 * 96 * 64
+    val_fraction: float = 0.2
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    skip_invalid: bool = False
+    include_cases: list[str] | None = None
+    num_threads: int | None = None
+
+
+def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], None] = print,
+                  require_labels: bool = True) -> list[Case]:
+    """Validate ``dataset``; refuse it (``DatasetInvalid``) or leave out the failing cases."""
+    allowed = set(int(v) for v in dataset.label_names) if dataset.label_names else None
+    report = validate_dataset(dataset, allowed_labels=allowed, progress=True, require_labels=require_labels)
+    problems = report.problems
+    if not problems:
+        return [c for c in dataset.cases if c.label_path is not None or not require_labels]
+    lines = [str(p) for p in problems]
+    if not skip_invalid:
+        raise DatasetInvalid(lines + [f"{dataset.root}: {len(lines)} problem(s); fix them or pass --skip-invalid "
+                                      "to leave those cases out"])
+    bad = {p.case_id for p in problems}
+    for line in lines:
+        log(f"skipping: {line}")
+    kept = [c for c in dataset.cases if c.case_id not in bad]
+    log(f"--skip-invalid: left out {len(bad)} case(s) ({', '.join(sorted(bad))}); {len(kept)} remain")
+    if not kept:
+        raise InputError(dataset.root, "no valid cases left after --skip-invalid")
+    return kept
+
+
+def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Seeded split by case: ``{"train": [...], "val": [...]}`` (at least one training case)."""
+    ids = sorted(case_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
+    n_val = min(n_val, len(ids) - 1)
+    val = sorted(ids[i] for i in order[:n_val])
+    return {"train": sorted(set(ids) - set(val)), "val": val}
+
+
+def _cache_path(cache_dir: Path, case_id: str) -> Path:
+    return cache_dir / f"{case_id}.npz"
+
+
+def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMapping, cache_dir: Path,
+                  progress: bool = True) -> list[PreparedCase]:
+    """Read and preprocess cases, reusing ``cache_dir/<case>.npz`` when the config is unchanged.
+
+    Returns:
+        cases with ``(C, Z, Y, X)`` float32 images and ``(Z, Y, X)`` uint8 consecutive labels.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stamp = json.dumps({"preprocess": config.to_dict(), "labels": mapping.values}, sort_keys=True)
+    prepared = []
+    for case in tqdm(cases, desc="preprocess", unit="case", disable=not progress):
+        path = _cache_path(cache_dir, case.case_id)
+        if path.exists():
+            with np.load(path, allow_pickle=False) as npz:
+                if str(npz["stamp"]) == stamp:
+                    label = npz["label"] if npz["label"].size else None
+                    prepared.append(PreparedCase(case.case_id, npz["image"], label))
+                    continue
+        image, label, geometry = read_case(case, with_label=True)
+        consecutive = mapping.to_consecutive(label) if label is not None else None
+        result = preprocess_case(image, geometry.spacing, config, label=consecutive)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+        lab = result.label if result.label is not None else np.zeros(0, np.uint8)
+        np.savez(tmp, image=result.image, label=lab, stamp=np.array(stamp),
+                 record=np.array(json.dumps(result.record.to_dict())))
+        os.replace(tmp, path)
+        prepared.append(PreparedCase(case.case_id, result.image, result.label))
+    return prepared
+
+
+def _label_values(cases: list[Case], dataset: Dataset) -> list[int]:
+    if dataset.label_names:
+        return sorted(int(v) for v in dataset.label_names)
+    values: set[int] = {0}
+    for case in cases:
+        _, label, _ = read_case(case, with_label=True)
+        values.update(int(v) for v in np.unique(label))
+    return sorted(values)
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    if resume:
+        if not (run_dir / CHECKPOINT_LAST).exists():
+            raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise InputError(run_dir, "run folder exists and is not empty; pass --overwrite to replace it "
+                                      "or --resume to continue it")
+        if not (run_dir / "plan.json").exists():
+            raise InputError(run_dir, "refusing to --overwrite a folder that is not a voxseg run (no plan.json)")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[int],
+                    prepared: list[PreparedCase]) -> RunPlan:
+    network = NetworkConfig(options.net, options.spatial_dims, dict(options.net_kwargs))
+    label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
+    plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
+                   label_scheme=options.label_scheme, preprocess=options.preprocess, network=network,
+                   dataset=str(dataset.root))
+    divisor = max(build_model(plan).size_divisor)
+    median = np.median(np.array([c.image.shape[1:] for c in prepared]), axis=0)
+    patch = options.patch_size or plan_patch_size(tuple(median), divisor, options.max_patch_voxels,
+                                                  options.spatial_dims)
+    lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
+    plan.train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
+                             lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
+                             time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
+                             patch_size=[int(p) for p in patch], amp=options.amp, val_fraction=options.val_fraction,
+                             seed=options.seed, num_threads=options.num_threads)
+    return plan
+
+
+def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptions, overwrite: bool = False,
+                 resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+    """``voxseg train``: validate, preprocess, plan, split, train; everything lands in ``run_dir``."""
+    run_dir = Path(run_dir)
+    dataset = load_dataset(data_root)
+    _prepare_run_dir(run_dir, overwrite, resume)
+    if resume:
+        plan = RunPlan.load(run_dir / "plan.json")
+        split = json.loads((run_dir / "split.json").read_text())
+        wanted = set(split["train"]) | set(split["val"])
+        cases = [c for c in dataset.cases if c.case_id in wanted]
+        missing = wanted - {c.case_id for c in cases}
+        if missing:
+            raise InputError(dataset.root, f"cases of the saved split are missing: {', '.join(sorted(missing))}")
+        mapping = LabelMapping(plan.label_values)
+    else:
+        cases = checked_cases(dataset, options.skip_invalid, log)
+        if options.include_cases is not None:
+            keep = set(options.include_cases)
+            cases = [c for c in cases if c.case_id in keep]
+        log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
+            f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
+        label_values = _label_values(cases, dataset)
+        if options.label_scheme != "classes":
+            try:
+                check_labels_fit(label_values, LabelScheme(options.label_scheme))
+            except ValueError as exc:
+                raise InputError(dataset.root, str(exc)) from None
+        mapping = LabelMapping(label_values)
+        split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
+    prepared = prepare_cases(cases, options.preprocess if not resume else plan.preprocess, mapping,
+                             run_dir / "preprocessed", progress)
+    if not resume:
+        plan = _plan_from_data(options, dataset, mapping.values, prepared)
+        plan.save(run_dir / "plan.json")
+        save_json_atomic(split, run_dir / "split.json")
+        save_json_atomic(dataset.to_dict(), run_dir / "dataset.json")
+        log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
+            f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
+            f"split {len(split['train'])} train / {len(split['val'])} validation cases")
+    by_id = {c.case_id: c for c in prepared}
+    train_cases = [by_id[i] for i in split["train"]]
+    val_cases = [by_id[i] for i in split["val"]]
+    return train_model(plan, train_cases, val_cases, run_dir, resume=resume, progress=progress, log=log)
