@@ -14,7 +14,6 @@ from voxseg.nets.blocks import (
     NORMS,
     AttentionGate,
     DilatedBottleneck,
-    PlainBlock,
     _conv_cls,
     _conv_transpose_cls,
     _interp_mode,

@@ -62,7 +62,8 @@ class TrainConfig:
         patch_size: ``(pz, py, px)`` voxels for 3-D, ``(1, py, px)`` for 2-D.
         foreground_fraction: share of patches centred on a foreground voxel.
         flips: random flips along every spatial axis.
-        amp: ``"bf16"`` autocast on CPU (2.5x faster here), ``"fp16"`` on CUDA, or ``"none"``.
+        amp: ``"auto"`` (measure: bf16 on a CPU where it is faster, fp16 on CUDA), ``"bf16"``, ``"fp16"``
+            (CUDA) or ``"none"``.
         val_fraction: share of cases held out for validation (split by case, seeded).
         val_every: validate every this many epochs.
         seed: seed of the split, sampling, augmentation and initialisation.
@@ -81,7 +82,7 @@ class TrainConfig:
     patch_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     foreground_fraction: float = 1.0 / 3.0
     flips: bool = True
-    amp: str = "bf16"
+    amp: str = "auto"
     val_fraction: float = 0.2
     val_every: int = 1
     seed: int = 0

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from voxseg.data.labels import LabelScheme, labels_to_regions
 from voxseg.data.sampling import PatchSampler, random_flip
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, autocast_context, build_model,
-                                  predict_volume, probabilities_to_labels)
+                                  predict_volume, probabilities_to_labels, resolve_amp)
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.metrics import overlap_metrics
 from voxseg.plan.plan import RunPlan
@@ -132,6 +132,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = build_model(plan).to(dev)
+    log(f"mixed precision: {cfg.amp} -> {resolve_amp(cfg.amp, dev)} on {dev.type} with {torch.get_num_threads()} "
+        f"threads; {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     mode = "sigmoid" if plan.label_scheme.startswith("brats") else "softmax"
     loss_fn = build_loss(cfg.loss, mode=mode, **cfg.loss_kwargs)
     deep = bool(getattr(model, "deep_supervision", False))

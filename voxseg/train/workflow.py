@@ -73,7 +73,8 @@ class TrainOptions:
     lr: float | None = None
     optimizer: str = "sgd"
     seed: int = 0
-    amp: str = "bf16"
+    amp: str = "auto"
+    val_every: int = 1
     patch_size: list[int] | None = None
     max_patch_voxels: int = 96 * 96 * 64
     val_fraction: float = 0.2
@@ -190,6 +191,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
                              lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
                              time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
                              patch_size=[int(p) for p in patch], amp=options.amp, val_fraction=options.val_fraction,
+                             val_every=options.val_every,
                              seed=options.seed, num_threads=options.num_threads)
     return plan
 
