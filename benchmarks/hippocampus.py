@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from voxseg.infer import load_model, predict_cases
-from voxseg.io import load_dataset
-from voxseg.metrics import evaluate_folders, format_summary
-from voxseg.train import TrainOptions, checked_cases, run_training, split_cases
+from _heldout import REPO, SHARED_DATA, train_and_test
+from voxseg.metrics import format_summary
+from voxseg.train import TrainOptions
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "hippocampus"
+DEFAULT_DATA = SHARED_DATA / "hippocampus"
 
 
 def main() -> int:
@@ -50,44 +46,25 @@ def main() -> int:
         print(f"error: {args.data}: hippocampus data not found (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    dataset = load_dataset(args.data)
-    valid = checked_cases(dataset, skip_invalid=True)
-    split = split_cases([c.case_id for c in valid], 0.2, args.seed)
-    test_cases = [c for c in valid if c.case_id in set(split["val"])]
-    print(f"split (seed {args.seed}): {len(split['train'])} training cases, {len(test_cases)} held-out cases")
-
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
     net_kwargs = {k: int(v) for k, v in (item.split("=") for item in args.net_args.split(",") if item)}
     options = TrainOptions(net_kwargs=net_kwargs, epochs=100_000, iterations_per_epoch=100,
                            time_budget_minutes=args.minutes, batch_size=args.batch_size, optimizer=args.optimizer,
-                           lr=args.lr, val_fraction=0.0, seed=args.seed, num_threads=args.threads,
-                           include_cases=split["train"], skip_invalid=True)
-    result = run_training(args.data, args.out / "run", options, overwrite=True)
-
-    start = time.perf_counter()
-    model, plan = load_model(args.out / "run", which="last")
-    predict_cases(model, plan, test_cases, args.out / "pred")
-    predict_minutes = (time.perf_counter() - start) / 60
-    refs = args.out / "ref"
-    refs.mkdir()
-    for case in test_cases:
-        (refs / f"{case.case_id}.nii.gz").symlink_to(Path(case.label_path).resolve())
-    _, summary = evaluate_folders(args.out / "pred", refs, args.out, {"anterior": [1], "posterior": [2]})
+                           lr=args.lr, val_fraction=0.0, seed=args.seed, num_threads=args.threads)
+    held = train_and_test(args.data, args.out, options, {"anterior": [1], "posterior": [2]}, args.seed)
+    summary, result, plan, predict_minutes = held.summary, held.train, held.plan, held.predict_minutes
+    print(f"split (seed {args.seed}): {held.n_train} training cases, {held.n_test} held-out cases")
     print(format_summary(summary))
     dice_a = summary["metrics"]["anterior"]["dice"]["mean"]
     dice_p = summary["metrics"]["posterior"]["dice"]["mean"]
-    iterations = sum(1 for _ in result.history) * options.iterations_per_epoch
     print(f"{'what':<28}{'value':>10}")
-    for name, value in [("train minutes", result.elapsed_minutes), ("epochs x 100 iterations", len(result.history)),
+    for name, value in [("train minutes", result.elapsed_minutes), ("iterations", result.iterations),
                         ("predict minutes (held-out)", predict_minutes), ("Dice anterior", dice_a),
                         ("Dice posterior", dice_p), ("Dice mean", (dice_a + dice_p) / 2),
                         ("reference MONAI fp32", 0.83), ("reference MONAI bf16", 0.86)]:
         print(f"{name:<28}{value:>10.3f}")
     print(json.dumps({"dice_anterior": round(dice_a, 4), "dice_posterior": round(dice_p, 4),
                       "dice_mean": round((dice_a + dice_p) / 2, 4), "train_minutes": round(result.elapsed_minutes, 2),
-                      "iterations_approx": iterations, "held_out_cases": len(test_cases),
+                      "iterations": result.iterations, "held_out_cases": held.n_test,
                       "net": plan.network.name, "net_kwargs": plan.network.kwargs, "patch": plan.train.patch_size,
                       "batch_size": plan.train.batch_size, "amp": plan.train.amp}))
     return 0

@@ -92,15 +92,22 @@ def validate(data: Path) -> None:
 
 def _train_options(**kw):
     from voxseg.data.preprocess import PreprocessConfig
+    from voxseg.losses import parse_loss_args
     from voxseg.train.workflow import TrainOptions
 
     pre = PreprocessConfig(normalization=kw["normalization"], target_spacing=_parse_floats(kw["spacing"]))
     return TrainOptions(
         net=kw["net"], net_kwargs=_parse_kv(kw["net_args"]), spatial_dims=kw["dims"], loss=kw["loss"],
-        loss_kwargs=_parse_kv(kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
+        loss_kwargs=parse_loss_args(kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parse_ints(kw["patch"]),
-        val_fraction=kw["val_fraction"], preprocess=pre, skip_invalid=kw["skip_invalid"], num_threads=kw["threads"])
+        val_fraction=kw["val_fraction"], preprocess=pre, skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
+        folds=kw["folds"], fold=kw["fold"], init_from=str(kw["init_from"]) if kw["init_from"] else None,
+        freeze_stages=kw["freeze_stages"], unfreeze_after_epochs=kw["unfreeze_after"], val_every=kw["val_every"],
+        train_overrides={"optimizer_kwargs": _parse_kv(kw["optimizer_args"]), "schedule": kw["schedule"],
+                         "schedule_kwargs": _parse_kv(kw["schedule_args"]), "plateau_patience": kw["plateau"],
+                         "early_stopping_patience": kw["early_stopping"], "swa_epochs": kw["swa_epochs"],
+                         "grad_clip": kw["grad_clip"] or None})
 
 
 def _training_flags(func):
@@ -119,7 +126,17 @@ def _training_flags(func):
         click.option("--batch-size", type=int, default=2, show_default=True),
         click.option("--patch", default=None, help="patch size in voxels, e.g. 64x64x64 (default: planned)"),
         click.option("--lr", type=float, default=None, help="initial learning rate (sgd 0.01, adam 1e-3)"),
-        click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "adadelta", "radam", "ranger"]),
+                     default="sgd", show_default=True),
+        click.option("--optimizer-args", default="", help="e.g. momentum=0.9 or k=6,alpha=0.5 (ranger)"),
+        click.option("--schedule", type=click.Choice(["poly", "cosine", "flat_cosine", "constant"]), default="poly",
+                     show_default=True, help="learning-rate schedule over the run (epochs or time budget)"),
+        click.option("--schedule-args", default="", help="e.g. warmup=0.05,restarts=2"),
+        click.option("--plateau", type=int, default=None, help="halve the rate after N validations without gain"),
+        click.option("--early-stopping", type=int, default=None, help="stop after N validations without gain"),
+        click.option("--swa-epochs", type=int, default=0, show_default=True,
+                     help="stochastic weight averaging epochs after the main run (checkpoint_swa.pt)"),
+        click.option("--grad-clip", type=float, default=12.0, show_default=True),
         click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default="auto", show_default=True,
                      help="mixed precision; auto measures whether bf16 is faster on this CPU"),
         click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default="zscore",
@@ -129,6 +146,14 @@ def _training_flags(func):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=int, default=None, help="torch threads (default: all cores)"),
         click.option("--skip-invalid", is_flag=True, help="leave out cases that fail validation, and say which"),
+        click.option("--folds", type=int, default=None, help="k-fold cross-validation by case (RUN/fold_N/)"),
+        click.option("--fold", default="all", show_default=True, help="which fold to train: an index or 'all'"),
+        click.option("--init-from", type=click.Path(path_type=Path), default=None,
+                     help="transfer learning: start from this run's weights (matching names and shapes)"),
+        click.option("--freeze-stages", type=int, default=0, show_default=True,
+                     help="freeze the first N encoder stages"),
+        click.option("--unfreeze-after", type=int, default=None, help="unfreeze them at this epoch"),
+        click.option("--val-every", type=int, default=1, show_default=True, help="validate every N epochs"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -148,21 +173,50 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
     from voxseg.train.workflow import run_training
 
     result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume)
-    png = plot_learning_curves(run_dir / "log.csv", run_dir / "learning_curves.png")
-    click.echo(f"run folder: {run_dir} (best validation Dice {result.best_metric:.4f}; curves: {png})")
+    for log_csv in [run_dir / "log.csv", *sorted(run_dir.glob("fold_*/log.csv"))]:
+        png = plot_learning_curves(log_csv, log_csv.parent / "learning_curves.png")
+        if png:
+            click.echo(f"learning curves: {png}")
+    click.echo(f"run folder: {run_dir} (best validation Dice of the last model trained: {result.best_metric:.4f})")
+
+
+def _check_tta(ctx, param, value: str) -> str:
+    from voxseg.infer.tta import tta_variants
+
+    try:
+        tta_variants(value, 3)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.argument("input_path", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--probabilities", is_flag=True, help="also write probability maps (<case>_prob.nii.gz)")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last", "swa"]), default="best", show_default=True)
 @click.option("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the run's)")
+@click.option("--tta", default="none", show_default=True, callback=_check_tta,
+              help="test-time augmentation: none, flips (8 flips), all (flips x axial 0/90 degrees = 16) or a count")
+@click.option("--ensemble", "extra_runs", multiple=True, type=click.Path(path_type=Path),
+              help="another run averaged with RUN (repeatable; may use another preprocessing)")
+@click.option("--folds", default=None, help="use the fold_* models of each run: 'all' or e.g. '0,2' "
+                                            "(default: the run's model, or all folds if it has none)")
+@click.option("--merge-table", default=None, help="merge the label maps of the RUNs (one per pipeline) with a "
+                                                  "built-in table (henry2020) or a JSON file")
+@click.option("--postprocess/--no-postprocess", default=True, show_default=True,
+              help="apply the run's postprocessing.json when it exists")
+@click.option("--uncertainty", is_flag=True, help="also write <case>_uncertainty.nii.gz (mutual information of "
+                                                  "TTA variants / members, nats)")
 @_user_errors
-def predict(run_dir: Path, input_path: Path, out: Path, probabilities: bool, checkpoint: str,
-            overlap: float | None) -> None:
-    """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUN_DIR into OUT."""
+def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
+            overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
+            merge_table: str | None, postprocess: bool, uncertainty: bool) -> None:
+    """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
+
+    Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
+    """
     from voxseg.infer.predict import predict_path
     from voxseg.io.datasets import Dataset
     from voxseg.train.workflow import checked_cases
@@ -171,10 +225,14 @@ def predict(run_dir: Path, input_path: Path, out: Path, probabilities: bool, che
         dataset = Dataset(root=input_path, layout="prediction", channel_names=[], cases=cases, label_names=None)
         checked_cases(dataset, skip_invalid=False, log=click.echo, require_labels=False)
 
-    results = predict_path(run_dir, input_path, out, probabilities, checkpoint, validate=refuse_invalid,
-                           overlap=overlap)
+    tta_value = int(tta) if tta.strip().isdigit() else tta
+    results = predict_path(list(runs), input_path, out, probabilities, checkpoint, validate=refuse_invalid,
+                           overlap=overlap, tta=tta_value, ensemble=list(extra_runs), folds=folds,
+                           merge_table=merge_table, postprocess=postprocess, uncertainty=uncertainty,
+                           log=click.echo)
     for r in results:
-        click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s)")
+        extra = f", uncertainty {r.uncertainty_path}" if r.uncertainty_path else ""
+        click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s{extra})")
 
 
 @main.command()

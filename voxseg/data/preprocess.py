@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from voxseg.data.enhance import DENOISERS, enhance_image
+
 __all__ = [
     "NORMALIZATIONS",
     "PreprocessConfig",
@@ -60,6 +62,23 @@ class PreprocessConfig:
         target_spacing: ``(sz, sy, sx)`` in mm to resample to; ``None`` keeps the original grid.
         crop_to_nonzero: crop to the bounding box of voxels nonzero in any channel (skull-stripped MRI);
             turn off for CT, where air is -1000 and not 0.
+        n4: N4 bias-field correction (Tustison et al. 2010) of each enhanced channel, see
+            :func:`voxseg.data.enhance.n4_bias_correction`. Off by default. MRI only (needs
+            intensities >= 0).
+        n4_shrink: shrink factor per axis for the N4 fit (the field is applied at full resolution).
+        n4_iterations: maximum N4 iterations per fitting level; its length is the number of levels.
+        n4_convergence: N4 convergence threshold per level.
+        denoise: anisotropic diffusion: ``None`` (off, default), ``"gradient"`` (Perona-Malik) or
+            ``"curvature"`` (modified curvature), see :func:`voxseg.data.enhance.anisotropic_diffusion`.
+        denoise_iterations: diffusion steps.
+        denoise_conductance: edge threshold relative to the mean gradient magnitude (lower keeps
+            more edges).
+        denoise_time_step: step per iteration; ``None`` = the stability limit for the case's
+            spacing, ``min(spacing) / 2**(3 + 1)`` (0.0625 at 1 mm).
+        enhance_channels: channel indices that N4/diffusion apply to; ``None`` = all channels.
+
+    Enhancement runs on the original voxel grid (with the case's spacing) before normalisation and
+    resampling, on the crop to the nonzero region (same grid, fewer voxels); background voxels stay 0.
     """
 
     normalization: str = "zscore"
@@ -68,9 +87,45 @@ class PreprocessConfig:
     ct_window: tuple[float, float] | None = None
     target_spacing: tuple[float, float, float] | None = None
     crop_to_nonzero: bool = True
+    n4: bool = False
+    n4_shrink: int = 4
+    n4_iterations: tuple[int, ...] = (50, 50, 30, 20)
+    n4_convergence: float = 0.001
+    denoise: str | None = None
+    denoise_iterations: int = 5
+    denoise_conductance: float = 1.0
+    denoise_time_step: float | None = None
+    enhance_channels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalise JSON lists to tuples so from_dict(to_dict()) compares equal.
+        self.n4 = bool(self.n4)
+        self.n4_shrink = int(self.n4_shrink)
+        self.n4_iterations = tuple(int(v) for v in self.n4_iterations)
+        self.n4_convergence = float(self.n4_convergence)
+        self.denoise_iterations = int(self.denoise_iterations)
+        self.denoise_conductance = float(self.denoise_conductance)
+        if self.denoise_time_step is not None:
+            self.denoise_time_step = float(self.denoise_time_step)
+        if self.enhance_channels is not None:
+            self.enhance_channels = tuple(int(v) for v in self.enhance_channels)
+        if self.n4_shrink < 1 or not self.n4_iterations or any(v < 1 for v in self.n4_iterations):
+            raise ValueError(
+                f"n4 needs shrink >= 1 and positive iterations per level, got {self.n4_shrink}, {self.n4_iterations}"
+            )
+        if not self.n4_convergence > 0:
+            raise ValueError(f"n4_convergence must be > 0, got {self.n4_convergence}")
+        if self.denoise is not None and self.denoise not in DENOISERS:
+            raise ValueError(f"unknown denoise {self.denoise!r}; choose None or one of {sorted(DENOISERS)}")
+        if self.denoise_iterations < 1 or not self.denoise_conductance > 0:
+            raise ValueError(
+                f"denoise needs iterations >= 1 and conductance > 0, got {self.denoise_iterations}, "
+                f"{self.denoise_conductance}"
+            )
+        if self.denoise_time_step is not None and not self.denoise_time_step > 0:
+            raise ValueError(f"denoise_time_step must be > 0 or None, got {self.denoise_time_step}")
+        if self.enhance_channels is not None and any(c < 0 for c in self.enhance_channels):
+            raise ValueError(f"enhance_channels must be channel indices >= 0, got {self.enhance_channels}")
         if self.ct_window is not None:
             self.ct_window = tuple(float(v) for v in self.ct_window)  # type: ignore[assignment]
         if self.target_spacing is not None:
@@ -102,11 +157,21 @@ class PreprocessConfig:
             "ct_window": None if self.ct_window is None else list(self.ct_window),
             "target_spacing": None if self.target_spacing is None else list(self.target_spacing),
             "crop_to_nonzero": bool(self.crop_to_nonzero),
+            "n4": self.n4,
+            "n4_shrink": self.n4_shrink,
+            "n4_iterations": list(self.n4_iterations),
+            "n4_convergence": self.n4_convergence,
+            "denoise": self.denoise,
+            "denoise_iterations": self.denoise_iterations,
+            "denoise_conductance": self.denoise_conductance,
+            "denoise_time_step": self.denoise_time_step,
+            "enhance_channels": None if self.enhance_channels is None else list(self.enhance_channels),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``; missing keys take their
+        defaults (plans written before a field existed load with that step off)."""
         return cls(**data)
 
 
@@ -490,8 +555,8 @@ def preprocess_case(
     config: PreprocessConfig,
     label: np.ndarray | None = None,
 ) -> PreprocessedCase:
-    """Crop, normalise and resample one case (in that order: statistics are taken before
-    interpolation blurs the background edge into the brain).
+    """Crop, enhance (optional N4 / diffusion), normalise and resample one case (in that order:
+    statistics are taken before interpolation blurs the background edge into the brain).
 
     Args:
         image: ``(C, Z, Y, X)`` intensities.
@@ -524,6 +589,9 @@ def preprocess_case(
         lost = int(np.count_nonzero(label)) - int(np.count_nonzero(label[sl]))
         label = label[sl]
 
+    if config.n4 or config.denoise is not None:
+        # Same voxel grid as the original (cropping does not resample), so spacings are unchanged.
+        cropped = enhance_image(cropped, spacing, config)
     normed = normalize_image(cropped, config)
 
     cropped_shape = tuple(int(s) for s in cropped.shape[1:])

@@ -4,6 +4,17 @@ Arrays are ``(C, Z, Y, X)`` images and ``(Z, Y, X)`` labels with consecutive cla
 background). Patch sizes are in voxels ``(pz, py, px)``; for 2-D training use ``(1, py, px)`` and
 squeeze axis 1 of the image patch (axis 0 of the label patch).
 All randomness comes from a ``numpy.random.Generator`` passed in.
+
+Sampling modes beyond 3-D patches and 2-D slices:
+
+- 2.5-D stacks (:func:`stack_neighbours`): ``k`` neighbouring slices as channels, the label of the
+  centre slice.
+- Slice selection (:func:`select_slices`, seed 002): every slice with foreground plus a set number
+  of the nearest slices without; pass the result as ``PatchSampler(..., slices=...)``.
+- Minicubes (:func:`minicube_partition`, seed 000): a fixed, deterministic partition of the cropped
+  volume into cubes, optionally with a context margin around each.
+- Modality subsets (:class:`ChannelSubset`, seed 004): a fixed selection of channels by name, used
+  at training and prediction time alike.
 """
 from __future__ import annotations
 
@@ -12,7 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PatchSampler", "random_flip", "pad_to_multiple"]
+__all__ = ["PatchSampler", "random_flip", "pad_to_multiple", "stack_neighbours", "select_slices",
+           "minicube_starts", "minicube_partition", "ChannelSubset"]
 
 
 def _normalise_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
@@ -51,6 +63,8 @@ class PatchSampler:
         foreground_fraction: share of each batch forced to contain foreground (nnU-Net uses 1/3).
         rng: generator used to subsample coordinates and as the default for sampling.
         max_voxels_per_class: coordinates kept per class.
+        slices: optional axis-0 (Z) indices that random (not foreground-forced) patches are centred
+            on, e.g. from :func:`select_slices` for 2-D / 2.5-D training. ``None`` = anywhere.
 
     Attributes:
         patch_size: the normalised ``(pz, py, px)``.
@@ -65,6 +79,7 @@ class PatchSampler:
         foreground_fraction: float = 1 / 3,
         rng: np.random.Generator | None = None,
         max_voxels_per_class: int = 10_000,
+        slices: Sequence[int] | None = None,
     ):
         image = np.asarray(image)
         label = np.asarray(label)
@@ -97,6 +112,10 @@ class PatchSampler:
                     idx = rng.choice(idx, size=max_voxels_per_class, replace=False)
                 self._coords[int(v)] = np.stack(np.unravel_index(idx, label.shape), axis=1)
         self.classes: list[int] = sorted(self._coords)
+        self.slices = None if slices is None else np.asarray(slices, dtype=np.intp)
+        if self.slices is not None and (self.slices.size == 0 or self.slices.min() < 0
+                                        or self.slices.max() >= label.shape[0]):
+            raise ValueError(f"slices must be non-empty indices in [0, {label.shape[0]}), got {slices}")
 
     @property
     def has_foreground(self) -> bool:
@@ -109,7 +128,10 @@ class PatchSampler:
             # Valid starts keep the patch inside the volume, or (volume smaller than patch) keep the
             # whole volume inside the patch, where the rest is zero padding.
             lo, hi = min(0, dim - p), max(0, dim - p)
-            if centre is None:
+            if centre is None and axis == 0 and self.slices is not None:
+                z = int(self.slices[int(rng.integers(len(self.slices)))])
+                s = min(max(z - p // 2, lo), hi)
+            elif centre is None:
                 s = int(rng.integers(lo, hi + 1))
             else:
                 # Jitter of up to a quarter patch keeps the voxel well inside; clamping to [lo, hi]
@@ -133,16 +155,24 @@ class PatchSampler:
             ``(image_patch (C, pz, py, px) float32, label_patch (pz, py, px) label dtype)``; areas
             outside the volume are 0 in both.
         """
+        start = self.sample_start(force_foreground, rng)
+        img = _extract(self.image, start, self.patch_size).astype(np.float32, copy=False)
+        lbl = _extract(self.label, start, self.patch_size)
+        return img, lbl
+
+    def sample_start(self, force_foreground: bool = False, rng: np.random.Generator | None = None) -> list[int]:
+        """Place one patch without cutting it: its first voxel ``[z0, y0, x0]`` (may be negative).
+
+        Same draws as :meth:`sample`; the patch centre is ``start + (patch_size - 1) / 2``, which is
+        what :meth:`voxseg.data.augment.Augmenter.extract` needs.
+        """
         rng = self.rng if rng is None else rng
         centre = None
         if force_foreground and self.classes:
             cls = self.classes[int(rng.integers(len(self.classes)))]
             coords = self._coords[cls]
             centre = coords[int(rng.integers(len(coords)))]
-        start = self._start(centre, rng)
-        img = _extract(self.image, start, self.patch_size).astype(np.float32, copy=False)
-        lbl = _extract(self.label, start, self.patch_size)
-        return img, lbl
+        return self._start(centre, rng)
 
     def n_foreground(self, batch_size: int) -> int:
         """Forced-foreground patches in a batch: ``round(batch_size * foreground_fraction)`` (half up),
@@ -227,3 +257,138 @@ def pad_to_multiple(
     if not any(t for _, t in pads) and not any(b for b, _ in pads):
         return array.copy(), tuple(slices)
     return np.pad(array, pads, mode="constant", constant_values=value), tuple(slices)
+
+
+def stack_neighbours(image: np.ndarray, z: int, k: int) -> np.ndarray:
+    """2.5-D input: slices ``z - k//2 .. z + k//2`` of every channel stacked as channels.
+
+    Args:
+        image: ``(C, Z, Y, X)``.
+        z: centre slice index (the slice whose label is predicted).
+        k: odd number of slices.
+
+    Returns:
+        ``(C * k, Y, X)`` with channel ``c * k + j`` = channel ``c`` at slice ``z - k//2 + j``;
+        slices beyond the volume are 0.
+    """
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"k must be a positive odd number of slices, got {k}")
+    c, nz = image.shape[0], image.shape[1]
+    h = k // 2
+    if 0 <= z - h and z + h < nz:
+        return image[:, z - h:z + h + 1].reshape((c * k,) + image.shape[2:])
+    out = np.zeros((c, k) + image.shape[2:], dtype=image.dtype)
+    a, b = max(z - h, 0), min(z + h + 1, nz)
+    out[:, a - (z - h):b - (z - h)] = image[:, a:b]
+    return out.reshape((c * k,) + image.shape[2:])
+
+
+def select_slices(label: np.ndarray, n_background: int) -> np.ndarray:
+    """Slices for 2-D training as in seed 002: all slices with foreground plus nearby empty ones.
+
+    The ``n_background`` slices without foreground nearest to any foreground slice are added
+    (ties: lower index first), so training sees the organ and its borders without thousands of
+    empty slices. A label without foreground gives the ``n_background`` central slices.
+
+    Args:
+        label: ``(Z, Y, X)`` classes (0 = background); slices along axis 0.
+        n_background: empty slices to add (capped at the number available).
+
+    Returns:
+        Sorted ``int`` indices along Z.
+    """
+    label = np.asarray(label)
+    has_fg = label.reshape(label.shape[0], -1).any(axis=1)
+    fg = np.flatnonzero(has_fg)
+    bg = np.flatnonzero(~has_fg)
+    if fg.size:
+        dist = np.abs(bg[:, None] - fg[None, :]).min(axis=1)
+    else:
+        dist = np.abs(bg - (label.shape[0] - 1) / 2.0)
+    order = np.lexsort((bg, dist))  # nearest first, then lower index
+    chosen = bg[order[:max(0, int(n_background))]]
+    return np.sort(np.concatenate([fg, chosen])).astype(int)
+
+
+def minicube_starts(shape: Sequence[int], cube: Sequence[int]) -> list[tuple[int, ...]]:
+    """First voxels of the cubes tiling ``shape`` (row-major order, last cubes run past the edge)."""
+    grids = [range(0, int(n), int(c)) for n, c in zip(shape, cube)]
+    return [tuple(int(v) for v in s) for s in np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, len(cube))]
+
+
+def minicube_partition(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    cube: Sequence[int] = (80, 96, 96),
+    context: int | Sequence[int] = 0,
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Fixed partition of a (cropped) volume into minicubes, optionally with context (seed 000).
+
+    Seed 000 splits a 160x192x192 crop into eight 80x96x96 cubes and feeds 100x116x116 inputs
+    (``context=20``: 10 voxels on each side). The list is deterministic, so that experiment reruns.
+
+    Args:
+        image: ``(C, Z, Y, X)``.
+        label: ``(Z, Y, X)`` or ``None``.
+        cube: core cube size ``(cz, cy, cx)`` voxels; the volume is covered exactly once by cores,
+            the last cube along an axis is zero-padded beyond the volume.
+        context: extra voxels per axis around each core (total, split ``context // 2`` before and the
+            rest after), read from the volume where it exists and 0 beyond.
+
+    Returns:
+        ``[(image_cube (C, cz + context, ...), label_cube (cz, cy, cx) or None), ...]`` in
+        :func:`minicube_starts` order; the label covers the core only (the region to predict).
+    """
+    cube = tuple(int(c) for c in cube)
+    ctx = (int(context),) * 3 if np.isscalar(context) else tuple(int(c) for c in context)  # type: ignore[arg-type]
+    if len(cube) != 3 or any(c < 1 for c in cube) or len(ctx) != 3 or any(c < 0 for c in ctx):
+        raise ValueError(f"cube must be 3 positive ints and context non-negative, got {cube}, {context}")
+    out = []
+    for start in minicube_starts(image.shape[1:], cube):
+        before = [s - c // 2 for s, c in zip(start, ctx)]
+        img = _extract(image, before, [n + c for n, c in zip(cube, ctx)])
+        lbl = None if label is None else _extract(label, start, cube)
+        out.append((img, lbl))
+    return out
+
+
+class ChannelSubset:
+    """A fixed modality subset (seed 004, e.g. FLAIR only), applied identically at train and predict time.
+
+    Not a random transform: it changes the network's input channels, so it belongs to the plan.
+
+    Args:
+        names: channel names to keep, in the order the network sees them; ``None`` keeps all.
+    """
+
+    def __init__(self, names: Sequence[str] | None = None):
+        self.names = None if names is None else [str(n) for n in names]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ChannelSubset) and self.names == other.names
+
+    def __repr__(self) -> str:
+        return f"ChannelSubset({self.names})"
+
+    def to_dict(self) -> dict:
+        return {"names": None if self.names is None else list(self.names)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ChannelSubset":
+        return cls(data.get("names"))
+
+    def indices(self, channel_names: Sequence[str]) -> list[int]:
+        """Positions of the kept channels in ``channel_names`` (case-insensitive names)."""
+        available = [str(n).lower() for n in channel_names]
+        if self.names is None:
+            return list(range(len(available)))
+        missing = [n for n in self.names if n.lower() not in available]
+        if missing:
+            raise ValueError(f"channels {missing} not among the dataset's channels {list(channel_names)}")
+        return [available.index(n.lower()) for n in self.names]
+
+    def apply(self, image: np.ndarray, channel_names: Sequence[str]) -> np.ndarray:
+        """``image (C, ...)`` -> ``(len(names), ...)`` (a view when all channels are kept)."""
+        if self.names is None:
+            return image
+        return image[self.indices(channel_names)]

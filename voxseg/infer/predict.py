@@ -1,23 +1,33 @@
-"""``voxseg predict``: label maps (and optional probability maps) in each input's own geometry."""
+"""``voxseg predict``: label maps (and optional probability / uncertainty maps) in each input's own geometry.
+
+One case goes: read -> per pipeline, :func:`voxseg.infer.ensemble.ensemble_predict` (each member
+preprocesses with its own plan, predicts with TTA, is restored to the original grid and averaged)
+-> labels (original values) -> merge of pipelines (:class:`~voxseg.infer.ensemble.MergeTable`, when
+several) -> post-processing rules (``postprocessing.json`` of the first run) -> write.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxseg.data.preprocess import LabelMapping, preprocess_case, restore_to_original
+from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
-from voxseg.infer.runtime import load_model, predict_volume, probabilities_to_labels
+from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
+                                   load_merge_table, predict_groups, prepare_groups)
+from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
+from voxseg.infer.runtime import probabilities_to_labels
+from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, find_prediction_cases, read_case
 from voxseg.io.image import is_nifti, write_volume
 from voxseg.plan.plan import RunPlan
 
-__all__ = ["PredictedCase", "predict_case", "predict_cases", "predict_path"]
+__all__ = ["PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path"]
 
 
 @dataclass
@@ -26,67 +36,181 @@ class PredictedCase:
     label_path: Path
     probability_path: Path | None
     seconds: float
+    uncertainty_path: Path | None = None
 
 
-def predict_case(model: torch.nn.Module, plan: RunPlan, case: Case, out_path: Path,
-                 probability_path: Path | None = None, device: torch.device | None = None,
-                 progress: bool = False) -> PredictedCase:
+@dataclass
+class PredictOptions:
+    """How cases are predicted beyond the plain sliding window.
+
+    Attributes:
+        tta: test-time augmentation, a name (``"none"``, ``"flips"``, ``"all"``) or a count; see
+            :func:`voxseg.infer.tta.tta_variants`.
+        uncertainty: also write ``<case>_uncertainty.nii.gz``: mutual information (nats) between the
+            prediction and the TTA variant / member (:mod:`voxseg.infer.uncertainty`).
+        postprocess: rules applied to the label map, in order (``None`` or empty: none).
+        merge_table: merge the label maps of several pipelines with this table (one pipeline per
+            table entry, in order); ``None``: a single pipeline.
+    """
+
+    tta: str | int = "none"
+    uncertainty: bool = False
+    postprocess: list[PostRule] | None = field(default=None)
+    merge_table: MergeTable | None = None
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    """``case.nii.gz`` -> ``case<suffix>.nii.gz``."""
+    return path.with_name(path.name.replace(".nii", f"{suffix}.nii", 1))
+
+
+def _as_pipelines(model, plan: RunPlan | None) -> list[list[EnsembleMember]]:
+    if isinstance(model, torch.nn.Module):
+        if plan is None:
+            raise ValueError("a plan is needed with a single model")
+        return [[EnsembleMember(model, plan)]]
+    pipelines = [list(p) for p in model]
+    if not pipelines or not all(pipelines):
+        raise ValueError("pipelines must be non-empty lists of EnsembleMember")
+    return pipelines
+
+
+def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], plan: RunPlan | None, case: Case,
+                 out_path: Path, probability_path: Path | None = None, device: torch.device | None = None,
+                 progress: bool = False, options: PredictOptions | None = None,
+                 uncertainty_path: Path | None = None) -> PredictedCase:
     """Segment one case and write its label map (original label values) in the input's geometry.
 
     Args:
+        model: a network (with ``plan``), or pipelines: lists of :class:`EnsembleMember` averaged
+            together; several pipelines need ``options.merge_table``.
+        plan: the network's plan (ignored for pipelines: each member has its own).
         case: the case's channel files, in the model's channel order.
         out_path: label NIfTI to write (atomically).
-        probability_path: also write ``(K, Z, Y, X)`` probabilities as a 4-D float32 NIfTI.
+        probability_path: also write ``(K, Z, Y, X)`` mean probabilities (of all pipelines) as a 4-D
+            float32 NIfTI.
+        options: TTA, uncertainty, post-processing, merge table (default: none of them).
+        uncertainty_path: where the uncertainty map goes (default ``<out>_uncertainty.nii.gz`` when
+            ``options.uncertainty``).
     """
+    options = options or PredictOptions()
+    pipelines = _as_pipelines(model, plan)
+    if len(pipelines) > 1 and options.merge_table is None:
+        raise ValueError("several pipelines need a merge table")
     device = device or torch.device("cpu")
     start = time.perf_counter()
     image, _, geometry = read_case(case, with_label=False)
-    pre = preprocess_case(image, geometry.spacing, plan.preprocess)
+    prepared = [prepare_groups(members, image, geometry.spacing) for members in pipelines]
+    del image  # only the cropped, preprocessed copies are needed from here on
     bar = tqdm(desc=case.case_id, unit="win", disable=not progress, leave=False)
-    probs = predict_volume(model, plan, pre.image, device, progress=bar.update)
+    preds = [predict_groups(groups, options.tta, options.uncertainty, device, progress=bar.update)
+             for groups in prepared]
     bar.close()
-    # Outside the crop: background for softmax classes, no region at all for sigmoid regions.
-    background = None if plan.label_scheme.startswith("brats") else 0
-    probs = restore_to_original(probs, pre.record, is_label=False, background_channel=background)
-    consecutive = probabilities_to_labels(probs, plan)
-    labels = LabelMapping(plan.label_values).to_original(consecutive)
+    plan = pipelines[0][0].plan
+    mapping = LabelMapping(plan.label_values)
+    maps = [mapping.to_original(probabilities_to_labels(p.probabilities, plan)) for p in preds]
+    labels = options.merge_table.merge(maps) if options.merge_table is not None else maps[0]
+    if options.postprocess:
+        labels = apply_postprocessing(labels, options.postprocess)
     dtype = np.uint8 if max(plan.label_values) < 256 else np.int16
     write_volume(labels.astype(dtype), geometry, out_path)
+    pooled = combine_predictions(preds)
     if probability_path is not None:
-        write_volume(probs.astype(np.float32), geometry, probability_path)
-    return PredictedCase(case.case_id, out_path, probability_path, time.perf_counter() - start)
+        write_volume(pooled.probabilities.astype(np.float32), geometry, probability_path)
+    if options.uncertainty:
+        uncertainty_path = uncertainty_path or _sibling(Path(out_path), "_uncertainty")
+        write_volume(pooled.uncertainty(), geometry, uncertainty_path)
+    else:
+        uncertainty_path = None
+    return PredictedCase(case.case_id, out_path, probability_path, time.perf_counter() - start, uncertainty_path)
 
 
-def predict_cases(model: torch.nn.Module, plan: RunPlan, cases: list[Case], out_dir: str | Path,
-                  probabilities: bool = False, progress: bool = True) -> list[PredictedCase]:
-    """Predict several cases into ``out_dir/<case_id>.nii.gz`` (and ``<case_id>_prob.nii.gz``)."""
+def predict_cases(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], plan: RunPlan | None,
+                  cases: list[Case], out_dir: str | Path, probabilities: bool = False, progress: bool = True,
+                  options: PredictOptions | None = None) -> list[PredictedCase]:
+    """Predict several cases into ``out_dir/<case_id>.nii.gz`` (and ``_prob`` / ``_uncertainty`` maps)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
         prob = out_dir / f"{case.case_id}_prob.nii.gz" if probabilities else None
         results.append(predict_case(model, plan, case, out_dir / f"{case.case_id}.nii.gz", prob,
-                                    progress=progress and len(cases) == 1))
+                                    progress=progress and len(cases) == 1, options=options))
     return results
 
 
-def predict_path(run_dir: str | Path, input_path: str | Path, out: str | Path, probabilities: bool = False,
-                 which: str = "best", progress: bool = True,
+def _check_merge_labels(table: MergeTable, plan: RunPlan, source: Path) -> None:
+    unknown = sorted(table.labels_used() - set(plan.label_values))
+    if unknown:
+        raise InputError(source, f"merge table {table.name!r} uses labels {unknown} that the run does not "
+                                 f"predict (its labels: {plan.label_values})")
+
+
+def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | Path, out: str | Path,
+                 probabilities: bool = False, which: str = "best", progress: bool = True,
                  validate: Callable[[list[Case]], None] | None = None,
-                 overlap: float | None = None) -> list[PredictedCase]:
-    """``voxseg predict RUN INPUT OUT``: INPUT is a NIfTI file, a case folder or a dataset folder.
+                 overlap: float | None = None, *, tta: str | int = "none",
+                 ensemble: Sequence[str | Path] = (), folds: str | Sequence[int] | None = None,
+                 merge_table: str | Path | MergeTable | None = None, postprocess: bool = True,
+                 uncertainty: bool = False, log: Callable[[str], None] | None = None) -> list[PredictedCase]:
+    """``voxseg predict RUN [RUN ...] INPUT OUT``: INPUT is a NIfTI file, a case folder or a dataset folder.
 
     OUT is a folder, or a ``.nii.gz`` file name when INPUT is a single case. ``validate`` (if given)
     is called with the cases first and raises to refuse them.
+
+    Args:
+        run_dir: one run folder, or several. Without a merge table every run (and every ``ensemble``
+            run) is one more ensemble member; with one, each run is a pipeline of the table, in order.
+        tta: see :func:`voxseg.infer.tta.tta_variants`.
+        ensemble: extra runs averaged with ``run_dir`` (not with a merge table).
+        folds: ``"all"``, ``"0,2"`` or fold numbers: use those ``fold_*`` models of every run (default:
+            the run's own model, or all its folds when it has no top-level checkpoint).
+        merge_table: a built-in name (``"henry2020"``), a JSON file or a :class:`MergeTable`.
+        postprocess: apply ``postprocessing.json`` of the first run when it exists.
+        uncertainty: also write ``<case>_uncertainty.nii.gz``.
+        log: called with one line describing the models and options used.
+
+    Raises:
+        InputError: not run folders, members that cannot be ensembled, a merge table that does not
+            fit the runs, or a single output file for several cases.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "plan.json").exists():
-        raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
-    model, plan = load_model(run_dir, which)
-    if overlap is not None:
-        plan.inference.overlap = overlap
+    runs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(r) for r in run_dir]
+    ensemble = [Path(r) for r in ensemble]
+    if not runs:
+        raise InputError(Path("."), "no run folder given")
+    if isinstance(merge_table, (str, Path)):
+        merge_table = load_merge_table(merge_table)
+    if merge_table is not None:
+        if ensemble:
+            raise InputError(ensemble[0], "--ensemble cannot be combined with --merge-table: give one run per "
+                                          "pipeline (its folds are averaged)")
+        if len(runs) != len(merge_table.pipelines):
+            raise InputError(runs[0], f"merge table {merge_table.name!r} merges {len(merge_table.pipelines)} "
+                                      f"pipelines ({', '.join(merge_table.pipelines)}) but {len(runs)} runs were given")
+        pipelines = [load_members([r], folds, which) for r in runs]
+    else:
+        pipelines = [load_members(runs + ensemble, folds, which)]
+    members = [m for p in pipelines for m in p]
+    check_members(members)
+    plan = members[0].plan
+    if merge_table is not None:
+        _check_merge_labels(merge_table, plan, runs[0])
+    for member in members:
+        if overlap is not None:
+            member.plan.inference.overlap = overlap
+    try:
+        n_tta = len(tta_variants(tta, plan.network.spatial_dims))
+    except ValueError as exc:
+        raise InputError(runs[0], str(exc)) from None
     if plan.train.num_threads:
         torch.set_num_threads(plan.train.num_threads)
+    rules = load_postprocessing(runs[0]) if postprocess else None
+    options = PredictOptions(tta=tta, uncertainty=uncertainty, postprocess=rules, merge_table=merge_table)
+    if log is not None:
+        post = "; ".join(r.describe() for r in rules) if rules else "none"
+        merge = f", merged with table {merge_table.name!r}" if merge_table is not None else ""
+        log(f"models: {len(members)} in {len(pipelines)} pipeline(s){merge}; TTA: {n_tta} variant(s); "
+            f"post-processing: {post}")
     cases = find_prediction_cases(Path(input_path), plan.channel_names)
     if validate is not None:
         validate(cases)
@@ -95,6 +219,6 @@ def predict_path(run_dir: str | Path, input_path: str | Path, out: str | Path, p
         if len(cases) != 1:
             raise InputError(out, f"a single output file was given but the input holds {len(cases)} cases; "
                                   "give a folder")
-        prob = out.with_name(out.name.replace(".nii", "_prob.nii")) if probabilities else None
-        return [predict_case(model, plan, cases[0], out, prob, progress=progress)]
-    return predict_cases(model, plan, cases, out, probabilities, progress)
+        prob = _sibling(out, "_prob") if probabilities else None
+        return [predict_case(pipelines, None, cases[0], out, prob, progress=progress, options=options)]
+    return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options)

@@ -20,11 +20,12 @@ from voxseg.infer.sliding_window import sliding_window_predict
 from voxseg.nets import build_network
 from voxseg.plan.plan import RunPlan
 
-__all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "build_model", "load_model", "autocast_context", "resolve_amp",
+__all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "CHECKPOINT_SWA", "build_model", "load_model", "autocast_context", "resolve_amp",
            "predict_volume", "probabilities_to_labels"]
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
+CHECKPOINT_SWA = "checkpoint_swa.pt"
 
 
 def build_model(plan: RunPlan) -> torch.nn.Module:
@@ -38,7 +39,7 @@ def load_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Modul
     run_dir = Path(run_dir)
     plan = RunPlan.load(run_dir / "plan.json")
     model = build_model(plan)
-    name = CHECKPOINT_BEST if which == "best" else CHECKPOINT_LAST
+    name = {"best": CHECKPOINT_BEST, "last": CHECKPOINT_LAST, "swa": CHECKPOINT_SWA}[which]
     path = run_dir / name
     if not path.exists():
         path = run_dir / CHECKPOINT_LAST

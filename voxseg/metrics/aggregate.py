@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["summarise", "format_summary"]
+__all__ = ["summarise", "format_summary", "confusion_summary"]
 
 _KEY_FIELDS = ("case_id", "structure")
 _FLAGS = ("ref_empty", "pred_empty")
@@ -87,6 +87,34 @@ def summarise(rows: Sequence[Mapping[str, object]]) -> dict:
         "mean_dice": mean_dice,
     }
     return {"n_cases": len(case_ids), "metrics": metrics, "empty_counts": empty_counts, "cases": cases}
+
+
+def confusion_summary(matrix: np.ndarray, labels: Sequence[int]) -> dict:
+    """A JSON-able description of a (summed) confusion matrix.
+
+    Args:
+        matrix: ``(L, L)`` voxel counts, rows = reference label, columns = predicted label
+            (:func:`voxseg.metrics.case.confusion_matrix`, summed over cases).
+        labels: the L label values of the rows and columns.
+
+    Returns:
+        ``{"labels": [...], "rows": "reference", "columns": "prediction", "matrix": [[int]],
+        "recall": {label: float | None}, "precision": {label: float | None}}``; recall is the
+        diagonal over the row sum, precision over the column sum (``None`` when that sum is 0).
+    """
+    matrix = np.asarray(matrix, dtype=np.int64)
+    labels = [int(v) for v in labels]
+    if matrix.shape != (len(labels), len(labels)):
+        raise ValueError(f"matrix shape {matrix.shape} does not match {len(labels)} labels")
+    diag, rows, cols = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    return {
+        "labels": labels,
+        "rows": "reference",
+        "columns": "prediction",
+        "matrix": matrix.tolist(),
+        "recall": {str(v): (float(diag[i] / rows[i]) if rows[i] else None) for i, v in enumerate(labels)},
+        "precision": {str(v): (float(diag[i] / cols[i]) if cols[i] else None) for i, v in enumerate(labels)},
+    }
 
 
 def _fmt(stat: Mapping[str, object], metric: str) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 from voxseg.metrics.overlap import overlap_metrics
 from voxseg.metrics.surface import surface_metrics
 
-__all__ = ["METRIC_NAMES", "binary_metrics", "case_metrics"]
+__all__ = ["METRIC_NAMES", "binary_metrics", "case_metrics", "confusion_matrix"]
 
 #: Numeric metrics of a row, in CSV column order (``ref_empty``/``pred_empty`` flags follow them).
 METRIC_NAMES: tuple[str, ...] = (
@@ -93,3 +93,44 @@ def case_metrics(
             np.isin(pred, labels), np.isin(ref, labels), spacing, tolerance_mm=tolerance_mm, penalty_mm=penalty_mm
         )
     return result
+
+
+def confusion_matrix(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Voxel counts of every (reference label, predicted label) pair.
+
+    Args:
+        pred: predicted label map ``(Z, Y, X)``, integer label values.
+        ref: reference label map, same shape.
+        labels: the L label values, in the order of the matrix rows and columns (e.g. ``[0, 1, 2, 4]``).
+
+    Returns:
+        ``(L, L)`` int64: entry ``[i, j]`` counts the voxels with reference ``labels[i]`` and
+        prediction ``labels[j]`` (rows = reference, columns = prediction, as scikit-learn). Voxels
+        whose reference or predicted value is not in ``labels`` are not counted, so the sum is the
+        number of voxels only when ``labels`` covers every value.
+
+    Raises:
+        ValueError: shapes differ, or ``labels`` is empty or has duplicates.
+    """
+    pred = np.asarray(pred)
+    ref = np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise ValueError(f"pred shape {pred.shape} != ref shape {ref.shape}")
+    values = np.asarray([int(v) for v in labels], dtype=np.int64)
+    if values.size == 0 or np.unique(values).size != values.size:
+        raise ValueError(f"labels must be distinct label values, got {list(labels)}")
+    order = np.argsort(values)
+    sorted_values = values[order]
+    n = values.size
+
+    def index(arr: np.ndarray) -> np.ndarray:
+        flat = arr.reshape(-1).astype(np.int64, copy=False)
+        pos = np.minimum(np.searchsorted(sorted_values, flat), n - 1)
+        idx = order[pos]
+        idx[sorted_values[pos] != flat] = -1  # not a listed label
+        return idx
+
+    r, c = index(ref), index(pred)
+    keep = (r >= 0) & (c >= 0)
+    counts = np.bincount(r[keep] * n + c[keep], minlength=n * n)
+    return counts.reshape(n, n).astype(np.int64, copy=False)

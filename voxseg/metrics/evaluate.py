@@ -26,8 +26,10 @@ from tqdm import tqdm
 
 from voxseg.errors import InputError
 from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix
-from voxseg.metrics.aggregate import summarise
-from voxseg.metrics.case import METRIC_NAMES, case_metrics
+from voxseg.metrics.aggregate import confusion_summary, summarise
+from voxseg.metrics.case import METRIC_NAMES, case_metrics, confusion_matrix
+from voxseg.metrics.lesionwise import BRATS_HD95_PENALTY_MM, lesionwise_metrics
+from voxseg.metrics.lesionwise import __doc__ as _LESIONWISE_DOC
 from voxseg.metrics.policy import EMPTY_MASK_POLICY
 from voxseg.metrics.surface import __doc__ as _SURFACE_DOC
 
@@ -39,6 +41,7 @@ _LABEL_SUFFIXES = ("_seg", "_label")
 _PROBABILITY_SUFFIX = "_prob"
 _AFFINE_ATOL_MM = 1e-3
 _MAX_LISTED = 20
+_LESION_COLUMNS = ("lesion_dice", "lesion_hd95_mm")
 
 
 def case_id_from_name(name: str) -> str:
@@ -139,15 +142,34 @@ def _write_atomic(path: Path, text: str) -> None:
             tmp.unlink()
 
 
-def _csv_text(rows: Sequence[Mapping[str, object]]) -> str:
-
-    columns = ["case_id", "structure", *METRIC_NAMES, "ref_empty", "pred_empty"]
+def _csv_text(rows: Sequence[Mapping[str, object]], extra: Sequence[str] = ()) -> str:
+    numeric = (*METRIC_NAMES, *extra)
+    columns = ["case_id", "structure", *numeric, "ref_empty", "pred_empty"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: (repr(float(row[c])) if c in METRIC_NAMES else row[c]) for c in columns})
+        writer.writerow({c: (repr(float(row[c])) if c in numeric else row[c]) for c in columns})
     return buffer.getvalue()
+
+
+def _add_confusion(total: dict[tuple[int, int], int], pred: np.ndarray, ref: np.ndarray) -> None:
+    """Add one case's voxel counts per (reference, prediction) label pair to ``total``."""
+    labels = np.union1d(np.unique(pred), np.unique(ref)).tolist()
+    matrix = confusion_matrix(pred, ref, labels)
+    for i, r in enumerate(labels):
+        for j, c in enumerate(labels):
+            if matrix[i, j]:
+                total[(int(r), int(c))] = total.get((int(r), int(c)), 0) + int(matrix[i, j])
+
+
+def _confusion_document(total: dict[tuple[int, int], int], structures: Mapping[str, Sequence[int]]) -> dict:
+    labels = sorted({0} | {int(v) for vs in structures.values() for v in vs} | {v for pair in total for v in pair})
+    index = {v: i for i, v in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for (r, c), count in total.items():
+        matrix[index[r], index[c]] = count
+    return confusion_summary(matrix, labels)
 
 
 def evaluate_folders(
@@ -159,6 +181,11 @@ def evaluate_folders(
     progress: bool = True,
     *,
     tolerance_mm: float = 1.0,
+    lesionwise: bool = False,
+    lesion_dilation_iterations: int = 3,
+    lesion_min_volume_mm3: float = 50.0,
+    lesion_penalty_mm: float = BRATS_HD95_PENALTY_MM,
+    lesion_min_fp_volume_mm3: float = 0.0,
 ) -> tuple[list[dict], dict]:
     """Compute every metric of every case and structure, write a CSV and a JSON summary.
 
@@ -174,10 +201,21 @@ def evaluate_folders(
             diagonal in mm.
         progress: show a tqdm progress bar on stderr.
         tolerance_mm: surface Dice tolerance in mm.
+        lesionwise: also compute the BraTS 2023 lesion-wise Dice and HD95 of every structure
+            (:func:`voxseg.metrics.lesionwise.lesionwise_metrics`), as the ``lesion_dice`` and
+            ``lesion_hd95_mm`` columns (the rows also hold the lesion counts ``n_*_lesions``).
+        lesion_dilation_iterations: reference dilation (voxels) for grouping and matching lesions;
+            BraTS-GLI 2023: 3.
+        lesion_min_volume_mm3: reference lesions of at most this volume are not scored; BraTS-GLI 2023: 50.
+        lesion_penalty_mm: lesion-wise HD95 of a missed lesion or a false positive; BraTS: 374.
+        lesion_min_fp_volume_mm3: false-positive components of at most this volume are ignored;
+            0 (default) = none, as in BraTS 2023.
 
     Returns:
         ``(rows, summary)``: rows as in the CSV (``case_id``, ``structure``, metrics, flags), sorted by
-        case id, and :func:`voxseg.metrics.summarise` of them.
+        case id, and :func:`voxseg.metrics.summarise` of them plus ``summary["confusion_matrix"]``:
+        voxel counts summed over cases (:func:`voxseg.metrics.aggregate.confusion_summary`; labels are
+        0, every structure label and every value found in a prediction or reference).
 
     Raises:
         InputError: a folder is missing or has no NIfTI files, a case has two files, references lack
@@ -206,26 +244,43 @@ def evaluate_folders(
         spacings[case_id] = ref_geo.spacing
 
     rows: list[dict] = []
+    confusion: dict[tuple[int, int], int] = {}
     for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
-        per_structure = case_metrics(
-            _read_labels(preds[case_id]), _read_labels(refs[case_id]), spacings[case_id], structures,
-            penalty_mm, tolerance_mm=tolerance_mm,
-        )
+        pred, ref = _read_labels(preds[case_id]), _read_labels(refs[case_id])
+        per_structure = case_metrics(pred, ref, spacings[case_id], structures, penalty_mm, tolerance_mm=tolerance_mm)
+        if lesionwise:
+            for name, labels in structures.items():
+                per_structure[name].update(lesionwise_metrics(
+                    np.isin(pred, labels), np.isin(ref, labels), spacings[case_id],
+                    dilation_iterations=lesion_dilation_iterations, min_lesion_volume_mm3=lesion_min_volume_mm3,
+                    penalty_mm=lesion_penalty_mm, min_fp_volume_mm3=lesion_min_fp_volume_mm3,
+                ))
+        _add_confusion(confusion, pred, ref)
         rows += [{"case_id": case_id, "structure": name, **values} for name, values in per_structure.items()]
 
     summary = summarise(rows)
+    summary["confusion_matrix"] = _confusion_document(confusion, structures)
     document = {
         "summary": summary,
         "structures": {name: [int(v) for v in labels] for name, labels in structures.items()},
         "settings": {"penalty_mm": penalty_mm, "penalty_default": "volume diagonal in mm per case",
-                     "tolerance_mm": tolerance_mm},
+                     "tolerance_mm": tolerance_mm, "lesionwise": lesionwise},
         "empty_mask_policy": EMPTY_MASK_POLICY,
         "surface_definitions": " ".join(_SURFACE_DOC.split()),
         "volume_difference": "rel_vol_diff = |V_ref - V_pred| / V_ref (seed 001, eq. 9); vol_diff_ml = V_pred - V_ref",
         "pred_dir": str(pred_dir),
         "ref_dir": str(ref_dir),
     }
+    if lesionwise:
+        document["settings"].update({
+            "lesion_dilation_iterations": lesion_dilation_iterations,
+            "lesion_min_volume_mm3": lesion_min_volume_mm3,
+            "lesion_penalty_mm": lesion_penalty_mm,
+            "lesion_min_fp_volume_mm3": lesion_min_fp_volume_mm3,
+            "lesion_connectivity": 26,
+        })
+        document["lesionwise_definition"] = " ".join(_LESIONWISE_DOC.split())
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / CSV_NAME, _csv_text(rows))
+    _write_atomic(out_dir / CSV_NAME, _csv_text(rows, _LESION_COLUMNS if lesionwise else ()))
     _write_atomic(out_dir / JSON_NAME, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")
     return rows, summary

@@ -1,10 +1,12 @@
 """The configurable U-Net behind most voxseg presets (2-D `(N, C, Y, X)` or 3-D `(N, C, Z, Y, X)`)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from voxseg.nets._base import _check_input, _FreezableMixin
 from voxseg.nets.blocks import (
@@ -32,6 +34,32 @@ _DROPOUT_WHERE = ("decoder", "encoder", "both")
 def _choice(name: str, value, allowed: Sequence) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}")
+
+
+@contextlib.contextmanager
+def _keep_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """Save the running statistics of the module's training-mode batch norms; put them back on exit."""
+    saved = [(b, b.detach().clone()) for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+             for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+def _checkpointed(module: nn.Module, *inputs: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """`module(*inputs)`, under non-reentrant gradient checkpointing when enabled, training and recording.
+
+    The recomputation in the backward pass would update batch-norm running statistics a second time:
+    they are restored after it. Dropout masks are reproduced (torch restores the RNG state).
+    """
+    if not (enabled and module.training and torch.is_grad_enabled()):
+        return module(*inputs)
+    return checkpoint(module, *inputs, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _keep_norm_statistics(module)))
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -92,6 +120,10 @@ class UNet(_FreezableMixin, nn.Module):
         kernel_sizes: per stage (depth entries) an odd int or one size per axis; default 3.
         mid_width_ratio: the first conv of every encoder stage outputs `round(width * ratio)` channels
             (plain blocks only). Çiçek et al. 2016 double the channels inside a stage: ratio 0.5.
+        gradient_checkpointing: in training mode, keep only the inputs of each encoder stage and
+            decoder block and recompute their activations in the backward pass (Chen et al., "Training
+            Deep Nets with Sublinear Memory Cost", 2016): less memory for about one extra forward pass.
+            Same outputs and gradients; no effect in eval mode or under `torch.no_grad()`. Default False.
 
     Attributes:
         size_divisor: tuple of ints, one per spatial axis.
@@ -121,6 +153,7 @@ class UNet(_FreezableMixin, nn.Module):
         strides: Sequence[int | Sequence[int]] | None = None,
         kernel_sizes: Sequence[int | Sequence[int]] | None = None,
         mid_width_ratio: float = 1.0,
+        gradient_checkpointing: bool = False,
     ):
         super().__init__()
         _choice("spatial_dims", spatial_dims, (2, 3))
@@ -155,6 +188,7 @@ class UNet(_FreezableMixin, nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.deep_supervision = deep_supervision
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.frozen_stages = 0
         self.widths = tuple(min(base_width * 2**i, max_width or base_width * 2**i) for i in range(depth))
         divisor = [1] * spatial_dims
@@ -230,8 +264,9 @@ class UNet(_FreezableMixin, nn.Module):
         _check_input(x, self.spatial_dims, self.in_channels, self.size_divisor)
         skips = []
         h = x
+        ckpt = self.gradient_checkpointing
         for stage in self.encoder_stages:
-            h = stage(h)
+            h = _checkpointed(stage, h, enabled=ckpt)
             skips.append(h)
         if self.bottleneck is not None:
             h = self.bottleneck(h)
@@ -242,7 +277,7 @@ class UNet(_FreezableMixin, nn.Module):
             skip = skips[level]
             if len(self.gates):
                 skip = self.gates[j](skip, h)
-            h = block(torch.cat([up(h), skip], dim=1))
+            h = _checkpointed(block, torch.cat([up(h), skip], dim=1), enabled=ckpt)
             features[level] = h
         if self.deep_supervision and self.training:
             return [head(features[lv]) for head, lv in zip(self.heads, self.head_levels)]

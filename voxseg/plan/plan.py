@@ -68,6 +68,24 @@ class TrainConfig:
         val_every: validate every this many epochs.
         seed: seed of the split, sampling, augmentation and initialisation.
         num_threads: torch threads (None: all cores).
+        init_from: transfer learning: a run folder whose weights initialise this network where names
+            and shapes match (a head for a different number of classes stays random).
+        freeze_stages: freeze the first N encoder stages (their norm layers stay in eval mode).
+        unfreeze_after_epochs: unfreeze them at the start of this epoch (None: never).
+        optimizer_kwargs: options of the optimiser (``voxseg.train.optim.OPTIMIZERS``: sgd, adam, adamw,
+            adadelta, radam, ranger).
+        schedule / schedule_kwargs: learning-rate factor as a function of the fraction of the run done
+            (``voxseg.train.schedules.SCHEDULES``: poly, cosine with warm-up and restarts, flat_cosine,
+            constant).
+        plateau_patience / plateau_factor: also multiply the rate by ``factor`` when the validation
+            Dice has not improved for this many validations (None: off).
+        early_stopping_patience / early_stopping_min_delta: stop when the validation Dice has not
+            improved by ``min_delta`` for this many validations (None: off).
+        grad_clip: gradient-norm clipping (None: off).
+        swa_epochs: stochastic weight averaging phase after the main run (seed 003): this many more
+            epochs with cyclic rates restarting at ``swa_lr_fraction * lr``, weights averaged every
+            ``swa_every_k_epochs``; written as ``checkpoint_swa.pt`` (0: off). A time budget ends the
+            main phase, not the SWA phase.
     """
 
     loss: str = "dice+ce"
@@ -87,6 +105,21 @@ class TrainConfig:
     val_every: int = 1
     seed: int = 0
     num_threads: int | None = None
+    init_from: str | None = None
+    freeze_stages: int = 0
+    unfreeze_after_epochs: int | None = None
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "poly"
+    schedule_kwargs: dict[str, Any] = field(default_factory=dict)
+    plateau_patience: int | None = None
+    plateau_factor: float = 0.5
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+    grad_clip: float | None = 12.0
+    swa_epochs: int = 0
+    swa_every_k_epochs: int = 3
+    swa_cycles: int = 5
+    swa_lr_fraction: float = 0.5
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""Training: the loop (sampling, step, validation, checkpoints) and the dataset-to-run workflow."""
+"""Training: the loop (sampling, step, validation, checkpoints, DDP) and the dataset-to-run workflow
+(validation, preprocessing cache, planning, splits, k-fold cross-validation, out-of-fold evaluation)."""
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
-from voxseg.train.workflow import (DatasetInvalid, TrainOptions, checked_cases, prepare_cases, run_training,
-                                   split_cases)
+from voxseg.train.workflow import (DatasetInvalid, TrainOptions, checked_cases, kfold_splits,
+                                   out_of_fold_evaluation, prepare_cases, run_training, split_cases)
 
 __all__ = ["PreparedCase", "TrainResult", "train_model", "DatasetInvalid", "TrainOptions", "checked_cases",
-           "prepare_cases", "run_training", "split_cases"]
+           "kfold_splits", "out_of_fold_evaluation", "prepare_cases", "run_training", "split_cases"]

@@ -7,6 +7,7 @@ A checkpoint is a dict with ``model`` (state dict), ``optimizer``, ``epoch`` (ep
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 import time
@@ -20,11 +21,17 @@ from tqdm import tqdm
 
 from voxseg.data.labels import LabelScheme, labels_to_regions
 from voxseg.data.sampling import PatchSampler, random_flip
-from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, autocast_context, build_model,
+from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
                                   predict_volume, probabilities_to_labels, resolve_amp)
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.metrics import overlap_metrics
+from voxseg.nets import freeze_encoder, unfreeze
 from voxseg.plan.plan import RunPlan
+from voxseg.train.distributed import barrier, init_distributed
+from voxseg.train.early_stopping import EarlyStopping
+from voxseg.train.optim import build_optimizer
+from voxseg.train.schedules import PlateauScheduler, lr_factor
+from voxseg.train.swa import SWACollector, recompute_norm_statistics, swa_lr
 
 __all__ = ["PreparedCase", "TrainResult", "train_model"]
 
@@ -53,6 +60,8 @@ class TrainResult:
     elapsed_minutes: float
     stopped_by: str
     history: list[dict] = field(default_factory=list)
+    iterations: int = 0
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the final network (this rank's copy)
 
 
 def _targets(labels: np.ndarray, plan: RunPlan) -> torch.Tensor:
@@ -79,10 +88,6 @@ def _validation_dice(model, plan, cases: list[PreparedCase], device) -> dict[str
     return {name: float(np.mean(v)) for name, v in per_class.items()}
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-
-
 def _save_checkpoint(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(payload, tmp)
@@ -103,8 +108,34 @@ def _append_log(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def _poly_lr(base: float, fraction_done: float) -> float:
-    return base * (1.0 - min(fraction_done, 0.999)) ** 0.9
+def _init_from(model: torch.nn.Module, run_dir: str, log: Callable[[str], None]) -> None:
+    """Transfer learning: copy weights from another run where names and shapes match (a new head stays random)."""
+    path = Path(run_dir) / CHECKPOINT_BEST
+    if not path.exists():
+        path = Path(run_dir) / CHECKPOINT_LAST
+    source = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    own.update(matched)
+    model.load_state_dict(own)
+    log(f"initialised {len(matched)}/{len(own)} tensors from {path} (others, e.g. a re-sized head, stay random)")
+
+
+def _make_batch(samplers, plan: RunPlan, rng: np.random.Generator, n_fg: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch: random cases, the first ``n_fg`` patches centred on foreground, random flips."""
+    cfg = plan.train
+    images, labels = [], []
+    for b in range(cfg.batch_size):
+        sampler = samplers[int(rng.integers(len(samplers)))]
+        img, lbl = sampler.sample(force_foreground=b < n_fg, rng=rng)
+        if cfg.flips:
+            img, lbl = random_flip(img, lbl, rng, axes=(1, 2) if plan.network.spatial_dims == 2 else (0, 1, 2))
+        images.append(img)
+        labels.append(lbl)
+    x, y = torch.from_numpy(np.stack(images)), _targets(np.stack(labels), plan)
+    if plan.network.spatial_dims == 2:  # (B, C, 1, Y, X) -> (B, C, Y, X)
+        x, y = x[:, :, 0], y[:, :, 0]
+    return x, y
 
 
 def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[PreparedCase], run_dir: str | Path,
@@ -116,6 +147,13 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     ``epoch / epochs`` and ``elapsed / time_budget``: with a budget the rate still decays to ~0 by
     the end, so a budget-limited run converges instead of stopping at a high rate.
 
+    Resume is exact for epoch-limited runs: weights, optimiser, sampling RNG and torch RNG are restored
+    from the end of the last finished epoch (a time budget makes the schedule depend on the clock).
+
+    Under ``torchrun --nproc_per_node N`` each process trains on its own patches (seed + rank),
+    gradients are averaged by DistributedDataParallel (gloo on CPU, NCCL on GPUs) and rank 0 alone
+    validates and writes checkpoints and logs.
+
     Args:
         plan: the run plan (saved by the caller as ``run_dir/plan.json``).
         train_cases / val_cases: preprocessed cases (labels consecutive).
@@ -126,26 +164,37 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     """
     run_dir = Path(run_dir)
     cfg = plan.train
+    rank, world = init_distributed(device)
+    main_process = rank == 0
+    log = log if main_process else (lambda message: None)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = build_model(plan).to(dev)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    rng = np.random.default_rng([cfg.seed, rank])
+    model = build_model(plan)
+    if cfg.init_from and not resume:
+        _init_from(model, cfg.init_from, log)
+    if cfg.freeze_stages:
+        freeze_encoder(model, cfg.freeze_stages)
+        log(f"froze the first {cfg.freeze_stages} encoder stage(s)"
+            + (f" until epoch {cfg.unfreeze_after_epochs}" if cfg.unfreeze_after_epochs else ""))
+    model = model.to(dev)
     log(f"mixed precision: {cfg.amp} -> {resolve_amp(cfg.amp, dev)} on {dev.type} with {torch.get_num_threads()} "
-        f"threads; {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
-    mode = "sigmoid" if plan.label_scheme.startswith("brats") else "softmax"
-    loss_fn = build_loss(cfg.loss, mode=mode, **cfg.loss_kwargs)
+        f"threads x {world} process(es); {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    loss_fn = build_loss(cfg.loss, mode="sigmoid" if plan.label_scheme.startswith("brats") else "softmax",
+                         **cfg.loss_kwargs)
     deep = bool(getattr(model, "deep_supervision", False))
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.99, nesterov=True,
-                                    weight_decay=cfg.weight_decay)
-    elif cfg.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adam")
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, **cfg.optimizer_kwargs)
+    plateau = PlateauScheduler(cfg.lr, factor=cfg.plateau_factor, patience=cfg.plateau_patience) \
+        if cfg.plateau_patience else None
+    early = EarlyStopping(patience=cfg.early_stopping_patience, min_delta=cfg.early_stopping_min_delta) \
+        if cfg.early_stopping_patience else None
+    swa = SWACollector(model, every_k_epochs=cfg.swa_every_k_epochs) if cfg.swa_epochs else None
 
-    start_epoch, elapsed_before, best, best_epoch = 0, 0.0, -1.0, -1
+    start_epoch, elapsed_before, best, best_epoch, iterations_done = 0, 0.0, -1.0, -1, 0
+    swa_done = 0
+    stopped_main = False  # the main phase ended early (time budget, early stopping): SWA may still follow
     history: list[dict] = []
     if resume:
         state = torch.load(run_dir / CHECKPOINT_LAST, map_location="cpu", weights_only=False)
@@ -153,14 +202,26 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, elapsed_before = state["epoch"], state["elapsed_seconds"]
         best, best_epoch = state["best_metric"], state["best_epoch"]
-        rng.bit_generator.state = state["rng"]["numpy"]
+        rng.bit_generator.state = state["rng"]["numpy"][rank] if isinstance(state["rng"]["numpy"], list) \
+            else state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
         history = state.get("history", [])
+        iterations_done = state.get("iterations", start_epoch * cfg.iterations_per_epoch)
+        for name, part in (("plateau", plateau), ("early_stopping", early), ("swa", swa)):
+            if part is not None and state.get(name) is not None:
+                part.load_state_dict(state[name])
+        stopped_main, swa_done = state.get("stopped_main", False), state.get("swa_done", 0)
         log(f"resumed from epoch {start_epoch} ({elapsed_before / 60:.1f} min trained)")
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
 
-    patch = tuple(cfg.patch_size)
-    samplers = [PatchSampler(c.image, c.label, patch, foreground_fraction=cfg.foreground_fraction, rng=rng)
-                for c in train_cases]
+        net = DistributedDataParallel(model, find_unused_parameters=bool(cfg.freeze_stages))
+
+    # Foreground coordinates are subsampled with their own seeded RNG, so resuming rebuilds them identically.
+    coords_rng = np.random.default_rng([cfg.seed, rank, 1])
+    samplers = [PatchSampler(c.image, c.label, tuple(cfg.patch_size), foreground_fraction=cfg.foreground_fraction,
+                             rng=coords_rng) for c in train_cases]
     budget_s = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else math.inf
     n_fg = max(1, round(cfg.batch_size * cfg.foreground_fraction)) if cfg.foreground_fraction > 0 else 0
     total_iters = cfg.epochs * cfg.iterations_per_epoch
@@ -169,43 +230,43 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     by_time = budget_s < total_iters * 60.0  # any budget shorter than a minute per iteration binds first
     bar = tqdm(total=int(budget_s) if by_time else total_iters,
                initial=int(elapsed_before) if by_time else start_epoch * cfg.iterations_per_epoch,
-               disable=not progress, unit="s" if by_time else "it", dynamic_ncols=True, desc="train",
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}{postfix}]")
-    iterations_done = start_epoch * cfg.iterations_per_epoch
+               disable=not (progress and main_process), unit="s" if by_time else "it", dynamic_ncols=True,
+               desc="train", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}{postfix}]")
     t0 = time.perf_counter() - elapsed_before
     stopped_by = "epochs"
-    epoch = start_epoch
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
+    epochs_done = start_epoch
+    net.train()
+    for epoch in itertools.count(start_epoch):
+        in_swa = epoch >= cfg.epochs or stopped_main
+        if in_swa and swa_done >= cfg.swa_epochs:
+            break
+        if cfg.freeze_stages and cfg.unfreeze_after_epochs is not None and epoch == cfg.unfreeze_after_epochs:
+            unfreeze(model)
+            log(f"epoch {epoch}: unfroze the encoder")
         losses = []
         for it in range(cfg.iterations_per_epoch):
-            done = max(epoch / cfg.epochs + it / total_iters, (time.perf_counter() - t0) / budget_s)
-            lr = _poly_lr(cfg.lr, done)
+            if in_swa:
+                t_swa = (swa_done + it / cfg.iterations_per_epoch) / cfg.swa_epochs
+                lr = swa_lr(t_swa, cfg.lr, cycles=cfg.swa_cycles, restart_fraction=cfg.swa_lr_fraction)
+            else:
+                done = max(epoch / cfg.epochs + it / total_iters, (time.perf_counter() - t0) / budget_s)
+                lr = cfg.lr * lr_factor(cfg.schedule, done, **cfg.schedule_kwargs)
+                if plateau is not None:
+                    lr *= plateau.lr / cfg.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            images, labels = [], []
-            for b in range(cfg.batch_size):
-                sampler = samplers[int(rng.integers(len(samplers)))]
-                img, lbl = sampler.sample(force_foreground=b < n_fg)
-                if cfg.flips:
-                    axes = (1, 2) if plan.network.spatial_dims == 2 else (0, 1, 2)
-                    img, lbl = random_flip(img, lbl, rng, axes=axes)
-                images.append(img)
-                labels.append(lbl)
-            x = torch.from_numpy(np.stack(images))
-            y = _targets(np.stack(labels), plan)
-            if plan.network.spatial_dims == 2:
-                x, y = x[:, :, 0], y[:, :, 0]
+            x, y = _make_batch(samplers, plan, rng, n_fg)
             x, y = x.to(dev), y.to(dev)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(cfg.amp, dev):
-                out = model(x)
+                out = net(x)
             if deep and isinstance(out, (list, tuple)):
                 loss = DeepSupervisionLoss(loss_fn, len(out))([o.float() for o in out], y)
             else:
                 loss = loss_fn(out.float(), y)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             losses.append(float(loss.detach()))
             iterations_done += 1
@@ -213,33 +274,83 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
             bar.set_postfix_str(f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, best val Dice "
                                 f"{best:.3f}, lr {lr:.2g}" if best >= 0 else
                                 f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, lr {lr:.2g}")
-            if time.perf_counter() - t0 >= budget_s:
+            if not in_swa and _budget_spent(time.perf_counter() - t0 >= budget_s, world, dev):
                 stopped_by = "time budget"
                 break
-        row = {"epoch": epoch + 1, "iterations": (epoch + 1) * cfg.iterations_per_epoch, "lr": lr,
+        epochs_done = epoch + 1
+        row = {"epoch": epochs_done, "iterations": iterations_done, "lr": lr,
                "train_loss": float(np.mean(losses)), "minutes": (time.perf_counter() - t0) / 60.0}
         is_last = stopped_by == "time budget" or epoch + 1 == cfg.epochs
-        if val_cases and ((epoch + 1) % cfg.val_every == 0 or is_last):
-            dice = _validation_dice(model, plan, val_cases, dev)
-            mean_dice = float(np.mean(list(dice.values()))) if dice else 0.0
-            row.update({f"val_dice_{k}": v for k, v in dice.items()})
-            row["val_dice_mean"] = mean_dice
-            if mean_dice > best:
-                best, best_epoch = mean_dice, epoch + 1
-                _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epoch + 1,
-                                                             "val_dice": dice})
-        history.append(row)
-        _append_log(run_dir / "log.csv", row)
-        _save_checkpoint(run_dir / CHECKPOINT_LAST, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-            "elapsed_seconds": time.perf_counter() - t0, "best_metric": best, "best_epoch": best_epoch,
-            "rng": _rng_state(rng), "history": history})
-        if stopped_by == "time budget":
-            break
+        if in_swa:
+            swa_done += 1
+            swa.epoch_end(swa_done)
+        rng_states = _gather_rng_states(rng, world)
+        if main_process:
+            if val_cases and not in_swa and ((epoch + 1) % cfg.val_every == 0 or is_last):
+                dice = _validation_dice(model, plan, val_cases, dev)
+                mean_dice = float(np.mean(list(dice.values()))) if dice else 0.0
+                row.update({f"val_dice_{k}": v for k, v in dice.items()})
+                row["val_dice_mean"] = mean_dice
+                if mean_dice > best:
+                    best, best_epoch = mean_dice, epoch + 1
+                    _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epoch + 1,
+                                                                 "val_dice": dice})
+                if plateau is not None:
+                    plateau.step(mean_dice)
+                if early is not None and early.update(mean_dice):
+                    stopped_by = "early stopping"
+            history.append(row)
+            _append_log(run_dir / "log.csv", row)
+            _save_checkpoint(run_dir / CHECKPOINT_LAST, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                "elapsed_seconds": time.perf_counter() - t0, "best_metric": best, "best_epoch": best_epoch,
+                "iterations": iterations_done, "rng": {"numpy": rng_states, "torch": torch.get_rng_state()},
+                "history": history, "stopped_main": stopped_main or stopped_by != "epochs", "swa_done": swa_done,
+                **{name: part.state_dict() for name, part in (("plateau", plateau), ("early_stopping", early),
+                                                               ("swa", swa)) if part is not None}})
+        stopped_by = _agree(stopped_by, world)
+        barrier()
+        if stopped_by != "epochs" and not in_swa:
+            if not cfg.swa_epochs:
+                break
+            stopped_main = True  # go on with the SWA phase
+    if swa is not None and swa.n_averaged and main_process:
+        averaged = swa.averaged_model()
+        recompute_norm_statistics(averaged, (_make_batch(samplers, plan, rng, n_fg)[0] for _ in range(16)), dev)
+        _save_checkpoint(run_dir / CHECKPOINT_SWA, {"model": averaged.state_dict(), "epoch": epochs_done,
+                                                    "n_averaged": swa.n_averaged})
+        log(f"SWA: averaged {swa.n_averaged} snapshots into {CHECKPOINT_SWA}")
     bar.close()
-    if not val_cases:  # no validation: the last weights are the best we know
-        _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epoch + 1})
+    if main_process and not val_cases:  # no validation: the last weights are the best we know
+        _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epochs_done})
     elapsed = (time.perf_counter() - t0) / 60.0
-    log(f"stopped by {stopped_by} after {epoch + 1} epochs, {elapsed:.1f} min; best validation Dice "
+    log(f"stopped by {stopped_by} after {epochs_done} epochs, {elapsed:.1f} min; best validation Dice "
         f"{best:.4f} at epoch {best_epoch}")
-    return TrainResult(epoch + 1, best, best_epoch, elapsed, stopped_by, history)
+    return TrainResult(epochs_done, best, best_epoch, elapsed, stopped_by, history, iterations_done, model)
+
+
+def _agree(stopped_by: str, world: int) -> str:
+    """Rank 0 decides early stopping (it alone validates); every rank follows."""
+    if world == 1:
+        return stopped_by
+    box = [stopped_by]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _budget_spent(local: bool, world: int, device: torch.device) -> bool:
+    """Every rank stops at the same iteration: rank 0's clock decides."""
+    if world == 1:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _gather_rng_states(rng: np.random.Generator, world: int) -> list | dict:
+    """The sampling RNG state of every rank (a list under DDP), so resume restores each rank's stream."""
+    if world == 1:
+        return rng.bit_generator.state
+    states: list = [None] * world
+    torch.distributed.all_gather_object(states, rng.bit_generator.state)
+    return states

@@ -11,6 +11,7 @@ Run folder layout::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,9 +29,11 @@ from voxseg.infer.runtime import CHECKPOINT_LAST, build_model
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import validate_dataset
 from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig, plan_patch_size, save_json_atomic
+from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
 
-__all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "split_cases", "prepare_cases", "run_training"]
+__all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "split_cases", "kfold_splits", "prepare_cases",
+           "run_training"]
 
 
 class DatasetInvalid(Exception):
@@ -58,6 +61,9 @@ class TrainOptions:
         preprocess: cropping, normalisation and resampling.
         skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
         include_cases: train only on these case ids (others are not used; e.g. the demo's test split).
+        folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
+        init_from / freeze_stages / unfreeze_after_epochs: transfer learning (see ``TrainConfig``).
+        train_overrides: any other ``TrainConfig`` field (schedule, optimizer_kwargs, swa_epochs, ...).
     """
 
     net: str = "unet"
@@ -82,6 +88,12 @@ class TrainOptions:
     skip_invalid: bool = False
     include_cases: list[str] | None = None
     num_threads: int | None = None
+    folds: int | None = None
+    fold: str = "all"
+    init_from: str | None = None
+    freeze_stages: int = 0
+    unfreeze_after_epochs: int | None = None
+    train_overrides: dict = field(default_factory=dict)
 
 
 def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], None] = print,
@@ -192,39 +204,88 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
                              time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
                              patch_size=[int(p) for p in patch], amp=options.amp, val_fraction=options.val_fraction,
                              val_every=options.val_every,
-                             seed=options.seed, num_threads=options.num_threads)
+                             seed=options.seed, num_threads=options.num_threads, init_from=options.init_from,
+                             freeze_stages=options.freeze_stages,
+                             unfreeze_after_epochs=options.unfreeze_after_epochs)
+    unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    plan.train = dataclasses.replace(plan.train, **options.train_overrides)
     return plan
+
+
+def kfold_splits(case_ids: list[str], k: int, seed: int) -> list[dict[str, list[str]]]:
+    """Seeded k-fold partition by case: fold i validates on the i-th part and trains on the rest."""
+    if not 2 <= k <= len(case_ids):
+        raise ValueError(f"need 2 <= folds <= number of cases ({len(case_ids)}), got {k}")
+    ids = sorted(case_ids)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    parts = [sorted(ids[i] for i in chunk) for chunk in np.array_split(order, k)]
+    return [{"train": sorted(set(ids) - set(part)), "val": part} for part in parts]
+
+
+def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, dict, list[Case]]:
+    plan = RunPlan.load(run_dir / "plan.json")
+    split = json.loads((run_dir / "split.json").read_text())
+    wanted = set(split["train"]) | set(split["val"])
+    cases = [c for c in dataset.cases if c.case_id in wanted]
+    missing = wanted - {c.case_id for c in cases}
+    if missing:
+        raise InputError(dataset.root, f"cases of the saved split are missing: {', '.join(sorted(missing))}")
+    return plan, split, cases
+
+
+def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[Case], LabelMapping]:
+    cases = checked_cases(dataset, options.skip_invalid, log)
+    if options.include_cases is not None:
+        keep = set(options.include_cases)
+        cases = [c for c in cases if c.case_id in keep]
+    log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
+        f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
+    label_values = _label_values(cases, dataset)
+    if options.label_scheme != "classes":
+        try:
+            check_labels_fit(label_values, LabelScheme(options.label_scheme))
+        except ValueError as exc:
+            raise InputError(dataset.root, str(exc)) from None
+    return cases, LabelMapping(label_values)
+
+
+def _train_in(run_dir: Path, plan: RunPlan, split: dict, prepared: list[PreparedCase], resume: bool,
+              progress: bool, log) -> TrainResult:
+    by_id = {c.case_id: c for c in prepared}
+    return train_model(plan, [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]], run_dir,
+                       resume=resume, progress=progress, log=log)
 
 
 def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptions, overwrite: bool = False,
                  resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
-    """``voxseg train``: validate, preprocess, plan, split, train; everything lands in ``run_dir``."""
+    """``voxseg train``: validate, preprocess, plan, split, train; everything lands in ``run_dir``.
+
+    With ``options.folds = k`` the run folder holds ``splits.json`` (k seeded folds by case, editable)
+    and one complete run folder per fold (``fold_0/`` ...); ``options.fold`` picks one fold or ``"all"``,
+    and after all folds an out-of-fold evaluation is written to ``oof/``.
+    """
     run_dir = Path(run_dir)
     dataset = load_dataset(data_root)
+    rank, world = init_distributed()
+    if options.folds:
+        if world > 1:
+            raise InputError(run_dir, "k-fold cross-validation under torchrun is not supported; train one "
+                                      "--fold at a time")
+        return _run_folds(dataset, run_dir, options, overwrite, resume, progress, log)
+    if rank > 0:  # rank 0 validates, preprocesses and plans; the others read its run folder
+        barrier()
+        plan, split, cases = _load_cases_for_resume(dataset, run_dir)
+        prepared = prepare_cases(cases, plan.preprocess, LabelMapping(plan.label_values), run_dir / "preprocessed",
+                                 progress=False)
+        return _train_in(run_dir, plan, split, prepared, resume, progress, log)
     _prepare_run_dir(run_dir, overwrite, resume)
     if resume:
-        plan = RunPlan.load(run_dir / "plan.json")
-        split = json.loads((run_dir / "split.json").read_text())
-        wanted = set(split["train"]) | set(split["val"])
-        cases = [c for c in dataset.cases if c.case_id in wanted]
-        missing = wanted - {c.case_id for c in cases}
-        if missing:
-            raise InputError(dataset.root, f"cases of the saved split are missing: {', '.join(sorted(missing))}")
+        plan, split, cases = _load_cases_for_resume(dataset, run_dir)
         mapping = LabelMapping(plan.label_values)
     else:
-        cases = checked_cases(dataset, options.skip_invalid, log)
-        if options.include_cases is not None:
-            keep = set(options.include_cases)
-            cases = [c for c in cases if c.case_id in keep]
-        log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
-            f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
-        label_values = _label_values(cases, dataset)
-        if options.label_scheme != "classes":
-            try:
-                check_labels_fit(label_values, LabelScheme(options.label_scheme))
-            except ValueError as exc:
-                raise InputError(dataset.root, str(exc)) from None
-        mapping = LabelMapping(label_values)
+        cases, mapping = _checked_setup(dataset, options, log)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
     prepared = prepare_cases(cases, options.preprocess if not resume else plan.preprocess, mapping,
                              run_dir / "preprocessed", progress)
@@ -236,7 +297,77 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
         log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
             f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
             f"split {len(split['train'])} train / {len(split['val'])} validation cases")
-    by_id = {c.case_id: c for c in prepared}
-    train_cases = [by_id[i] for i in split["train"]]
-    val_cases = [by_id[i] for i in split["val"]]
-    return train_model(plan, train_cases, val_cases, run_dir, resume=resume, progress=progress, log=log)
+    barrier()
+    return _train_in(run_dir, plan, split, prepared, resume, progress, log)
+
+
+def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite: bool, resume: bool,
+               progress: bool, log) -> TrainResult:
+    splits_path = run_dir / "splits.json"
+    if resume or (splits_path.exists() and not overwrite):
+        # An existing cross-validation: train the requested fold(s) into it, keeping its (edited) splits.
+        splits = json.loads(splits_path.read_text()) if splits_path.exists() else None
+        if splits is None:
+            raise InputError(run_dir, "nothing to resume: no splits.json in this run folder")
+        plan = RunPlan.load(run_dir / "plan.json")
+        cases = [c for c in dataset.cases if c.case_id in {i for s in splits for i in s["train"] + s["val"]}]
+        mapping = LabelMapping(plan.label_values)
+    else:
+        _prepare_run_dir(run_dir, overwrite, resume=False)
+        cases, mapping = _checked_setup(dataset, options, log)
+        splits = kfold_splits([c.case_id for c in cases], options.folds, options.seed)
+        plan = None
+    prepared = prepare_cases(cases, plan.preprocess if plan else options.preprocess, mapping,
+                             run_dir / "preprocessed", progress)
+    if plan is None:
+        plan = _plan_from_data(options, dataset, mapping.values, prepared)
+        plan.save(run_dir / "plan.json")
+        save_json_atomic(splits, splits_path)
+        save_json_atomic(dataset.to_dict(), run_dir / "dataset.json")
+        log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
+            f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
+    folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
+    result = None
+    for k in folds:
+        fold_dir = run_dir / f"fold_{k}"
+        fold_resume = resume and (fold_dir / CHECKPOINT_LAST).exists()
+        if not fold_resume:
+            if fold_dir.exists():
+                shutil.rmtree(fold_dir)
+            fold_dir.mkdir(parents=True)
+            plan.save(fold_dir / "plan.json")
+            save_json_atomic(splits[k], fold_dir / "split.json")
+        log(f"fold {k}: {len(splits[k]['train'])} train / {len(splits[k]['val'])} validation cases")
+        result = _train_in(fold_dir, plan, splits[k], prepared, fold_resume, progress, log)
+    if all((run_dir / f"fold_{k}" / CHECKPOINT_LAST).exists() for k in range(len(splits))):
+        out_of_fold_evaluation(dataset, run_dir, splits, progress, log)
+    return result
+
+
+def out_of_fold_evaluation(dataset: Dataset, run_dir: Path, splits: list[dict], progress: bool = True,
+                           log: Callable[[str], None] = print) -> dict:
+    """Predict every case with the fold model that did not train on it; evaluate all of them together.
+
+    Writes ``oof/pred/<case>.nii.gz``, ``oof/metrics_per_case.csv`` and ``oof/metrics_summary.json``.
+    """
+    from voxseg.infer.predict import predict_cases
+    from voxseg.infer.runtime import load_model
+    from voxseg.metrics import evaluate_folders, format_summary
+    from voxseg.metrics.structures import structures_for
+
+    by_id = {c.case_id: c for c in dataset.cases}
+    pred_dir, ref_dir = run_dir / "oof" / "pred", run_dir / "oof" / "ref"
+    ref_dir.mkdir(parents=True, exist_ok=True)
+    for k, split in enumerate(splits):
+        model, plan = load_model(run_dir / f"fold_{k}")
+        cases = [by_id[i] for i in split["val"]]
+        predict_cases(model, plan, cases, pred_dir, progress=progress)
+        for case in cases:
+            link = ref_dir / f"{case.case_id}.nii.gz"
+            if not link.exists():
+                link.symlink_to(Path(case.label_path).resolve())
+    _, summary = evaluate_folders(pred_dir, ref_dir, run_dir / "oof", structures_for(ref_dir, run_dir),
+                                  progress=progress)
+    log("out-of-fold evaluation (each case predicted by the fold that did not train on it):")
+    log(format_summary(summary))
+    return summary

@@ -1,0 +1,81 @@
+"""Every 3-D network preset trained for the same short CPU budget on hippocampus (issue: U-Net family).
+
+For each preset: parameters, forward GFLOPs for the planned patch, median seconds per training
+iteration, and Dice on the held-out 20% (seeded split by case, full chain: predict NIfTI, evaluate).
+All presets get the same budget, data, loss (Dice + CE), optimiser and seed; each keeps its own
+paper's architecture (width, depth, norm), so bigger networks do fewer iterations in the budget —
+that trade-off is what the table shows.
+
+Usage:
+    python benchmarks/variants.py [--minutes 2] [--presets unet,resunet,...]
+
+The last line is a JSON object {preset: {params, gflops, seconds_per_iteration, dice_mean, ...}}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from _heldout import REPO, SHARED_DATA, train_and_test
+from voxseg.nets import NETWORKS, build_network, count_parameters, estimate_flops
+from voxseg.train import TrainOptions
+
+
+def _three_d_presets() -> list[str]:
+    return [name for name, spec in NETWORKS.items() if 3 in spec.spatial_dims]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA / "hippocampus")
+    parser.add_argument("--minutes", type=float, default=2.0, help="training budget per preset")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--presets", default=",".join(_three_d_presets()))
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "variants")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not args.data.exists():
+        print(f"error: {args.data}: hippocampus data not found (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    rows = {}
+    for name in [p for p in args.presets.split(",") if p]:
+        print(f"== {name}: {NETWORKS[name].reference}", flush=True)
+        options = TrainOptions(net=name, epochs=100_000, iterations_per_epoch=25, time_budget_minutes=args.minutes,
+                               val_fraction=0.0, seed=args.seed, num_threads=args.threads)
+        held = train_and_test(args.data, args.out / name, options, {"anterior": [1], "posterior": [2]}, args.seed,
+                              progress=False)
+        plan = held.plan
+        model = build_network(name, 3, len(plan.channel_names), plan.num_outputs, **plan.network.kwargs)
+        patch = tuple(plan.train.patch_size)
+        dice = {s: held.summary["metrics"][s]["dice"]["mean"] for s in ("anterior", "posterior")}
+        rows[name] = {
+            "params": count_parameters(model),
+            "gflops": round(estimate_flops(model, (len(plan.channel_names),) + patch) / 1e9, 2),
+            "patch": list(patch),
+            "iterations": held.train.iterations,
+            "seconds_per_iteration": round(held.train.elapsed_minutes * 60 / max(held.train.iterations, 1), 3),
+            "dice_anterior": round(dice["anterior"], 4),
+            "dice_posterior": round(dice["posterior"], 4),
+            "dice_mean": round((dice["anterior"] + dice["posterior"]) / 2, 4),
+        }
+        print(json.dumps({name: rows[name]}), flush=True)
+    header = f"{'preset':<16}{'params (M)':>11}{'GFLOPs':>9}{'patch':>14}{'s/iter':>8}{'iters':>7}{'Dice ant':>10}" \
+             f"{'Dice post':>10}{'Dice mean':>10}"
+    print(f"\nsame budget for each: {args.minutes} min on {args.threads} CPU threads; held-out Dice (seeded 80/20)")
+    print(header)
+    print("-" * len(header))
+    for name, r in rows.items():
+        print(f"{name:<16}{r['params'] / 1e6:>11.2f}{r['gflops']:>9.1f}{'x'.join(map(str, r['patch'])):>14}"
+              f"{r['seconds_per_iteration']:>8.2f}{r['iterations']:>7}{r['dice_anterior']:>10.3f}"
+              f"{r['dice_posterior']:>10.3f}{r['dice_mean']:>10.3f}")
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

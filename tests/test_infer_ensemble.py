@@ -1,0 +1,220 @@
+"""Ensembles (folds, runs with different preprocessing), seed 003's merge table, and the predict CLI."""
+import copy
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from voxseg.cli import main
+from voxseg.data.phantoms import make_phantom_dataset
+from voxseg.data.preprocess import PreprocessConfig
+from voxseg.errors import InputError
+from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, ensemble_predict,
+                                   load_merge_table, member_dirs)
+from voxseg.infer.runtime import build_model
+from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig
+
+# Seed 003, Table 1, as printed: rows = model B's label, columns = model A's label (0, 1, 2, 4).
+TABLE_1 = {0: [0, 1, 0, 4], 1: [0, 1, 2, 4], 2: [2, 1, 2, 4], 4: [0, 1, 2, 4]}
+
+
+def _member(normalization="zscore", scheme="classes", labels=(0, 1, 2), seed=0):
+    plan = RunPlan(channel_names=["a", "b"], label_values=list(labels), label_scheme=scheme,
+                   preprocess=PreprocessConfig(normalization=normalization),
+                   network=NetworkConfig("unet", 3, {"base_width": 4, "depth": 3}),
+                   train=TrainConfig(patch_size=[8, 8, 16], amp="none"))
+    torch.manual_seed(seed)
+    return EnsembleMember(build_model(plan).eval(), plan)
+
+
+def _image():
+    image = np.zeros((2, 12, 14, 22), np.float32)
+    image[:, 2:11, 1:13, 3:20] = np.random.default_rng(1).normal(5, 2, size=(2, 9, 12, 17))
+    return image
+
+
+SPACING = (1.5, 1.0, 1.0)
+
+
+def test_ensemble_of_identical_members_equals_one_member():
+    m = _member()
+    one = ensemble_predict([m], _image(), SPACING)
+    two = ensemble_predict([m, copy.deepcopy(m)], _image(), SPACING)
+    assert one.probabilities.shape == (3, 12, 14, 22) and two.count == 2
+    np.testing.assert_allclose(two.probabilities, one.probabilities, atol=1e-6)
+
+
+def test_members_with_different_preprocessing_are_averaged_in_the_original_grid():
+    a, b = _member("zscore"), _member("percentile", seed=1)
+    both = ensemble_predict([a, b], _image(), SPACING, uncertainty=True)
+    mean = (ensemble_predict([a], _image(), SPACING).probabilities
+            + ensemble_predict([b], _image(), SPACING).probabilities) / 2
+    np.testing.assert_allclose(both.probabilities, mean, atol=1e-6)
+    np.testing.assert_allclose(both.probabilities.sum(0), 1.0, atol=1e-5)
+    mi = both.uncertainty()
+    assert mi.shape == (12, 14, 22) and mi.max() > 0 and mi[0].max() == 0  # outside the crop: certain
+
+
+def test_uncertainty_is_zero_where_all_predictions_agree():
+    m = _member()
+    same = ensemble_predict([m, m], _image(), SPACING, uncertainty=True)
+    np.testing.assert_allclose(same.uncertainty(), 0.0, atol=1e-6)
+    tta = ensemble_predict([m], _image(), SPACING, tta="all", uncertainty=True)
+    assert tta.count == 16 and tta.uncertainty().max() > 0
+
+
+def test_two_d_member_with_non_square_window_and_tta():
+    plan = RunPlan(channel_names=["a", "b"], label_values=[0, 1], network=NetworkConfig("unet", 2, {"base_width": 4,
+                   "depth": 3}), train=TrainConfig(patch_size=[1, 8, 16], amp="none"))
+    member = EnsembleMember(build_model(plan).eval(), plan)
+    pred = ensemble_predict([member], _image(), SPACING, tta="all", uncertainty=True)
+    assert pred.count == 8 and pred.probabilities.shape == (2, 12, 14, 22)
+    np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
+
+
+def test_ensemble_refuses_mismatched_label_schemes():
+    with pytest.raises(InputError, match="label scheme"):
+        ensemble_predict([_member(labels=(0, 1, 2)), _member(scheme="brats", labels=(0, 1, 2))], _image(), SPACING)
+    with pytest.raises(InputError, match="label values"):
+        ensemble_predict([_member(labels=(0, 1, 2)), _member(labels=(0, 1, 4))], _image(), SPACING)
+
+
+def test_member_dirs_for_folds(tmp_path):
+    run = tmp_path / "cv"
+    for k in (0, 1, 2):
+        (run / f"fold_{k}").mkdir(parents=True)
+        (run / f"fold_{k}" / "plan.json").write_text("{}")
+    (run / "plan.json").write_text("{}")  # cross-validation runs keep the plan on top, models in folds
+    assert [p.name for p in member_dirs(run)] == ["fold_0", "fold_1", "fold_2"]
+    assert [p.name for p in member_dirs(run, "0,2")] == ["fold_0", "fold_2"]
+    assert member_dirs(run, "all") == member_dirs(run)
+    with pytest.raises(InputError, match="folds"):
+        member_dirs(run, [5])
+    with pytest.raises(InputError):
+        member_dirs(tmp_path / "nothing")
+
+
+def test_merge_table_reproduces_seed_003_table_1():
+    table = MERGE_TABLES["henry2020"]
+    lookup = table.lookup([0, 1, 2, 4])
+    for b, row in TABLE_1.items():
+        assert [lookup[(a, b)] for a in (0, 1, 2, 4)] == row, f"B = {b}"
+    a = np.array([[[0, 0, 2, 2, 1, 4]]])
+    b = np.array([[[2, 4, 0, 1, 2, 0]]])
+    np.testing.assert_array_equal(table.merge([a, b]), [[[2, 0, 0, 2, 1, 4]]])
+    np.testing.assert_array_equal(table.merge({"B": b, "A": a}), table.merge([a, b]))
+
+
+def test_merge_table_from_json_and_errors(tmp_path):
+    custom = MergeTable("mine", ["x", "y"], "x", [MergeRule(take=3, where={"x": [1], "y": [1]}),
+                                                  MergeRule(take="y", where={"x": [1]})])
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(custom.to_dict()))
+    loaded = load_merge_table(path)
+    assert loaded == custom
+    # First matching rule decides: (1, 1) -> 3; (1, 2) -> y's 2; (0, *) -> x.
+    assert loaded.lookup([0, 1, 2]) == {(0, 0): 0, (0, 1): 0, (0, 2): 0, (1, 0): 0, (1, 1): 3, (1, 2): 2,
+                                        (2, 0): 2, (2, 1): 2, (2, 2): 2}
+    assert load_merge_table("henry2020") == MERGE_TABLES["henry2020"]
+    with pytest.raises(InputError):
+        load_merge_table(tmp_path / "missing.json")
+    path.write_text(json.dumps({"pipelines": ["x"], "default": "x"}))
+    with pytest.raises(InputError):
+        load_merge_table(path)
+    with pytest.raises(ValueError):
+        MergeTable("bad", ["a", "b"], "c")
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI on a tiny trained run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from voxseg.train import TrainOptions, run_training
+
+    root = tmp_path_factory.mktemp("ens")
+    data = make_phantom_dataset(root / "ds", n_cases=4, shape=(20, 24, 20), seed=2)
+    run = root / "run"
+    run_training(data, run, TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16],
+                                         epochs=1, iterations_per_epoch=2, num_threads=1), progress=False)
+    # The same weights under another preprocessing (a min-max-like model), and a k-fold layout.
+    pct = root / "run_pct"
+    shutil.copytree(run, pct)
+    plan = json.loads((pct / "plan.json").read_text())
+    plan["preprocess"]["normalization"] = "percentile"
+    (pct / "plan.json").write_text(json.dumps(plan))
+    cv = root / "cv"
+    cv.mkdir()
+    shutil.copy(run / "plan.json", cv / "plan.json")
+    for k in (0, 1):
+        shutil.copytree(run, cv / f"fold_{k}")
+    first = sorted((data / "imagesTr").glob("*_0000.nii.gz"))[0]
+    return {"data": data, "run": run, "pct": pct, "cv": cv, "input": first, "root": root}
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, ["predict", *map(str, args)])
+
+
+def _labels(path):
+    return np.asanyarray(nib.load(path).dataobj)
+
+
+def test_cli_tta_uncertainty_and_probabilities(runs, tmp_path):
+    out = tmp_path / "case.nii.gz"
+    result = _invoke(runs["run"], runs["input"], out, "--tta", "4", "--uncertainty", "--probabilities")
+    assert result.exit_code == 0, result.output
+    assert "TTA: 4 variant(s)" in result.output
+    shape = nib.load(runs["input"]).shape
+    unc = nib.load(tmp_path / "case_uncertainty.nii.gz").get_fdata()
+    assert unc.shape == shape and unc.min() >= 0 and np.isfinite(unc).all()
+    assert nib.load(tmp_path / "case_prob.nii.gz").shape == shape + (4,)
+    assert _invoke(runs["run"], runs["input"], out, "--tta", "sometimes").exit_code == 2
+
+
+def test_cli_folds_and_ensembles(runs, tmp_path):
+    plain = tmp_path / "plain.nii.gz"
+    assert _invoke(runs["run"], runs["input"], plain).exit_code == 0
+    for args in ([runs["cv"]], [runs["cv"], "--folds", "all"], [runs["run"], "--ensemble", runs["run"]]):
+        out = tmp_path / "ens.nii.gz"
+        result = _invoke(*args[:1], runs["input"], out, *args[1:])
+        assert result.exit_code == 0, result.output
+        assert "models: 2" in result.output
+        np.testing.assert_array_equal(_labels(out), _labels(plain))  # identical members = one member
+    result = _invoke(runs["run"], runs["pct"], runs["input"], tmp_path / "two.nii.gz")
+    assert result.exit_code == 0 and "models: 2" in result.output, result.output
+    result = _invoke(runs["run"], runs["pct"], runs["input"], tmp_path / "merged.nii.gz", "--merge-table", "henry2020")
+    assert result.exit_code == 0 and "henry2020" in result.output, result.output
+    assert set(np.unique(_labels(tmp_path / "merged.nii.gz"))) <= {0, 1, 2, 4}
+    assert _invoke(runs["run"], runs["input"], tmp_path / "m.nii.gz", "--merge-table", "henry2020").exit_code == 2
+
+
+def test_cli_refuses_mismatched_runs(runs, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["run"], bad)
+    plan = json.loads((bad / "plan.json").read_text())
+    plan["label_values"] = [0, 1, 2, 3]
+    (bad / "plan.json").write_text(json.dumps(plan))
+    result = _invoke(runs["run"], runs["input"], tmp_path / "x.nii.gz", "--ensemble", bad)
+    assert result.exit_code == 2 and "cannot be ensembled" in result.output and "label values" in result.output
+
+
+def test_cli_applies_saved_postprocessing_unless_disabled(runs, tmp_path):
+    from voxseg.infer.postprocess import PostprocessingChoice, PostRule, save_postprocessing
+
+    run = tmp_path / "pp"
+    shutil.copytree(runs["run"], run)
+    wipe = PostRule("remove_small", "all foreground", [1, 2, 4], min_voxels=10 ** 9)
+    save_postprocessing(PostprocessingChoice(rules=[wipe]), run)
+    on, off, plain = tmp_path / "on.nii.gz", tmp_path / "off.nii.gz", tmp_path / "plain.nii.gz"
+    result = _invoke(run, runs["input"], on)
+    assert result.exit_code == 0 and "remove all foreground components" in result.output, result.output
+    assert not _labels(on).any()
+    assert _invoke(run, runs["input"], off, "--no-postprocess").exit_code == 0
+    assert _invoke(runs["run"], runs["input"], plain).exit_code == 0
+    np.testing.assert_array_equal(_labels(off), _labels(plain))

@@ -1,0 +1,142 @@
+"""Training features: exact resume, k-fold cross-validation with out-of-fold evaluation, transfer
+learning (init, re-head, freeze/unfreeze), and DDP with 2 CPU processes (gloo)."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from voxseg.data.phantoms import make_phantom_dataset
+from voxseg.plan import RunPlan
+from voxseg.train import TrainOptions, kfold_splits, run_training
+
+
+def _options(**kw):
+    base = dict(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=2, iterations_per_epoch=2,
+                num_threads=1, val_fraction=0.25)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("ph") / "ds", n_cases=4, shape=(20, 24, 20), seed=5)
+
+
+def _weights(run):
+    return torch.load(run / "checkpoint_last.pt", weights_only=False)["model"]
+
+
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run_bit_for_bit(phantoms, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    run_training(phantoms, straight, _options(epochs=3), progress=False)
+
+    import voxseg.train.loop as loop
+
+    real_save = loop._save_checkpoint
+
+    def save_then_die(path, payload):  # the process is killed during epoch 3, after epoch 2's checkpoint
+        real_save(path, payload)
+        if path.name == "checkpoint_last.pt" and payload["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(phantoms, killed, _options(epochs=3), progress=False)
+    monkeypatch.setattr(loop, "_save_checkpoint", real_save)
+    assert torch.load(killed / "checkpoint_last.pt", weights_only=False)["epoch"] == 2
+    run_training(phantoms, killed, _options(), resume=True, progress=False)
+    a, b = _weights(straight), _weights(killed)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def test_kfold_splits_partition_cases():
+    ids = [f"c{i}" for i in range(10)]
+    splits = kfold_splits(ids, 3, seed=1)
+    vals = [i for s in splits for i in s["val"]]
+    assert sorted(vals) == sorted(ids)
+    for s in splits:
+        assert not set(s["val"]) & set(s["train"])
+        assert sorted(s["val"] + s["train"]) == sorted(ids)
+    assert kfold_splits(ids, 3, seed=1) == splits
+    with pytest.raises(ValueError):
+        kfold_splits(ids, 11, seed=1)
+
+
+def test_cross_validation_trains_every_fold_and_evaluates_out_of_fold(phantoms, tmp_path):
+    run = tmp_path / "cv"
+    run_training(phantoms, run, _options(folds=2, epochs=1), progress=False)
+    splits = json.loads((run / "splits.json").read_text())
+    assert len(splits) == 2
+    for k in range(2):
+        assert (run / f"fold_{k}" / "checkpoint_best.pt").exists()
+        assert json.loads((run / f"fold_{k}" / "split.json").read_text()) == splits[k]
+    summary = json.loads((run / "oof" / "metrics_summary.json").read_text())
+    assert summary["summary"]["n_cases"] == 4  # every case once, by the fold that did not train on it
+
+
+def test_transfer_learning_loads_matching_weights_and_freezes(phantoms, tmp_path):
+    source = tmp_path / "source"
+    run_training(phantoms, source, _options(epochs=1), progress=False)
+    target = tmp_path / "target"
+    # A different label scheme changes the head (3 sigmoid regions instead of 4 classes): it stays random.
+    run_training(phantoms, target, _options(epochs=2, init_from=str(source), freeze_stages=1, label_scheme="brats"),
+                 progress=False)
+    src, dst = _weights(source), _weights(target)
+    frozen = [k for k in src if k.startswith("encoder_stages.0.") and k in dst]
+    assert frozen, "the first encoder stage should exist in both"
+    for key in frozen:  # frozen: unchanged by two epochs of training
+        assert torch.equal(src[key], dst[key]), key
+    trained = [k for k in src if k.startswith("encoder_stages.1.") and src[k].dtype.is_floating_point
+               and src[k].shape == dst[k].shape]
+    assert any(not torch.equal(src[k], dst[k]) for k in trained)
+    head_keys = [k for k in dst if k.startswith("heads.")]
+    assert any(src.get(k) is None or src[k].shape != dst[k].shape for k in head_keys)
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights(phantoms, tmp_path):
+    worker = Path(__file__).parent / "helpers" / "ddp_worker.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(worker), str(phantoms), str(tmp_path / "run"), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (tmp_path / "run" / "checkpoint_last.pt").exists()
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 3  # one writer: header + 2 epochs, not doubled
+
+
+def test_swa_phase_averages_snapshots_into_its_own_checkpoint(phantoms, tmp_path):
+    run = tmp_path / "swa"
+    result = run_training(phantoms, run, _options(epochs=1, train_overrides={"swa_epochs": 2, "swa_every_k_epochs": 1}),
+                          progress=False)
+    assert result.epochs_done == 3
+    swa = torch.load(run / "checkpoint_swa.pt", weights_only=False)
+    assert swa["n_averaged"] == 2
+    last = _weights(run)
+    assert any(not torch.equal(swa["model"][k], last[k]) for k in last if last[k].dtype.is_floating_point)
+
+
+def test_early_stopping_ends_the_run(phantoms, tmp_path):
+    # min_delta 1.0: no Dice can improve by a whole point, so the second validation stops the run.
+    result = run_training(phantoms, tmp_path / "es", _options(
+        epochs=6, train_overrides={"early_stopping_patience": 1, "early_stopping_min_delta": 1.0}), progress=False)
+    assert result.stopped_by == "early stopping"
+    assert result.epochs_done == 2
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("ranger", "flat_cosine"), ("adamw", "cosine"), ("radam", "poly")])
+def test_optimisers_and_schedules_train(phantoms, tmp_path, optimizer, schedule):
+    result = run_training(phantoms, tmp_path / optimizer, _options(
+        epochs=1, optimizer=optimizer, lr=1e-3, train_overrides={"schedule": schedule}), progress=False)
+    plan = RunPlan.load(tmp_path / optimizer / "plan.json")
+    assert plan.train.optimizer == optimizer and plan.train.schedule == schedule
+    assert result.iterations == 2

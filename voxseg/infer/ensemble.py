@@ -1,0 +1,391 @@
+"""Ensembles: average the folds of a run, or several runs, in probability space; merge pipelines' labels.
+
+Averaging (seed 003, section 2.6, first step: "models ... were ensembled ... by simple predictions
+averaging"): every member preprocesses the case with its *own* plan (so a z-score and a min-max
+model can be combined), predicts (with TTA) in its cropped, resampled space, and the mean is put
+back on the ORIGINAL voxel grid, where members are averaged. Members sharing a preprocessing (the
+folds of one run) share one preprocessing, one running mean in the cropped space and one
+restoration. Members must share label scheme, label values and channel order
+(:func:`check_members`).
+
+Merging (seed 003, second step and Table 1): two pipelines each produce a label map; a
+:class:`MergeTable` says, label by label, which pipeline decides. The built-in ``henry2020`` table
+keeps pipeline A's necrosis (1) and enhancing tumour (4) everywhere, and takes B's label where A
+predicts background or oedema and B predicts background or oedema::
+
+                 A: 0   1   2   4
+        B: 0        0   1   0   4
+           1        0   1   2   4
+           2        2   1   2   4
+           4        0   1   2   4
+
+References:
+    Henry T. et al. (2021) Brain tumor segmentation with self-ensembled, deeply-supervised 3D U-net
+    neural networks: a BraTS 2020 challenge solution. BrainLes 2020, LNCS 12658 (seed 003), Table 1.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from voxseg.data.preprocess import PreprocessedCase, preprocess_case, restore_to_original
+from voxseg.errors import InputError
+from voxseg.infer.runtime import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model, predict_volume
+from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
+from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
+from voxseg.plan.plan import RunPlan
+
+__all__ = ["EnsembleMember", "EnsemblePrediction", "member_dirs", "load_members", "check_members",
+           "ensemble_predict", "prepare_groups", "predict_groups", "combine_predictions", "MergeRule", "MergeTable", "MERGE_TABLES",
+           "load_merge_table"]
+
+
+@dataclass
+class EnsembleMember:
+    """One trained network and the plan it was trained with.
+
+    Attributes:
+        model: the network, in eval mode.
+        plan: its :class:`RunPlan` (preprocessing, window, label scheme).
+        source: the folder it was loaded from (for messages).
+    """
+
+    model: torch.nn.Module
+    plan: RunPlan
+    source: Path = Path(".")
+
+    @property
+    def activation(self) -> str:
+        return "sigmoid" if self.plan.label_scheme.startswith("brats") else "softmax"
+
+
+def member_dirs(run_dir: str | Path, folds: str | Sequence[int] | None = None) -> list[Path]:
+    """The model folders of a run.
+
+    Args:
+        run_dir: a run folder: ``plan.json`` + checkpoints, and/or k-fold subfolders ``fold_<i>/``
+            each holding ``plan.json`` + checkpoints.
+        folds: ``None``: the run's own model, or all its folds when it has no checkpoint at the top;
+            ``"all"``: every ``fold_*`` subfolder; a list of fold numbers, or a string such as ``"0,2"``.
+
+    Raises:
+        InputError: not a run folder, or the requested folds are missing.
+    """
+    run_dir = Path(run_dir)
+    fold_dirs = sorted((p for p in run_dir.glob("fold_*") if (p / "plan.json").exists()),
+                       key=lambda p: (len(p.name), p.name))
+    if folds is None:
+        # A cross-validation run has a top-level plan.json but its checkpoints are in the folds.
+        has_model = any((run_dir / name).exists() for name in (CHECKPOINT_BEST, CHECKPOINT_LAST))
+        if (run_dir / "plan.json").exists() and (has_model or not fold_dirs):
+            return [run_dir]
+        if fold_dirs:
+            return fold_dirs
+        raise InputError(run_dir, "not a voxseg run folder (no plan.json and no fold_*/plan.json); "
+                                  "train one with 'voxseg train'")
+    if not fold_dirs:
+        raise InputError(run_dir, "--folds was given but the run has no fold_*/ subfolders with a plan.json")
+    if folds == "all":
+        return fold_dirs
+    wanted = [int(f) for f in (folds.split(",") if isinstance(folds, str) else folds)]
+    by_name = {p.name: p for p in fold_dirs}
+    missing = [f for f in wanted if f"fold_{f}" not in by_name]
+    if missing:
+        raise InputError(run_dir, f"folds {missing} not found; the run has {', '.join(sorted(by_name))}")
+    return [by_name[f"fold_{f}"] for f in wanted]
+
+
+def load_members(run_dirs: Sequence[str | Path], folds: str | Sequence[int] | None = None,
+                 which: str = "best") -> list[EnsembleMember]:
+    """Load every model of ``run_dirs`` (see :func:`member_dirs`) and check they can be averaged."""
+    members = []
+    for run_dir in run_dirs:
+        for folder in member_dirs(run_dir, folds):
+            model, plan = load_model(folder, which)
+            members.append(EnsembleMember(model, plan, folder))
+    check_members(members)
+    return members
+
+
+def check_members(members: Sequence[EnsembleMember]) -> None:
+    """Refuse members whose outputs cannot be averaged.
+
+    Raises:
+        InputError: no members, or a member whose label scheme, label values, number of outputs or
+            input channels (names and order) differ from the first member's; names both folders.
+    """
+    if not members:
+        raise InputError(Path("."), "no models to predict with")
+    first = members[0]
+    for member in members[1:]:
+        for what, a, b in [("label scheme", first.plan.label_scheme, member.plan.label_scheme),
+                           ("label values", first.plan.label_values, member.plan.label_values),
+                           ("number of outputs", first.plan.num_outputs, member.plan.num_outputs),
+                           ("input channels", first.plan.channel_names, member.plan.channel_names)]:
+            if a != b:
+                raise InputError(member.source, f"cannot be ensembled with {first.source}: {what} {b} != {a}")
+
+
+def _predictor(member: EnsembleMember, device: torch.device, transposed: bool,
+               progress: Callable[[int], None] | None) -> Callable[[np.ndarray], np.ndarray]:
+    plan = member.plan
+    if transposed:
+        # Quarter-turned image: exchange the window's Y and X sizes so the network sees the same context.
+        plan = copy.deepcopy(plan)
+        pz, py, px = plan.train.patch_size
+        plan.train.patch_size = [pz, px, py]
+    return lambda image: predict_volume(member.model, plan, image, device, progress=progress)
+
+
+@dataclass
+class EnsemblePrediction:
+    """Mean of several predictions on the original voxel grid.
+
+    Attributes:
+        probabilities: ``(K, Z, Y, X)`` float32 mean probabilities (original geometry).
+        mean_entropy: ``(Z, Y, X)`` float32 mean per-prediction entropy (nats) or ``None`` when
+            uncertainty was not asked for.
+        count: number of predictions averaged (members x TTA variants).
+        activation: ``"softmax"`` or ``"sigmoid"``.
+    """
+
+    probabilities: np.ndarray
+    mean_entropy: np.ndarray | None
+    count: int
+    activation: str
+
+    def uncertainty(self) -> np.ndarray:
+        """``(Z, Y, X)`` float32 mutual information in nats (see :mod:`voxseg.infer.uncertainty`)."""
+        if self.mean_entropy is None:
+            raise ValueError("uncertainty was not tracked; predict with uncertainty=True")
+        return mi_from_moments(self.probabilities, self.mean_entropy, self.activation)
+
+
+def combine_predictions(parts: Sequence[EnsemblePrediction]) -> EnsemblePrediction:
+    """Pool several :class:`EnsemblePrediction` (weighted by their counts) into one."""
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(p.count for p in parts)
+    probs = sum(p.probabilities * np.float32(p.count / total) for p in parts).astype(np.float32)
+    entropy = None
+    if all(p.mean_entropy is not None for p in parts):
+        entropy = sum(p.mean_entropy * np.float32(p.count / total) for p in parts).astype(np.float32)
+    return EnsemblePrediction(probs, entropy, total, parts[0].activation)
+
+
+def ensemble_predict(
+    members: Sequence[EnsembleMember],
+    image: np.ndarray,
+    spacing: Sequence[float],
+    tta: str | int | Sequence[TTAVariant] = "none",
+    uncertainty: bool = False,
+    device: torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EnsemblePrediction:
+    """Average the TTA predictions of every member, on the case's original voxel grid.
+
+    Memory: per preprocessing group one preprocessed image, one running sum ``(K, Z', Y', X')`` float32
+    at the cropped size (plus one ``(Z', Y', X')`` entropy sum with ``uncertainty``), and one
+    prediction in flight; restoration to the original size happens once per group.
+
+    Args:
+        members: from :func:`load_members` (checked with :func:`check_members`).
+        image: ``(C, Z, Y, X)`` raw intensities in the members' channel order (as read from disk).
+        spacing: ``(sz, sy, sx)`` in mm.
+        tta: TTA name/count (:func:`voxseg.infer.tta.tta_variants`, resolved per member for 2-D/3-D)
+            or an explicit variant list.
+        uncertainty: also track per-prediction entropies (for :meth:`EnsemblePrediction.uncertainty`).
+        device: torch device (default CPU).
+        progress: called with the number of windows just predicted.
+
+    Returns:
+        :class:`EnsemblePrediction` in the original geometry.
+    """
+    return predict_groups(prepare_groups(members, image, spacing), tta, uncertainty, device, progress)
+
+
+def prepare_groups(members: Sequence[EnsembleMember], image: np.ndarray,
+                   spacing: Sequence[float]) -> list[tuple[list[EnsembleMember], PreprocessedCase]]:
+    """Preprocess ``image`` once per distinct preprocessing among ``members``.
+
+    Split from :func:`predict_groups` so a caller can drop the full-size image before predicting.
+
+    Returns:
+        ``[(members sharing a preprocessing, their preprocessed case), ...]``.
+    """
+    check_members(members)
+    groups: dict[str, list[EnsembleMember]] = {}
+    for member in members:
+        groups.setdefault(json.dumps(member.plan.preprocess.to_dict(), sort_keys=True), []).append(member)
+    return [(group, preprocess_case(image, spacing, group[0].plan.preprocess)) for group in groups.values()]
+
+
+def predict_groups(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
+                   tta: str | int | Sequence[TTAVariant] = "none", uncertainty: bool = False,
+                   device: torch.device | None = None,
+                   progress: Callable[[int], None] | None = None) -> EnsemblePrediction:
+    """Predict groups from :func:`prepare_groups` (arguments as :func:`ensemble_predict`).
+
+    The list is emptied as it goes, so each preprocessed image is freed once its group is done.
+    """
+    device = device or torch.device("cpu")
+    activation = groups[0][0][0].activation
+    background = None if activation == "sigmoid" else 0
+    parts = []
+    while groups:
+        group, pre = groups.pop(0)
+        acc = PredictionAccumulator(activation, track_uncertainty=uncertainty)
+        for member in group:
+            variants = tta if not isinstance(tta, (str, int)) else tta_variants(tta, member.plan.network.spatial_dims)
+            tta_predict(pre.image, _predictor(member, device, False, progress), variants,
+                        transposed_fn=_predictor(member, device, True, progress), accumulator=acc)
+        probs = restore_to_original(acc.mean(), pre.record, is_label=False, background_channel=background)
+        entropy = None
+        if uncertainty:
+            # Outside the crop every member says "background" with certainty: entropy 0.
+            entropy = restore_to_original(acc.mean_entropy()[None], pre.record, is_label=False,
+                                          background_channel=None)[0]
+        parts.append(EnsemblePrediction(probs, entropy, acc.count, activation))
+        del pre, acc
+    return combine_predictions(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# Merging label maps of several pipelines
+
+
+@dataclass
+class MergeRule:
+    """Where every pipeline named in ``where`` predicts one of its listed labels, the output is ``take``.
+
+    Attributes:
+        take: a pipeline name (its label is written) or a fixed label value (int).
+        where: pipeline name -> label values it must predict there for the rule to apply.
+    """
+
+    take: str | int
+    where: dict[str, list[int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"take": self.take, "where": {k: list(v) for k, v in self.where.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> MergeRule:
+        return cls(take=data["take"], where={str(k): [int(x) for x in v] for k, v in dict(data["where"]).items()})
+
+
+@dataclass
+class MergeTable:
+    """Per-voxel merge of the label maps of several pipelines (original label values).
+
+    The output starts as the ``default`` pipeline's labels; then, at each voxel, the FIRST rule whose
+    conditions hold decides (later rules do not override it).
+
+    Attributes:
+        name: table name (``"henry2020"``).
+        pipelines: pipeline names, in the order the label maps are given (``["A", "B"]``).
+        default: pipeline whose label is kept where no rule applies.
+        rules: :class:`MergeRule` list, in priority order.
+        description: free text (source, meaning).
+    """
+
+    name: str
+    pipelines: list[str]
+    default: str
+    rules: list[MergeRule] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.pipelines = [str(p) for p in self.pipelines]
+        if len(set(self.pipelines)) != len(self.pipelines) or len(self.pipelines) < 2:
+            raise ValueError(f"merge table {self.name!r}: needs >= 2 distinct pipelines, got {self.pipelines}")
+        names = set(self.pipelines)
+        used = {self.default} | {r.take for r in self.rules if isinstance(r.take, str)}
+        used |= {k for r in self.rules for k in r.where}
+        if used - names:
+            raise ValueError(f"merge table {self.name!r}: unknown pipelines {sorted(used - names)}; "
+                             f"declared {self.pipelines}")
+
+    def labels_used(self) -> set[int]:
+        """Label values the rules mention (to check against the runs' label values)."""
+        out = {int(r.take) for r in self.rules if not isinstance(r.take, str)}
+        return out | {v for r in self.rules for values in r.where.values() for v in values}
+
+    def merge(self, maps: Sequence[np.ndarray] | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Merge label maps, one per pipeline (a list in :attr:`pipelines` order, or a name -> map dict).
+
+        Returns:
+            ``(Z, Y, X)`` label map, dtype of the default pipeline's map.
+        """
+        if not isinstance(maps, Mapping):
+            if len(maps) != len(self.pipelines):
+                raise ValueError(f"merge table {self.name!r} needs {len(self.pipelines)} label maps "
+                                 f"({', '.join(self.pipelines)}), got {len(maps)}")
+            maps = dict(zip(self.pipelines, maps))
+        maps = {k: np.asarray(v) for k, v in maps.items()}
+        shapes = {v.shape for v in maps.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"label maps to merge have different shapes: {sorted(shapes)}")
+        out = maps[self.default].copy()
+        decided = np.zeros(out.shape, bool)
+        for rule in self.rules:
+            hit = ~decided
+            for pipeline, values in rule.where.items():
+                hit &= np.isin(maps[pipeline], values)
+            out[hit] = maps[rule.take][hit] if isinstance(rule.take, str) else int(rule.take)
+            decided |= hit
+        return out
+
+    def lookup(self, values: Sequence[int]) -> dict[tuple[int, ...], int]:
+        """The whole table: (label of each pipeline, in :attr:`pipelines` order) -> merged label."""
+        import itertools
+
+        combos = list(itertools.product(values, repeat=len(self.pipelines)))
+        maps = [np.array([c[i] for c in combos]) for i in range(len(self.pipelines))]
+        merged = self.merge(maps)
+        return {c: int(m) for c, m in zip(combos, merged)}
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "pipelines": list(self.pipelines), "default": self.default,
+                "rules": [r.to_dict() for r in self.rules], "description": self.description}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> MergeTable:
+        return cls(name=str(data.get("name", "custom")), pipelines=list(data["pipelines"]),
+                   default=str(data["default"]), rules=[MergeRule.from_dict(r) for r in data.get("rules", [])],
+                   description=str(data.get("description", "")))
+
+
+MERGE_TABLES: dict[str, MergeTable] = {
+    "henry2020": MergeTable(
+        name="henry2020", pipelines=["A", "B"], default="A",
+        rules=[MergeRule(take="B", where={"A": [0, 2], "B": [0, 2]})],
+        description="Seed 003 (Henry et al., BraTS 2020) Table 1: A's NCR/NET (1) and ET are kept; where A says "
+                    "background or oedema and B says oedema or background, B's label is kept. Give pipeline A "
+                    "first (the better ET/TC ensemble), B second (the better WT ensemble)."),
+}
+"""Built-in merge tables by name."""
+
+
+def load_merge_table(name_or_path: str | Path) -> MergeTable:
+    """A built-in table by name (:data:`MERGE_TABLES`) or a JSON file of :meth:`MergeTable.to_dict` form.
+
+    Raises:
+        InputError: neither a known name nor a readable table file.
+    """
+    key = str(name_or_path)
+    if key in MERGE_TABLES:
+        return copy.deepcopy(MERGE_TABLES[key])
+    path = Path(key)
+    if not path.exists():
+        raise InputError(path, f"no such merge table file; built-in tables: {', '.join(MERGE_TABLES)}")
+    try:
+        return MergeTable.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"not a valid merge table: {exc}") from None
