@@ -173,3 +173,44 @@ def test_skip_invalid_leaves_bad_cases_out(phantoms, tmp_path):
     assert "left out 1 case" in result.output
     split = json.loads((run / "split.json").read_text())
     assert bad.name.replace(".nii.gz", "") not in split["train"] + split["val"]
+
+
+def test_two_and_a_half_d_with_a_channel_subset_trains_and_predicts(phantoms, tmp_path):
+    run = tmp_path / "run25"
+    args = ["train", str(phantoms), "--out", str(run), "--mode", "2.5d", "--slices", "3", "--channels", "flair,t1ce",
+            "--net-args", "base_width=4,depth=3", "--patch", "1x16x16", "--epochs", "1", "--iterations", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    plan = RunPlan.load(run / "plan.json")
+    assert plan.train.mode == "2.5d" and plan.input_channels == 6 and plan.network.spatial_dims == 2
+    out = tmp_path / "pred25"
+    result = CliRunner().invoke(main, ["predict", str(run), str(phantoms), str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("*.nii.gz"))) == 5
+
+
+def test_unknown_channel_subset_is_one_clear_error(phantoms, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(tmp_path / "r"), "--channels", "dwi",
+                                       *TINY])
+    assert result.exit_code == 2
+    assert "dwi" in result.output and "FLAIR" in result.output
+
+
+def test_full_augmentation_workers_and_hard_case_flagging(phantoms, tmp_path):
+    run = tmp_path / "aug"
+    args = ["train", str(phantoms), "--out", str(run), "--augment", "default", "--augment-args", "elastic=0.5",
+            "--loader-workers", "1", "--flag-hard-cases", *TINY]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["augment"]["elastic"]["p"] == 0.5 and plan["augment"]["gamma"]["p"] > 0
+    assert plan["train"]["loader_workers"] == 1
+    flagged = json.loads((run / "flagged_cases.json").read_text())
+    assert "flagged" in flagged
+    assert len((run / "case_losses.csv").read_text().splitlines()) == 1 + 4  # header + training cases
+    rerun = tmp_path / "clean"
+    first = sorted((phantoms / "labelsTr").glob("*.nii.gz"))[0].name.replace(".nii.gz", "")
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(rerun), "--exclude-cases", first, *TINY])
+    assert result.exit_code == 0, result.output
+    split = json.loads((rerun / "split.json").read_text())
+    assert first not in split["train"] + split["val"]

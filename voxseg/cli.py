@@ -90,14 +90,31 @@ def validate(data: Path) -> None:
     click.echo(f"ok: {len(dataset.cases)} cases, no problems")
 
 
+def _exclusions(text: str | None) -> list[str] | None:
+    """Case ids from ``a,b,c`` or from a ``flagged_cases.json`` written by ``--flag-hard-cases``."""
+    if not text:
+        return None
+    if text.endswith(".json"):
+        path = Path(text)
+        if not path.exists():
+            raise InputError(path, "file not found")
+        return list(json.loads(path.read_text())["flagged"])
+    return [c for c in text.split(",") if c]
+
+
 def _train_options(**kw):
     from voxseg.data.preprocess import PreprocessConfig
     from voxseg.losses import parse_loss_args
+    from voxseg.plan import augmentation_preset
     from voxseg.train.workflow import TrainOptions
 
-    pre = PreprocessConfig(normalization=kw["normalization"], target_spacing=_parse_floats(kw["spacing"]))
+    mode = kw["mode"] or ("2d" if kw["dims"] == 2 else "3d")
+    dims = 2 if mode in ("2d", "2.5d") else kw["dims"]
+    augment = augmentation_preset(kw["augment"]).replace(**_parse_kv(kw["augment_args"]))
+    pre = PreprocessConfig(normalization=kw["normalization"], target_spacing=_parse_floats(kw["spacing"]),
+                           n4=kw["n4"], denoise=kw["denoise"])
     return TrainOptions(
-        net=kw["net"], net_kwargs=_parse_kv(kw["net_args"]), spatial_dims=kw["dims"], loss=kw["loss"],
+        net=kw["net"], net_kwargs=_parse_kv(kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
         loss_kwargs=parse_loss_args(kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parse_ints(kw["patch"]),
@@ -107,7 +124,11 @@ def _train_options(**kw):
         train_overrides={"optimizer_kwargs": _parse_kv(kw["optimizer_args"]), "schedule": kw["schedule"],
                          "schedule_kwargs": _parse_kv(kw["schedule_args"]), "plateau_patience": kw["plateau"],
                          "early_stopping_patience": kw["early_stopping"], "swa_epochs": kw["swa_epochs"],
-                         "grad_clip": kw["grad_clip"] or None})
+                         "grad_clip": kw["grad_clip"] or None, "mode": mode, "slices": kw["slices"],
+                         "slice_selection": kw["slice_selection"], "loader_workers": kw["loader_workers"],
+                         "channels": kw["channels"].split(",") if kw["channels"] else None,
+                         "flag_cases": kw["flag_hard_cases"]},
+        exclude_cases=_exclusions(kw["exclude_cases"]))
 
 
 def _training_flags(func):
@@ -142,6 +163,9 @@ def _training_flags(func):
         click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default="zscore",
                      show_default=True),
         click.option("--spacing", default=None, help="resample to this spacing in mm, z,y,x (e.g. 1,1,1)"),
+        click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
+        click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,
+                     help="anisotropic diffusion denoising (Perona-Malik gradient or curvature flow)"),
         click.option("--val-fraction", type=float, default=0.2, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=int, default=None, help="torch threads (default: all cores)"),
@@ -154,6 +178,21 @@ def _training_flags(func):
                      help="freeze the first N encoder stages"),
         click.option("--unfreeze-after", type=int, default=None, help="unfreeze them at this epoch"),
         click.option("--val-every", type=int, default=1, show_default=True, help="validate every N epochs"),
+        click.option("--augment", type=click.Choice(["none", "flips", "default"]), default="flips",
+                     show_default=True, help="augmentation preset (default: the full nnU-Net-like chain)"),
+        click.option("--augment-args", default="", help="probabilities per transform, e.g. elastic=0.3,gamma=0"),
+        click.option("--mode", type=click.Choice(["3d", "2d", "2.5d"]), default=None,
+                     help="patches, slices, or 2.5-D stacks of --slices neighbours (2-D modes imply --dims 2)"),
+        click.option("--slices", type=int, default=3, show_default=True, help="slices per 2.5-D stack"),
+        click.option("--slice-selection", type=int, default=None,
+                     help="2-D modes: slices with foreground plus N empty neighbours (seed 002)"),
+        click.option("--channels", default=None, help="train on a channel subset by name, e.g. flair or t1ce,t2,flair"),
+        click.option("--loader-workers", type=int, default=0, show_default=True,
+                     help="processes making batches ahead of the model"),
+        click.option("--flag-hard-cases", is_flag=True,
+                     help="after training, flag cases whose loss stays high (flagged_cases.json)"),
+        click.option("--exclude-cases", default=None,
+                     help="leave out these cases: ids separated by commas, or a flagged_cases.json"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -243,14 +282,16 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
               help="take label values, names and scheme from this run")
 @click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default=None)
+@click.option("--lesionwise", is_flag=True, help="also BraTS 2023 lesion-wise Dice and HD95")
 @_user_errors
-def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, label_scheme: str | None) -> None:
+def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, label_scheme: str | None,
+             lesionwise: bool) -> None:
     """Compare predicted label maps in PRED with references in GT; per case and summarised."""
     from voxseg.metrics import evaluate_folders, format_summary
     from voxseg.metrics.structures import structures_for
 
     structures = structures_for(gt, run_dir, label_scheme)
-    _, summary = evaluate_folders(pred, gt, out_dir or pred, structures)
+    _, summary = evaluate_folders(pred, gt, out_dir or pred, structures, lesionwise=lesionwise)
     click.echo(format_summary(summary))
     click.echo(f"written: {(out_dir or pred) / 'metrics_per_case.csv'}, {(out_dir or pred) / 'metrics_summary.json'}")
 

@@ -17,8 +17,12 @@ from voxseg.data.preprocess import (
     resample_probabilities,
     restore_to_original,
 )
-from voxseg.data.sampling import PatchSampler, pad_to_multiple, random_flip
+from voxseg.data.loader import PatchLoader
+from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partition, minicube_starts, pad_to_multiple,
+                                  random_flip, select_slices, stack_neighbours)
 
+from voxseg.data.augment import TRANSFORMS, AugmentConfig, Augmenter, Transform, build_augmentation
+from voxseg.data.enhance import DENOISERS, anisotropic_diffusion, enhance_image, n4_bias_correction
 from voxseg.data.labels import REGION_NAMES, LabelScheme, check_labels_fit, labels_to_regions, regions_to_labels
 
 __all__ = [
@@ -39,6 +43,23 @@ __all__ = [
     "PatchSampler",
     "pad_to_multiple",
     "random_flip",
+    # augmentation and loading
+    "TRANSFORMS",
+    "AugmentConfig",
+    "Augmenter",
+    "Transform",
+    "build_augmentation",
+    "PatchLoader",
+    "ChannelSubset",
+    "minicube_partition",
+    "minicube_starts",
+    "select_slices",
+    "stack_neighbours",
+    # enhance (N4, anisotropic diffusion)
+    "DENOISERS",
+    "anisotropic_diffusion",
+    "enhance_image",
+    "n4_bias_correction",
     # labels
     "REGION_NAMES",
     "LabelScheme",

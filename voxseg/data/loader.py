@@ -57,6 +57,8 @@ class PatchLoader:
         seed: seed of the batch sequence.
         mode: ``"3d"`` patches, ``"2d"`` slices, ``"2.5d"`` stacks of ``slices`` neighbours as
             channels (``x`` is ``(B, C * slices, py, px)``, ``y`` the centre slice ``(B, py, px)``).
+            In 2-D / 2.5-D the augmentation is 2-D (the same in-plane transform for every slice of a
+            stack; per-channel intensity draws treat each stacked slice as its own channel).
         slices: slices per 2.5-D stack (odd).
         slice_selection: for 2-D / 2.5-D, restrict random slices to those with foreground plus this
             many empty neighbours (seed 002, :func:`~voxseg.data.sampling.select_slices`); ``None`` = all.

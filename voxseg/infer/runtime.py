@@ -21,7 +21,7 @@ from voxseg.nets import build_network
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "CHECKPOINT_SWA", "build_model", "load_model", "autocast_context", "resolve_amp",
-           "predict_volume", "probabilities_to_labels"]
+           "predict_volume", "network_input", "probabilities_to_labels"]
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
@@ -30,7 +30,7 @@ CHECKPOINT_SWA = "checkpoint_swa.pt"
 
 def build_model(plan: RunPlan) -> torch.nn.Module:
     """The network the plan describes, randomly initialised."""
-    return build_network(plan.network.name, plan.network.spatial_dims, len(plan.channel_names),
+    return build_network(plan.network.name, plan.network.spatial_dims, plan.input_channels,
                          plan.num_outputs, **plan.network.kwargs)
 
 
@@ -88,12 +88,27 @@ def autocast_context(amp: str, device: torch.device):
     return contextlib.nullcontext()
 
 
+def network_input(image: np.ndarray, plan: RunPlan) -> np.ndarray:
+    """What the network sees of a preprocessed ``(C, Z, Y, X)`` case: the plan's channel subset and, for a
+    2.5-D plan, each slice's ``k`` neighbours stacked as channels (``c * k + j`` = channel ``c`` at slice
+    ``z - k//2 + j``, zeros beyond the volume), the layout ``voxseg.data.sampling.stack_neighbours`` trains on.
+    """
+    image = image[plan.channel_indices] if plan.train.channels else image
+    if plan.train.mode != "2.5d":
+        return image
+    k, half = plan.train.slices, plan.train.slices // 2
+    padded = np.pad(image, [(0, 0), (half, half), (0, 0), (0, 0)])
+    depth = image.shape[1]
+    stacked = np.stack([padded[:, j:j + depth] for j in range(k)], axis=1)  # (C, k, Z, Y, X)
+    return stacked.reshape((image.shape[0] * k,) + image.shape[1:])
+
+
 def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, device: torch.device,
                    progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Probabilities for one preprocessed case.
 
     Args:
-        image: ``(C, Z, Y, X)`` float32, preprocessed.
+        image: ``(C, Z, Y, X)`` float32, preprocessed (all the dataset's channels).
 
     Returns:
         ``(K, Z, Y, X)`` float32: softmax class probabilities, or sigmoid region probabilities
@@ -102,6 +117,7 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
     patch = tuple(plan.train.patch_size)
     activation = "sigmoid" if plan.label_scheme.startswith("brats") else "softmax"
     two_d = plan.network.spatial_dims == 2
+    image = network_input(image, plan)
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(device)

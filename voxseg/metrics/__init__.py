@@ -4,14 +4,22 @@ Pure functions, arrays in and numbers out; spacings are ``(sz, sy, sx)`` in mm a
 is in mm. The empty-mask policy is in :mod:`voxseg.metrics.policy` (also as ``EMPTY_MASK_POLICY``),
 the surface definitions (MONAI-compatible HD95) in :mod:`voxseg.metrics.surface`.
 """
-from voxseg.metrics.aggregate import format_summary, summarise
-from voxseg.metrics.case import METRIC_NAMES, binary_metrics, case_metrics
+from voxseg.metrics.aggregate import confusion_summary, format_summary, summarise
+from voxseg.metrics.case import METRIC_NAMES, binary_metrics, case_metrics, confusion_matrix
+from voxseg.metrics.lesionwise import (BRATS2023_LESION_PARAMETERS, BRATS_HD95_PENALTY_MM, LESION_METRIC_NAMES,
+                                      lesionwise_metrics)
 from voxseg.metrics.evaluate import case_id_from_name, evaluate_folders
 from voxseg.metrics.overlap import confusion_counts, overlap_metrics
 from voxseg.metrics.policy import EMPTY_MASK_POLICY, default_penalty_mm
 from voxseg.metrics.surface import surface_distances, surface_metrics, surface_voxels
 
 __all__ = [
+    "BRATS2023_LESION_PARAMETERS",
+    "BRATS_HD95_PENALTY_MM",
+    "LESION_METRIC_NAMES",
+    "confusion_matrix",
+    "confusion_summary",
+    "lesionwise_metrics",
     "EMPTY_MASK_POLICY",
     "METRIC_NAMES",
     "binary_metrics",

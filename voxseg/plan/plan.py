@@ -15,9 +15,27 @@ from typing import Any
 
 import numpy as np
 
+from voxseg.data.augment import AugmentConfig, Flip
 from voxseg.data.preprocess import PreprocessConfig
 
-__all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "save_json_atomic"]
+__all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "save_json_atomic",
+           "augmentation_preset", "AUGMENTATION_PRESETS"]
+
+AUGMENTATION_PRESETS = ("none", "flips", "default")
+
+
+def augmentation_preset(name: str) -> AugmentConfig:
+    """``"none"``, ``"flips"`` (random flips of every axis, the light default) or ``"default"`` (the full
+    nnU-Net-like chain of :class:`voxseg.data.augment.AugmentConfig`)."""
+    full = AugmentConfig()
+    if name == "default":
+        return full
+    off = {t.name: 0.0 for t in full.transforms()}
+    if name == "none":
+        return full.replace(**off)
+    if name == "flips":
+        return full.replace(**{**off, "flip": Flip().p})
+    raise ValueError(f"unknown augmentation preset {name!r}; choose one of {', '.join(AUGMENTATION_PRESETS)}")
 
 
 def save_json_atomic(obj: Any, path: str | Path) -> Path:
@@ -86,6 +104,14 @@ class TrainConfig:
             epochs with cyclic rates restarting at ``swa_lr_fraction * lr``, weights averaged every
             ``swa_every_k_epochs``; written as ``checkpoint_swa.pt`` (0: off). A time budget ends the
             main phase, not the SWA phase.
+        mode: ``"3d"`` patches, ``"2d"`` slices or ``"2.5d"`` (``slices`` neighbouring slices as channels,
+            predicting the centre slice); 2-D modes need a 2-D network.
+        slice_selection: 2-D modes: train on slices with foreground plus this many empty neighbours
+            (seed 002); None: all slices.
+        channels: train (and predict) on this subset of channels, by name (seed 004: FLAIR alone...).
+        loader_workers: worker processes making batches ahead of the model (0: in the training process).
+        flag_cases: after training, flag cases whose loss stays high (seed 003's filtering) in
+            ``flagged_cases.json``; retrain without them with ``--exclude-cases``.
     """
 
     loss: str = "dice+ce"
@@ -120,6 +146,12 @@ class TrainConfig:
     swa_every_k_epochs: int = 3
     swa_cycles: int = 5
     swa_lr_fraction: float = 0.5
+    mode: str = "3d"
+    slices: int = 3
+    slice_selection: int | None = None
+    channels: list[str] | None = None
+    loader_workers: int = 0
+    flag_cases: bool = False
 
 
 @dataclass
@@ -154,10 +186,12 @@ class RunPlan:
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     dataset: str = ""
+    augment: AugmentConfig = field(default_factory=lambda: augmentation_preset("flips"))
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["preprocess"] = self.preprocess.to_dict()
+        out["augment"] = self.augment.to_dict()
         return out
 
     @classmethod
@@ -173,6 +207,7 @@ class RunPlan:
             train=TrainConfig(**data.get("train", {})),
             inference=InferenceConfig(**data.get("inference", {})),
             dataset=data.get("dataset", ""),
+            augment=AugmentConfig.from_dict(data["augment"]) if "augment" in data else augmentation_preset("flips"),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -181,6 +216,22 @@ class RunPlan:
     @classmethod
     def load(cls, path: str | Path) -> "RunPlan":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def channel_indices(self) -> list[int]:
+        """Indices (into ``channel_names``) of the channels the network sees."""
+        if not self.train.channels:
+            return list(range(len(self.channel_names)))
+        lower = [c.lower() for c in self.channel_names]
+        missing = [c for c in self.train.channels if c.lower() not in lower]
+        if missing:
+            raise ValueError(f"channels {missing} are not in the dataset's channels {self.channel_names}")
+        return [lower.index(c.lower()) for c in self.train.channels]
+
+    @property
+    def input_channels(self) -> int:
+        """Network input channels: the channel subset, times the slices of a 2.5-D stack."""
+        return len(self.channel_indices) * (self.train.slices if self.train.mode == "2.5d" else 1)
 
     @property
     def num_outputs(self) -> int:

@@ -2,7 +2,8 @@
 
 Run folder contents written here: ``checkpoint_last.pt``, ``checkpoint_best.pt``, ``log.csv``.
 A checkpoint is a dict with ``model`` (state dict), ``optimizer``, ``epoch`` (epochs completed),
-``elapsed_seconds``, ``best_metric``, ``rng`` (numpy and torch states) so ``resume`` continues the run.
+``elapsed_seconds``, ``best_metric``, ``iterations`` (the batch stream's position: batch ``i`` depends
+only on the seed and ``i``) and the torch RNG state, so ``resume`` continues the run exactly.
 """
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ import torch
 from tqdm import tqdm
 
 from voxseg.data.labels import LabelScheme, labels_to_regions
-from voxseg.data.sampling import PatchSampler, random_flip
+from voxseg.data.augment import build_augmentation
+from voxseg.data.loader import PatchLoader
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
                                   predict_volume, probabilities_to_labels, resolve_amp)
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.metrics import overlap_metrics
 from voxseg.nets import freeze_encoder, unfreeze
-from voxseg.plan.plan import RunPlan
+from voxseg.plan.plan import RunPlan, save_json_atomic
+from voxseg.train.case_losses import flag_high_loss_cases, training_case_losses
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.early_stopping import EarlyStopping
 from voxseg.train.optim import build_optimizer
@@ -121,21 +124,48 @@ def _init_from(model: torch.nn.Module, run_dir: str, log: Callable[[str], None])
     log(f"initialised {len(matched)}/{len(own)} tensors from {path} (others, e.g. a re-sized head, stay random)")
 
 
-def _make_batch(samplers, plan: RunPlan, rng: np.random.Generator, n_fg: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch: random cases, the first ``n_fg`` patches centred on foreground, random flips."""
+def _loader(plan: RunPlan, cases: list[PreparedCase], seed: int, start_batch: int) -> PatchLoader:
+    """The batch stream of a run: batch ``i`` depends only on ``(seed, i)``, so resume continues it."""
     cfg = plan.train
-    images, labels = [], []
-    for b in range(cfg.batch_size):
-        sampler = samplers[int(rng.integers(len(samplers)))]
-        img, lbl = sampler.sample(force_foreground=b < n_fg, rng=rng)
-        if cfg.flips:
-            img, lbl = random_flip(img, lbl, rng, axes=(1, 2) if plan.network.spatial_dims == 2 else (0, 1, 2))
-        images.append(img)
-        labels.append(lbl)
-    x, y = torch.from_numpy(np.stack(images)), _targets(np.stack(labels), plan)
-    if plan.network.spatial_dims == 2:  # (B, C, 1, Y, X) -> (B, C, Y, X)
-        x, y = x[:, :, 0], y[:, :, 0]
-    return x, y
+    mode = cfg.mode if plan.network.spatial_dims == 2 else "3d"
+    if plan.network.spatial_dims == 2 and mode == "3d":
+        mode = "2d"
+    patch = cfg.patch_size[1:] if mode != "3d" else cfg.patch_size
+    loader = PatchLoader([(c.image, c.label) for c in cases], patch, batch_size=cfg.batch_size,
+                         foreground_fraction=cfg.foreground_fraction, augment=build_augmentation(plan.augment),
+                         num_workers=cfg.loader_workers, seed=seed, mode=mode, slices=cfg.slices,
+                         slice_selection=cfg.slice_selection,
+                         channels=plan.channel_indices if cfg.channels else None)
+    loader.load_state_dict({"next_batch": start_batch})
+    return loader
+
+
+def _flag_cases(model, plan: RunPlan, cases: list[PreparedCase], loss_fn, dev, run_dir: Path, log) -> None:
+    """Write ``case_losses.csv`` and ``flagged_cases.json`` (seed 003's filtering; see ``case_losses``)."""
+    two_d = plan.network.spatial_dims == 2
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = x[:, plan.channel_indices] if plan.train.channels else x
+        return (x[:, :, 0] if two_d else x).to(dev)
+
+    def loss_of(logits, label) -> float:
+        target = _targets(label[:, 0] if two_d else label, plan).to(dev)
+        out = logits[0] if isinstance(logits, (list, tuple)) else logits
+        return float(loss_fn(out.float(), target))
+
+    if plan.train.mode == "2.5d":
+        log("case flagging is not available for 2.5-D training; skipped")
+        return
+    losses = training_case_losses(model, cases, loss_of, tuple(plan.train.patch_size), seed=plan.train.seed,
+                                  prepare=prepare)
+    flagged = flag_high_loss_cases(losses)
+    lines = ["case_id,loss,flagged"] + [f"{c},{v:.6f},{int(c in flagged)}"
+                                        for c, v in sorted(losses.items(), key=lambda kv: -kv[1])]
+    (run_dir / "case_losses.csv").write_text("\n".join(lines) + "\n")
+    save_json_atomic({"flagged": flagged, "rule": "loss > median + 3 * 1.4826 * MAD",
+                      "losses": {c: losses[c] for c in flagged}}, run_dir / "flagged_cases.json")
+    log(f"flagged {len(flagged)} case(s) with high final training loss (flagged_cases.json): "
+        f"{', '.join(flagged) or 'none'}; retrain without them with --exclude-cases {run_dir / 'flagged_cases.json'}")
 
 
 def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[PreparedCase], run_dir: str | Path,
@@ -147,7 +177,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     ``epoch / epochs`` and ``elapsed / time_budget``: with a budget the rate still decays to ~0 by
     the end, so a budget-limited run converges instead of stopping at a high rate.
 
-    Resume is exact for epoch-limited runs: weights, optimiser, sampling RNG and torch RNG are restored
+    Resume is exact for epoch-limited runs: weights, optimiser, batch stream and torch RNG are restored
     from the end of the last finished epoch (a time budget makes the schedule depend on the clock).
 
     Under ``torchrun --nproc_per_node N`` each process trains on its own patches (seed + rank),
@@ -171,7 +201,6 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    rng = np.random.default_rng([cfg.seed, rank])
     model = build_model(plan)
     if cfg.init_from and not resume:
         _init_from(model, cfg.init_from, log)
@@ -202,8 +231,6 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, elapsed_before = state["epoch"], state["elapsed_seconds"]
         best, best_epoch = state["best_metric"], state["best_epoch"]
-        rng.bit_generator.state = state["rng"]["numpy"][rank] if isinstance(state["rng"]["numpy"], list) \
-            else state["rng"]["numpy"]
         torch.set_rng_state(state["rng"]["torch"])
         history = state.get("history", [])
         iterations_done = state.get("iterations", start_epoch * cfg.iterations_per_epoch)
@@ -218,12 +245,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
 
         net = DistributedDataParallel(model, find_unused_parameters=bool(cfg.freeze_stages))
 
-    # Foreground coordinates are subsampled with their own seeded RNG, so resuming rebuilds them identically.
-    coords_rng = np.random.default_rng([cfg.seed, rank, 1])
-    samplers = [PatchSampler(c.image, c.label, tuple(cfg.patch_size), foreground_fraction=cfg.foreground_fraction,
-                             rng=coords_rng) for c in train_cases]
+    loader = _loader(plan, train_cases, seed=cfg.seed + 1000 * rank, start_batch=iterations_done)
     budget_s = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else math.inf
-    n_fg = max(1, round(cfg.batch_size * cfg.foreground_fraction)) if cfg.foreground_fraction > 0 else 0
     total_iters = cfg.epochs * cfg.iterations_per_epoch
     # With a time budget the bar counts seconds of the budget (its ETA is then the true end time);
     # otherwise it counts iterations.
@@ -255,8 +278,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                     lr *= plateau.lr / cfg.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = _make_batch(samplers, plan, rng, n_fg)
-            x, y = x.to(dev), y.to(dev)
+            x, y = next(loader)
+            x, y = torch.from_numpy(x).to(dev), _targets(y, plan).to(dev)
             optimizer.zero_grad(set_to_none=True)
             with autocast_context(cfg.amp, dev):
                 out = net(x)
@@ -284,7 +307,6 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
         if in_swa:
             swa_done += 1
             swa.epoch_end(swa_done)
-        rng_states = _gather_rng_states(rng, world)
         if main_process:
             if val_cases and not in_swa and ((epoch + 1) % cfg.val_every == 0 or is_last):
                 dice = _validation_dice(model, plan, val_cases, dev)
@@ -304,7 +326,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
             _save_checkpoint(run_dir / CHECKPOINT_LAST, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                 "elapsed_seconds": time.perf_counter() - t0, "best_metric": best, "best_epoch": best_epoch,
-                "iterations": iterations_done, "rng": {"numpy": rng_states, "torch": torch.get_rng_state()},
+                "iterations": iterations_done, "rng": {"torch": torch.get_rng_state()},
                 "history": history, "stopped_main": stopped_main or stopped_by != "epochs", "swa_done": swa_done,
                 **{name: part.state_dict() for name, part in (("plateau", plateau), ("early_stopping", early),
                                                                ("swa", swa)) if part is not None}})
@@ -316,11 +338,17 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
             stopped_main = True  # go on with the SWA phase
     if swa is not None and swa.n_averaged and main_process:
         averaged = swa.averaged_model()
-        recompute_norm_statistics(averaged, (_make_batch(samplers, plan, rng, n_fg)[0] for _ in range(16)), dev)
+        recompute_norm_statistics(averaged, (torch.from_numpy(next(loader)[0]) for _ in range(16)), dev)
         _save_checkpoint(run_dir / CHECKPOINT_SWA, {"model": averaged.state_dict(), "epoch": epochs_done,
                                                     "n_averaged": swa.n_averaged})
         log(f"SWA: averaged {swa.n_averaged} snapshots into {CHECKPOINT_SWA}")
     bar.close()
+    loader.close()
+    if main_process and cfg.flag_cases:
+        _flag_cases(model, plan, train_cases, loss_fn, dev, run_dir, log)
+    if iterations_done:
+        log(f"data: the model waited {loader.wait_seconds:.1f} s for batches "
+            f"({100 * loader.wait_seconds / max(time.perf_counter() - t0 - elapsed_before, 1e-9):.1f}% of this session)")
     if main_process and not val_cases:  # no validation: the last weights are the best we know
         _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epochs_done})
     elapsed = (time.perf_counter() - t0) / 60.0
@@ -345,12 +373,3 @@ def _budget_spent(local: bool, world: int, device: torch.device) -> bool:
     flag = torch.tensor([1.0 if local else 0.0], device=device)
     torch.distributed.broadcast(flag, src=0)
     return bool(flag.item())
-
-
-def _gather_rng_states(rng: np.random.Generator, world: int) -> list | dict:
-    """The sampling RNG state of every rank (a list under DDP), so resume restores each rank's stream."""
-    if world == 1:
-        return rng.bit_generator.state
-    states: list = [None] * world
-    torch.distributed.all_gather_object(states, rng.bit_generator.state)
-    return states

@@ -28,7 +28,9 @@ from voxseg.errors import InputError
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import validate_dataset
-from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig, plan_patch_size, save_json_atomic
+from voxseg.data.augment import AugmentConfig
+from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
+                              save_json_atomic)
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
 
@@ -63,7 +65,8 @@ class TrainOptions:
         include_cases: train only on these case ids (others are not used; e.g. the demo's test split).
         folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
         init_from / freeze_stages / unfreeze_after_epochs: transfer learning (see ``TrainConfig``).
-        train_overrides: any other ``TrainConfig`` field (schedule, optimizer_kwargs, swa_epochs, ...).
+        train_overrides: any other ``TrainConfig`` field (schedule, optimizer_kwargs, swa_epochs, mode, ...).
+        augment: data augmentation (None: random flips, ``voxseg.plan.augmentation_preset("flips")``).
     """
 
     net: str = "unet"
@@ -94,6 +97,8 @@ class TrainOptions:
     freeze_stages: int = 0
     unfreeze_after_epochs: int | None = None
     train_overrides: dict = field(default_factory=dict)
+    augment: AugmentConfig | None = None
+    exclude_cases: list[str] | None = None
 
 
 def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], None] = print,
@@ -189,28 +194,34 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
 
 def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[int],
                     prepared: list[PreparedCase]) -> RunPlan:
-    network = NetworkConfig(options.net, options.spatial_dims, dict(options.net_kwargs))
+    """The run plan: the user's options, with the patch planned from the median case shape."""
+    lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
+    train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
+                        lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
+                        time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
+                        amp=options.amp, val_fraction=options.val_fraction, val_every=options.val_every,
+                        seed=options.seed, num_threads=options.num_threads, init_from=options.init_from,
+                        freeze_stages=options.freeze_stages, unfreeze_after_epochs=options.unfreeze_after_epochs)
+    unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    train = dataclasses.replace(train, **options.train_overrides)
+    if train.mode != "3d" and options.spatial_dims != 2:
+        raise InputError(dataset.root, f"training mode {train.mode} needs a 2-D network (--dims 2)")
     label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
-                   label_scheme=options.label_scheme, preprocess=options.preprocess, network=network,
-                   dataset=str(dataset.root))
+                   label_scheme=options.label_scheme, preprocess=options.preprocess,
+                   network=NetworkConfig(options.net, options.spatial_dims, dict(options.net_kwargs)), train=train,
+                   dataset=str(dataset.root), augment=options.augment or augmentation_preset("flips"))
+    try:
+        plan.channel_indices
+    except ValueError as exc:
+        raise InputError(dataset.root, str(exc)) from None
     divisor = max(build_model(plan).size_divisor)
     median = np.median(np.array([c.image.shape[1:] for c in prepared]), axis=0)
     patch = options.patch_size or plan_patch_size(tuple(median), divisor, options.max_patch_voxels,
                                                   options.spatial_dims)
-    lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
-    plan.train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
-                             lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
-                             time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
-                             patch_size=[int(p) for p in patch], amp=options.amp, val_fraction=options.val_fraction,
-                             val_every=options.val_every,
-                             seed=options.seed, num_threads=options.num_threads, init_from=options.init_from,
-                             freeze_stages=options.freeze_stages,
-                             unfreeze_after_epochs=options.unfreeze_after_epochs)
-    unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    plan.train = dataclasses.replace(plan.train, **options.train_overrides)
+    plan.train.patch_size = [int(p) for p in patch]
     return plan
 
 
@@ -240,6 +251,10 @@ def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[C
     if options.include_cases is not None:
         keep = set(options.include_cases)
         cases = [c for c in cases if c.case_id in keep]
+    if options.exclude_cases:
+        drop = set(options.exclude_cases)
+        cases = [c for c in cases if c.case_id not in drop]
+        log(f"left out {len(drop)} excluded case(s): {', '.join(sorted(drop))}")
     log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
         f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
     label_values = _label_values(cases, dataset)
@@ -340,7 +355,11 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         log(f"fold {k}: {len(splits[k]['train'])} train / {len(splits[k]['val'])} validation cases")
         result = _train_in(fold_dir, plan, splits[k], prepared, fold_resume, progress, log)
     if all((run_dir / f"fold_{k}" / CHECKPOINT_LAST).exists() for k in range(len(splits))):
+        from voxseg.infer.postprocess import choose_run_postprocessing
+
         out_of_fold_evaluation(dataset, run_dir, splits, progress, log)
+        choice = choose_run_postprocessing(run_dir)  # keeps only rules that raise out-of-fold Dice
+        log(f"post-processing chosen on out-of-fold Dice (postprocessing.json): {choice}")
     return result
 
 
