@@ -37,7 +37,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 80/20 split and of training")
-    parser.add_argument("--net-args", default="base_width=16,depth=4", help="network overrides, k=v,...")
+    parser.add_argument("--net-args", default="base_width=16,depth=4,deep_supervision=1",
+                        help="network overrides, k=v,...")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--lr", type=float, default=None)

@@ -214,3 +214,19 @@ def test_full_augmentation_workers_and_hard_case_flagging(phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     split = json.loads((rerun / "split.json").read_text())
     assert first not in split["train"] + split["val"]
+
+
+def test_minicube_partition_training_and_slice_selection(phantoms, tmp_path):
+    run = tmp_path / "cubes"
+    args = ["train", str(phantoms), "--out", str(run), "--minicubes", "8x8x8", "--minicube-context", "8",
+            "--net-args", "base_width=4,depth=3", "--epochs", "1", "--iterations", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "fixed minicubes [8, 8, 8] + 8 voxels of context" in result.output
+    assert RunPlan.load(run / "plan.json").train.patch_size == [16, 16, 16]
+    run2d = tmp_path / "sel"
+    args = ["train", str(phantoms), "--out", str(run2d), "--dims", "2", "--slice-selection", "1",
+            "--net-args", "base_width=4,depth=3", "--patch", "1x16x16", "--epochs", "1", "--iterations", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert RunPlan.load(run2d / "plan.json").train.slice_selection == 1

@@ -127,7 +127,8 @@ def _train_options(**kw):
                          "grad_clip": kw["grad_clip"] or None, "mode": mode, "slices": kw["slices"],
                          "slice_selection": kw["slice_selection"], "loader_workers": kw["loader_workers"],
                          "channels": kw["channels"].split(",") if kw["channels"] else None,
-                         "flag_cases": kw["flag_hard_cases"]},
+                         "flag_cases": kw["flag_hard_cases"], "minicube": _parse_ints(kw["minicubes"]),
+                         "minicube_context": kw["minicube_context"]},
         exclude_cases=_exclusions(kw["exclude_cases"]))
 
 
@@ -189,6 +190,10 @@ def _training_flags(func):
         click.option("--channels", default=None, help="train on a channel subset by name, e.g. flair or t1ce,t2,flair"),
         click.option("--loader-workers", type=int, default=0, show_default=True,
                      help="processes making batches ahead of the model"),
+        click.option("--minicubes", default=None, help="train on the fixed partition into cubes, e.g. 80x96x96 "
+                     "(seed 000)"),
+        click.option("--minicube-context", type=int, default=0, show_default=True,
+                     help="voxels of context read around each minicube (seed 000: 20)"),
         click.option("--flag-hard-cases", is_flag=True,
                      help="after training, flag cases whose loss stays high (flagged_cases.json)"),
         click.option("--exclude-cases", default=None,

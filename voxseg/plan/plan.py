@@ -112,6 +112,10 @@ class TrainConfig:
         loader_workers: worker processes making batches ahead of the model (0: in the training process).
         flag_cases: after training, flag cases whose loss stays high (seed 003's filtering) in
             ``flagged_cases.json``; retrain without them with ``--exclude-cases``.
+        minicube / minicube_context: train on the fixed partition of each cropped case into cubes of this
+            size (voxels), each read with ``minicube_context`` extra voxels (split around it) — seed 000's
+            80x96x96 cubes with 20 voxels of context. The patch is then cube + context. Departure from
+            seed 000: our networks predict every input voxel, so the context voxels are supervised too.
     """
 
     loss: str = "dice+ce"
@@ -152,6 +156,8 @@ class TrainConfig:
     channels: list[str] | None = None
     loader_workers: int = 0
     flag_cases: bool = False
+    minicube: list[int] | None = None
+    minicube_context: int = 0
 
 
 @dataclass

@@ -220,6 +220,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     early = EarlyStopping(patience=cfg.early_stopping_patience, min_delta=cfg.early_stopping_min_delta) \
         if cfg.early_stopping_patience else None
     swa = SWACollector(model, every_k_epochs=cfg.swa_every_k_epochs) if cfg.swa_epochs else None
+    # float16 on CUDA needs loss scaling against gradient underflow; a disabled scaler is a no-op.
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and resolve_amp(cfg.amp, dev) == "fp16")
 
     start_epoch, elapsed_before, best, best_epoch, iterations_done = 0, 0.0, -1.0, -1, 0
     swa_done = 0
@@ -234,7 +236,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
         torch.set_rng_state(state["rng"]["torch"])
         history = state.get("history", [])
         iterations_done = state.get("iterations", start_epoch * cfg.iterations_per_epoch)
-        for name, part in (("plateau", plateau), ("early_stopping", early), ("swa", swa)):
+        for name, part in (("plateau", plateau), ("early_stopping", early), ("swa", swa), ("scaler", scaler)):
             if part is not None and state.get(name) is not None:
                 part.load_state_dict(state[name])
         stopped_main, swa_done = state.get("stopped_main", False), state.get("swa_done", 0)
@@ -287,10 +289,12 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                 loss = DeepSupervisionLoss(loss_fn, len(out))([o.float() for o in out], y)
             else:
                 loss = loss_fn(out.float(), y)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             losses.append(float(loss.detach()))
             iterations_done += 1
             bar.update(int(time.perf_counter() - t0) - bar.n if by_time else 1)
@@ -329,7 +333,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                 "iterations": iterations_done, "rng": {"torch": torch.get_rng_state()},
                 "history": history, "stopped_main": stopped_main or stopped_by != "epochs", "swa_done": swa_done,
                 **{name: part.state_dict() for name, part in (("plateau", plateau), ("early_stopping", early),
-                                                               ("swa", swa)) if part is not None}})
+                                                               ("swa", swa), ("scaler", scaler)) if part is not None}})
         stopped_by = _agree(stopped_by, world)
         barrier()
         if stopped_by != "epochs" and not in_swa:
@@ -352,8 +356,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     if main_process and not val_cases:  # no validation: the last weights are the best we know
         _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epochs_done})
     elapsed = (time.perf_counter() - t0) / 60.0
-    log(f"stopped by {stopped_by} after {epochs_done} epochs, {elapsed:.1f} min; best validation Dice "
-        f"{best:.4f} at epoch {best_epoch}")
+    log(f"stopped by {stopped_by} after {epochs_done} epochs ({iterations_done} iterations), {elapsed:.1f} min; "
+        + (f"best validation Dice {best:.4f} at epoch {best_epoch}" if best >= 0 else "no validation cases"))
     return TrainResult(epochs_done, best, best_epoch, elapsed, stopped_by, history, iterations_done, model)
 
 

@@ -22,13 +22,14 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping, PreprocessConfig, PreprocessRecord, preprocess_case
+from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import validate_dataset
-from voxseg.data.augment import AugmentConfig
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
                               save_json_atomic)
 from voxseg.train.distributed import barrier, init_distributed
@@ -219,8 +220,11 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
         raise InputError(dataset.root, str(exc)) from None
     divisor = max(build_model(plan).size_divisor)
     median = np.median(np.array([c.image.shape[1:] for c in prepared]), axis=0)
-    patch = options.patch_size or plan_patch_size(tuple(median), divisor, options.max_patch_voxels,
-                                                  options.spatial_dims)
+    if train.minicube:  # seed 000: the patch is the cube plus its context
+        patch = [c + train.minicube_context for c in train.minicube]
+    else:
+        patch = options.patch_size or plan_patch_size(tuple(median), divisor, options.max_patch_voxels,
+                                                      options.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
     return plan
 
@@ -266,10 +270,26 @@ def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[C
     return cases, LabelMapping(label_values)
 
 
+def _minicubes(cases: list[PreparedCase], cube: list[int], context: int) -> list[PreparedCase]:
+    """Each case's fixed partition into cubes (with context), as cases of their own (seed 000)."""
+    out = []
+    for case in cases:
+        images = minicube_partition(case.image, None, cube, context)
+        labels = minicube_partition(case.label[None].astype(np.float32), None, cube, context)
+        for k, ((img, _), (lbl, _)) in enumerate(zip(images, labels)):
+            out.append(PreparedCase(f"{case.case_id}#cube{k}", img, lbl[0].astype(case.label.dtype)))
+    return out
+
+
 def _train_in(run_dir: Path, plan: RunPlan, split: dict, prepared: list[PreparedCase], resume: bool,
               progress: bool, log) -> TrainResult:
     by_id = {c.case_id: c for c in prepared}
-    return train_model(plan, [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]], run_dir,
+    train_cases = [by_id[i] for i in split["train"]]
+    if plan.train.minicube:
+        train_cases = _minicubes(train_cases, plan.train.minicube, plan.train.minicube_context)
+        log(f"training on {len(train_cases)} fixed minicubes {plan.train.minicube} + {plan.train.minicube_context} "
+            f"voxels of context")
+    return train_model(plan, train_cases, [by_id[i] for i in split["val"]], run_dir,
                        resume=resume, progress=progress, log=log)
 
 
