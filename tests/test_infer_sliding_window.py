@@ -76,3 +76,12 @@ def test_agrees_with_monai_on_position_dependent_predictor():
     # every window sees them near its border. Compare the rest.
     inner = (slice(None),) + (slice(3, -3),) * 3
     np.testing.assert_allclose(ours[inner], theirs[0].numpy()[inner], rtol=0.01, atol=0.01)
+
+
+def test_auto_mixed_precision_probe_works_under_inference_mode():
+    from voxseg.infer.runtime import _bf16_is_faster, resolve_amp
+
+    _bf16_is_faster.cache_clear()
+    with torch.inference_mode():
+        assert resolve_amp("auto", torch.device("cpu")) in ("bf16", "none")
+    assert resolve_amp("none", torch.device("cpu")) == "none"

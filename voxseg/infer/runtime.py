@@ -56,16 +56,18 @@ def _bf16_is_faster(device_type: str, threads: int) -> bool:
     bf16 is 2.5x faster on some AVX-512-bf16 CPUs and slower on others with the same flags (measured:
     0.17 s vs 0.10 s for a 64-channel 32^3 conv here), so the choice is measured, not assumed.
     """
-    conv = torch.nn.Conv3d(32, 32, 3, padding=1)
-    x = torch.randn(2, 32, 24, 24, 24)
     timings = {}
-    for use_bf16 in (False, True, False, True):
-        start = time.perf_counter()
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
-            y = conv(x)
-        y.float().sum().backward()
-        elapsed = time.perf_counter() - start
-        timings[use_bf16] = min(timings.get(use_bf16, elapsed), elapsed)
+    # The probe needs autograd even when the caller predicts under no_grad / inference_mode.
+    with torch.inference_mode(False), torch.enable_grad():
+        conv = torch.nn.Conv3d(32, 32, 3, padding=1)
+        x = torch.randn(2, 32, 24, 24, 24)
+        for use_bf16 in (False, True, False, True):
+            start = time.perf_counter()
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+                y = conv(x)
+            y.float().sum().backward()
+            elapsed = time.perf_counter() - start
+            timings[use_bf16] = min(timings.get(use_bf16, elapsed), elapsed)
     return timings[True] < 0.9 * timings[False]
 
 
