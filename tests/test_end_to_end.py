@@ -230,3 +230,27 @@ def test_minicube_partition_training_and_slice_selection(phantoms, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert RunPlan.load(run2d / "plan.json").train.slice_selection == 1
+
+
+def test_demo_runs_the_whole_chain_on_phantoms(tmp_path):
+    from voxseg.demo import run_demo
+    from voxseg.train import TrainOptions
+
+    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=1,
+                           iterations_per_epoch=2, num_threads=2)
+    lines = []
+    summary = run_demo(tmp_path / "demo", n_train=4, n_test=2, options=options, log=lines.append, progress=False)
+    assert summary["n_cases"] == 2
+    for name in ["overlay.png", "metrics_summary.json", "metrics_per_case.csv", "run/learning_curves.png",
+                 "predictions/phantom_000.nii.gz"]:
+        assert (tmp_path / "demo" / name).exists(), name
+    assert any("necrosis" in line for line in lines)
+    # Never overwrites a folder it did not create.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    from voxseg.errors import InputError
+
+    with pytest.raises(InputError, match="--overwrite"):
+        run_demo(other, options=options, log=lines.append, progress=False)
+    assert (other / "keep.txt").exists()

@@ -216,7 +216,11 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
     from voxseg.report import plot_learning_curves
     from voxseg.train.workflow import run_training
 
+    from voxseg.train.distributed import rank_and_world
+
     result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume)
+    if rank_and_world()[0] != 0:  # under torchrun, rank 0 alone reports
+        return
     for log_csv in [run_dir / "log.csv", *sorted(run_dir.glob("fold_*/log.csv"))]:
         png = plot_learning_curves(log_csv, log_csv.parent / "learning_curves.png")
         if png:

@@ -70,7 +70,8 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
         log(f"holding out {len(test_cases)} of {len(valid)} cases for testing: {', '.join(split['val'])}")
     if options is None:
         options = TrainOptions(time_budget_minutes=minutes, epochs=10_000, iterations_per_epoch=25, batch_size=2,
-                               net_kwargs={"base_width": 16, "depth": 4}, max_patch_voxels=64 * 64 * 64, seed=seed,
+                               net_kwargs={"base_width": 16, "depth": 4, "deep_supervision": True},
+                               max_patch_voxels=64 * 64 * 64, seed=seed,
                                skip_invalid=True)
     options.include_cases = train_ids
     run_dir = out_dir / "run"
