@@ -1,7 +1,6 @@
 """Training features: exact resume, k-fold cross-validation with out-of-fold evaluation, transfer
 learning (init, re-head, freeze/unfreeze), and DDP with 2 CPU processes (gloo)."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

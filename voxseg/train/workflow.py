@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
-from voxseg.data.preprocess import LabelMapping, PreprocessConfig, PreprocessRecord, preprocess_case
+from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
 from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model
