@@ -254,3 +254,22 @@ def test_demo_runs_the_whole_chain_on_phantoms(tmp_path):
     with pytest.raises(InputError, match="--overwrite"):
         run_demo(other, options=options, log=lines.append, progress=False)
     assert (other / "keep.txt").exists()
+
+
+def test_predict_refuses_an_invalid_input_or_skips_it_when_asked(trained, phantoms, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    bad = sorted((ds / "imagesTr").glob("*_0001.nii.gz"))[0]
+    img = nib.load(bad)
+    data = img.get_fdata().astype(np.float32)
+    data[1, 1, 1] = np.inf
+    nib.save(nib.Nifti1Image(data, img.affine), bad)
+    refused = CliRunner().invoke(main, ["predict", str(trained), str(ds), str(tmp_path / "p1")])
+    assert refused.exit_code == 2 and bad.name in refused.output
+    assert not list((tmp_path / "p1").glob("*.nii.gz")) if (tmp_path / "p1").exists() else True
+    skipped = CliRunner().invoke(main, ["predict", str(trained), str(ds), str(tmp_path / "p2"), "--skip-invalid"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "left out 1 case" in skipped.output
+    assert len(list((tmp_path / "p2").glob("*.nii.gz"))) == 4

@@ -257,10 +257,11 @@ def _check_tta(ctx, param, value: str) -> str:
               help="apply the run's postprocessing.json when it exists")
 @click.option("--uncertainty", is_flag=True, help="also write <case>_uncertainty.nii.gz (mutual information of "
                                                   "TTA variants / members, nats)")
+@click.option("--skip-invalid", is_flag=True, help="leave out input cases that fail validation, and say which")
 @_user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
-            merge_table: str | None, postprocess: bool, uncertainty: bool) -> None:
+            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
     Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
@@ -270,8 +271,10 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     from voxseg.train.workflow import checked_cases
 
     def refuse_invalid(cases):
-        dataset = Dataset(root=input_path, layout="prediction", channel_names=[], cases=cases, label_names=None)
-        checked_cases(dataset, skip_invalid=False, log=click.echo, require_labels=False)
+        n_channels = max((len(c.image_paths) + len(c.missing_channels) for c in cases), default=0)
+        names = [f"channel_{i}" for i in range(n_channels)]  # validation checks every channel listed here
+        dataset = Dataset(root=input_path, layout="prediction", channel_names=names, cases=cases, label_names=None)
+        return checked_cases(dataset, skip_invalid=skip_invalid, log=click.echo, require_labels=False)
 
     tta_value = int(tta) if tta.strip().isdigit() else tta
     results = predict_path(list(runs), input_path, out, probabilities, checkpoint, validate=refuse_invalid,

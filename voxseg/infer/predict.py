@@ -212,8 +212,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         log(f"models: {len(members)} in {len(pipelines)} pipeline(s){merge}; TTA: {n_tta} variant(s); "
             f"post-processing: {post}")
     cases = find_prediction_cases(Path(input_path), plan.channel_names)
-    if validate is not None:
-        validate(cases)
+    if validate is not None:  # raises to refuse the cases, or returns the ones to keep
+        kept = validate(cases)
+        cases = cases if kept is None else kept
     out = Path(out)
     if is_nifti(out):
         if len(cases) != 1:
