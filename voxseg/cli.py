@@ -302,6 +302,9 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
     from voxseg.metrics import evaluate_folders, format_summary
     from voxseg.metrics.structures import structures_for
 
+    for folder, role in ((pred, "prediction"), (gt, "reference")):
+        if not folder.is_dir():
+            raise InputError(folder, f"{role} folder not found")
     structures = structures_for(gt, run_dir, label_scheme)
     _, summary = evaluate_folders(pred, gt, out_dir or pred, structures, lesionwise=lesionwise)
     click.echo(format_summary(summary))

@@ -7,7 +7,8 @@ import numpy as np
 
 from voxseg.data.labels import LabelScheme
 from voxseg.errors import InputError
-from voxseg.io.image import is_nifti, read_volume
+from voxseg.io.image import read_volume
+from voxseg.metrics.evaluate import _find_label_files
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["structures_for"]
@@ -33,7 +34,7 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
         return LabelScheme(label_scheme).structures()
     if values is None:
         found: set[int] = set()
-        files = sorted(p for p in Path(ref_dir).rglob("*") if is_nifti(p))
+        files = sorted(_find_label_files(ref_dir, "reference").values())  # the files evaluate will read
         if not files:
             raise InputError(ref_dir, "no reference NIfTI files found")
         for path in files:
