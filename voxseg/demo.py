@@ -52,6 +52,8 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
         options: training options (defaults: the CPU demo settings below).
     """
     out_dir = Path(out_dir)
+    if data is not None:
+        load_dataset(data)  # a wrong --data path fails here, before anything is written
     _prepare_out(out_dir, overwrite)
     (out_dir / _MARKER).write_text(json.dumps({"data": str(data) if data else "phantoms", "seed": seed}) + "\n")
     if data is None:
