@@ -5,11 +5,25 @@ the same weights, window (128^3) and overlap (0.5), measured in the same run.
 Each method runs in its own process so its peak RSS is its own. voxseg: crop to the nonzero box,
 z-score, Gaussian-blended sliding window (mixed precision chosen by measurement), restore to the input
 geometry. MONAI: the same normalised volume, uncropped, `sliding_window_inference(mode="gaussian")`.
-With `--run RUN` the weights of a trained run are used (e.g. from benchmarks/brats.py); otherwise the
-default network with seeded random weights (the label agreement then compares two noisy maps).
+Both blend probabilities (the network's softmax or sigmoid per window) and both outputs are restored
+to the input geometry, so the label agreement measures only the implementations (window grid, crop).
+With `--run RUN` the weights and preprocessing of a trained run are used (e.g. from benchmarks/brats.py,
+whose 2 mm run is best compared with `--window 64`, its training patch); otherwise the default network
+with seeded random weights (the label agreement then compares two noisy maps: near-uniform
+probabilities flip with any blending difference).
+
+MONAI runs its own network: a `DynUNet` (nnU-Net's plain U-Net, which our "unet" preset equals, see
+the oracle test in tests/test_nets.py) holding the same weights, copied and checked on a small input.
+A third, untimed run gives MONAI's inferer voxseg's cropped volume: its agreement with voxseg measures the
+two sliding-window implementations alone, while the main figure also contains the crop's effect on a
+network with instance norm (its windows see less background). When the case folder has a manual label,
+each method's foreground Dice against it is printed too.
+voxseg runs its own `UNet`, whose inference pass is the memory-lean path of `voxseg.nets` (slabbed
+convolutions, no skip concatenation, in-place norms). `--monai-net same` gives MONAI voxseg's module
+instead (then both share the lean network pass and only the sliding window differs).
 
 Usage:
-    python benchmarks/inference.py [--case PATH_TO_BRATS_CASE_FOLDER] [--run RUN] [--threads 2]
+    python benchmarks/inference.py [--case PATH_TO_BRATS_CASE_FOLDER] [--run RUN] [--window 128] [--threads 2]
 
 The last line is a JSON object with speedup_vs_monai, label_dice and peak_rss_gib.
 """
@@ -29,11 +43,10 @@ import torch
 
 from _heldout import SHARED_DATA
 
-WINDOW = (128, 128, 128)
 OVERLAP = 0.5
 
 
-def _model_and_plan(run: str | None, n_channels: int):
+def _model_and_plan(run: str | None, n_channels: int, window: tuple[int, ...]):
     from voxseg.infer.runtime import build_model, load_model
     from voxseg.plan import NetworkConfig, RunPlan, TrainConfig
 
@@ -41,16 +54,54 @@ def _model_and_plan(run: str | None, n_channels: int):
         model, plan = load_model(run)
     else:
         plan = RunPlan(channel_names=[f"c{i}" for i in range(n_channels)], label_values=[0, 1, 2, 4],
-                       network=NetworkConfig("unet", 3, {}), train=TrainConfig(patch_size=list(WINDOW)))
+                       network=NetworkConfig("unet", 3, {}), train=TrainConfig(patch_size=list(window)))
         torch.manual_seed(0)
         model = build_model(plan).eval()
-    plan.train.patch_size = list(WINDOW)
+    plan.train.patch_size = list(window)
     plan.inference.overlap = OVERLAP
     plan.inference.batch_size = 1
     return model, plan
 
 
-def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Path) -> None:
+def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """MONAI's DynUNet with the weights of voxseg's plain "unet" (strided convs, transposed convs,
+    instance norm, LeakyReLU 0.01), checked to give the same logits on a small input."""
+    from monai.networks.nets import DynUNet
+
+    from voxseg.nets import PlainBlock, UNet
+
+    if not isinstance(model, UNet) or model.bottleneck is not None or len(model.gates) or not all(
+            isinstance(stage[0], PlainBlock) and len(stage) == 1 for stage in model.encoder_stages):
+        raise SystemExit("error: --monai-net dynunet needs a plain 'unet' run; use --monai-net same")
+    depth = len(model.widths)
+    ref = DynUNet(spatial_dims=3, in_channels=model.in_channels, out_channels=model.out_channels,
+                  kernel_size=[3] * depth, strides=[1] + [2] * (depth - 1), upsample_kernel_size=[2] * (depth - 1),
+                  filters=list(model.widths), norm_name=("INSTANCE", {"affine": True}),
+                  act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01})).eval()
+
+    def copy_block(ours, theirs):
+        (c1, n1, *_), (c2, n2, *_) = ours.convs
+        for a, b in [(c1.weight, theirs.conv1.conv.weight), (n1.weight, theirs.norm1.weight), (n1.bias, theirs.norm1.bias),
+                     (c2.weight, theirs.conv2.conv.weight), (n2.weight, theirs.norm2.weight), (n2.bias, theirs.norm2.bias)]:
+            b.copy_(a)
+
+    with torch.no_grad():
+        for stage, theirs in zip(model.encoder_stages, [ref.input_block, *ref.downsamples, ref.bottleneck]):
+            copy_block(stage[0], theirs)
+        for up, block, theirs in zip(model.ups, model.decoder_blocks, ref.upsamples):
+            theirs.transp_conv.conv.weight.copy_(up.weight)
+            copy_block(block, theirs.conv_block)
+        ref.output_block.conv.conv.weight.copy_(model.heads[0].weight)
+        ref.output_block.conv.conv.bias.copy_(model.heads[0].bias)
+        x = torch.randn(1, model.in_channels, *([2 ** (depth - 1) * 2] * 3))
+        gap = float((ref(x) - model(x)).abs().max())
+    if gap > 1e-3:
+        raise SystemExit(f"error: DynUNet with copied weights differs from voxseg's unet by {gap}")
+    return ref
+
+
+def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Path, window: tuple[int, ...],
+            monai_net: str) -> None:
     from voxseg.data.preprocess import preprocess_case, restore_to_original
     from voxseg.infer.runtime import predict_volume, probabilities_to_labels
     from voxseg.io import find_prediction_cases, read_case
@@ -58,28 +109,49 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     torch.set_num_threads(threads)
     case = find_prediction_cases(case_dir, ["flair", "t1", "t1ce", "t2"])[0]
     image, _, geometry = read_case(case, with_label=False)
-    model, plan = _model_and_plan(run, image.shape[0])
+    model, plan = _model_and_plan(run, image.shape[0], window)
+    sigmoid = plan.label_scheme.startswith("brats")
     start = time.perf_counter()
     if method == "voxseg":
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
         with torch.inference_mode():
             probs = predict_volume(model, plan, pre.image, torch.device("cpu"))
-        probs = restore_to_original(probs, pre.record, is_label=False)
+        # Outside the crop: background (softmax channel 0 = 1; sigmoid regions all 0).
+        probs = restore_to_original(probs, pre.record, is_label=False, background_channel=None if sigmoid else 0)
         labels = probabilities_to_labels(probs, plan)
     else:
         from monai.inferers import sliding_window_inference
 
-        # Same normalisation as voxseg, no crop: MONAI's inferer on the whole volume.
-        plan.preprocess.crop_to_nonzero = False
+        # Same normalisation (and resampling, for a run that resamples) as voxseg, no crop: MONAI's
+        # inferer on the whole volume, blending the same per-window probabilities. "monai_crop": on
+        # voxseg's cropped volume instead (only the sliding-window implementations then differ).
+        plan.preprocess.crop_to_nonzero = method == "monai_crop"
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
+        if monai_net == "dynunet":
+            model = _dynunet_with_weights(model)
+
+        def predictor(batch: torch.Tensor) -> torch.Tensor:
+            logits = model(batch)
+            return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, 1)
+
         with torch.inference_mode():
-            logits = sliding_window_inference(torch.from_numpy(pre.image)[None], WINDOW, 1, model, overlap=OVERLAP,
-                                              mode="gaussian", sigma_scale=0.125)
-        labels = probabilities_to_labels(torch.softmax(logits[0], 0).numpy(), plan)
+            probs = sliding_window_inference(torch.from_numpy(pre.image)[None], window, 1, predictor,
+                                             overlap=OVERLAP, mode="gaussian", sigma_scale=0.125)
+        probs = restore_to_original(probs[0].numpy(), pre.record, is_label=False,
+                                    background_channel=None if sigmoid else 0)
+        labels = probabilities_to_labels(probs, plan)
     seconds = time.perf_counter() - start
     np.save(out / f"{method}.npy", labels)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
     (out / f"{method}.json").write_text(json.dumps({"seconds": seconds, "peak_rss_gib": peak}))
+
+
+def _reference_foreground(case_dir: Path) -> np.ndarray | None:
+    """The case's manual label as a foreground mask (BraTS ``*_seg.nii.gz``), if the folder has one."""
+    from voxseg.io import read_volume
+
+    found = sorted(case_dir.glob("*seg.nii*"))
+    return read_volume(found[0])[0] > 0 if found else None
 
 
 def _dice_foreground(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,11 +165,14 @@ def main() -> int:
     parser.add_argument("--case", type=Path, default=SHARED_DATA / "brats2018" / "Brats18_2013_11_1")
     parser.add_argument("--run", default=None, help="a trained run folder (4 BraTS channels)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--worker", choices=["voxseg", "monai"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--window", type=int, default=128, help="cubic window edge in voxels (issue: 128)")
+    parser.add_argument("--monai-net", choices=["dynunet", "same"], default="dynunet",
+                        help="MONAI's DynUNet with the copied weights, or voxseg's own module")
+    parser.add_argument("--worker", choices=["voxseg", "monai", "monai_crop"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker(args.worker, args.case, args.run, args.threads, args.out)
+        _worker(args.worker, args.case, args.run, args.threads, args.out, (args.window,) * 3, args.monai_net)
         return 0
     if not args.case.exists():
         print(f"error: {args.case}: BraTS case not found (see ../shared/data/README.md)", file=sys.stderr)
@@ -105,29 +180,40 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for method in ("monai", "voxseg"):
+        for method in ("monai", "voxseg", "monai_crop"):
             cmd = [sys.executable, __file__, "--worker", method, "--case", str(args.case), "--threads",
-                   str(args.threads), "--out", str(out)] + (["--run", args.run] if args.run else [])
+                   str(args.threads), "--out", str(out), "--window", str(args.window),
+                   "--monai-net", args.monai_net] + (["--run", args.run] if args.run else [])
             subprocess.run(cmd, check=True)
             results[method] = json.loads((out / f"{method}.json").read_text())
             print(f"{method}: {results[method]['seconds']:.1f} s, peak RSS {results[method]['peak_rss_gib']:.2f} GiB",
                   flush=True)
-        a, b = np.load(out / "monai.npy"), np.load(out / "voxseg.npy")
+        a, b, c = (np.load(out / f"{m}.npy") for m in ("monai", "voxseg", "monai_crop"))
         label_dice = _dice_foreground(a, b)
         per_label = {int(v): _dice_foreground(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v}
+        same_input_dice = _dice_foreground(c, b)
+        truth = _reference_foreground(args.case)
+        vs_truth = {m: _dice_foreground(x, truth) for m, x in (("monai", a), ("voxseg", b))} if truth is not None else {}
     speedup = results["monai"]["seconds"] / results["voxseg"]["seconds"]
-    print(f"\ncase {args.case.name}, window {WINDOW}, overlap {OVERLAP}, {args.threads} threads, "
+    print(f"\ncase {args.case.name}, window {args.window}^3, overlap {OVERLAP}, {args.threads} threads, "
           f"weights: {args.run or 'default unet, seeded random'}")
     print(f"{'method':<10}{'seconds':>10}{'peak RSS GiB':>14}")
     for method in ("monai", "voxseg"):
         print(f"{method:<10}{results[method]['seconds']:>10.1f}{results[method]['peak_rss_gib']:>14.2f}")
     print(f"speedup {speedup:.2f}x; foreground label Dice between the two maps {label_dice:.4f}; per label "
           + ", ".join(f"{k}: {v:.4f}" for k, v in per_label.items()))
+    print(f"same input (MONAI's inferer on voxseg's cropped volume, not timed): foreground Dice {same_input_dice:.4f}")
+    if vs_truth:
+        print("foreground Dice against the case's manual label: "
+              + ", ".join(f"{m} {v:.4f}" for m, v in vs_truth.items()))
     print(json.dumps({"speedup_vs_monai": round(speedup, 3), "label_dice": round(label_dice, 4),
                       "peak_rss_gib": round(results["voxseg"]["peak_rss_gib"], 3),
                       "voxseg_seconds": round(results["voxseg"]["seconds"], 1),
                       "monai_seconds": round(results["monai"]["seconds"], 1),
-                      "monai_peak_rss_gib": round(results["monai"]["peak_rss_gib"], 3)}))
+                      "monai_peak_rss_gib": round(results["monai"]["peak_rss_gib"], 3), "window": args.window,
+                      "weights": args.run or "random", "monai_net": args.monai_net,
+                      "label_dice_same_input": round(same_input_dice, 4),
+                      **{f"dice_vs_reference_{m}": round(v, 4) for m, v in vs_truth.items()}}))
     return 0
 
 

@@ -6,7 +6,10 @@ All presets get the same budget, data, loss (Dice + CE), optimiser and seed; eac
 paper's architecture (width, depth, norm), so bigger networks do fewer iterations in the budget —
 that trade-off is what the table shows. By default every preset gets base width 16 (its depth, blocks,
 norms, attention and up/down-sampling unchanged), since the papers' widths (32-64) cannot be trained
-usefully in minutes on 2 cores; `--base-width 0` keeps each preset's own width.
+usefully in minutes on 2 cores; `--base-width 0` keeps each preset's own width. The optimiser is
+Adam (lr 1e-3, poly decay over the budget as in the pipeline): in a budget of a few hundred iterations SGD
+0.01 with poly decay had not yet left the all-background solution for any preset (3-minute trial:
+Dice 0.0 everywhere), which would make the table compare nothing.
 
 Usage:
     python benchmarks/variants.py [--minutes 2] [--presets unet,resunet,...]
@@ -39,6 +42,8 @@ def main() -> int:
     parser.add_argument("--presets", default=",".join(_three_d_presets()))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "variants")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--base-width", type=int, default=16,
                         help="base width given to every preset (0: each preset's own, e.g. 32-64, which a 2-core "
                              "CPU cannot train usefully in minutes); depth, blocks, norms stay the preset's")
@@ -53,7 +58,7 @@ def main() -> int:
         overrides = {"base_width": args.base_width} if args.base_width else {}
         options = TrainOptions(net=name, net_kwargs=overrides, epochs=100_000, iterations_per_epoch=25,
                                time_budget_minutes=args.minutes, val_fraction=0.0, seed=args.seed,
-                               num_threads=args.threads)
+                               num_threads=args.threads, optimizer=args.optimizer, lr=args.lr)
         held = train_and_test(args.data, args.out / name, options, {"anterior": [1], "posterior": [2]}, args.seed,
                               progress=False)
         plan = held.plan
@@ -74,7 +79,7 @@ def main() -> int:
     header = f"{'preset':<16}{'params (M)':>11}{'GFLOPs':>9}{'patch':>14}{'s/iter':>8}{'iters':>7}{'Dice ant':>10}" \
              f"{'Dice post':>10}{'Dice mean':>10}"
     print(f"\nsame budget for each: {args.minutes} min on {args.threads} CPU threads; held-out Dice (seeded 80/20); "
-          f"base width {args.base_width or 'of each preset'}")
+          f"base width {args.base_width or 'of each preset'}; {args.optimizer} lr {args.lr}")
     print(header)
     print("-" * len(header))
     for name, r in rows.items():

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxseg.nets._lean import lean_conv_norm_act, lean_wanted
+
 __all__ = [
     "NORMS",
     "ACTIVATIONS",
@@ -153,6 +155,12 @@ class ConvNormAct(nn.Sequential):
             layers.append(nn.Dropout(dropout))
         super().__init__(*layers)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`(N, C_in, *S)` -> `(N, C_out, *S / stride)`; at inference the memory-lean path (same maths)."""
+        if lean_wanted(self):
+            return lean_conv_norm_act(self, [x])
+        return super().forward(x)
+
 
 class PlainBlock(nn.Module):
     """`n_convs` x (conv - norm - activation), the first conv strided: the nnU-Net / U-Net stage.
@@ -205,6 +213,14 @@ class PlainBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`(N, C_in, *S)` -> `(N, C_out, *S / stride)`."""
         return self.convs(x)
+
+    def forward_parts(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """`forward(torch.cat(parts, 1))` at inference without building the concatenation (the list is
+        emptied as soon as the inputs are no longer needed, so their memory can be freed)."""
+        h = lean_conv_norm_act(self.convs[0], parts)
+        for layer in list(self.convs)[1:]:
+            h = layer(h)
+        return h
 
 
 class ResidualBlock(nn.Module):

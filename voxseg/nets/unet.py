@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from voxseg.nets._base import _check_input, _FreezableMixin
+from voxseg.nets._lean import lean_conv, lean_conv_transpose, lean_wanted
 from voxseg.nets.blocks import (
     ACTIVATIONS,
     BLOCKS,
@@ -16,6 +17,7 @@ from voxseg.nets.blocks import (
     NORMS,
     AttentionGate,
     DilatedBottleneck,
+    PlainBlock,
     _conv_cls,
     _conv_transpose_cls,
     _interp_mode,
@@ -271,6 +273,8 @@ class UNet(_FreezableMixin, nn.Module):
         if self.bottleneck is not None:
             h = self.bottleneck(h)
         depth = len(skips)
+        if lean_wanted(self):
+            return self._forward_decoder_lean(h, skips)
         features: dict[int, torch.Tensor] = {depth - 1: h}
         for j, (up, block) in enumerate(zip(self.ups, self.decoder_blocks)):
             level = depth - 2 - j
@@ -282,3 +286,24 @@ class UNet(_FreezableMixin, nn.Module):
         if self.deep_supervision and self.training:
             return [head(features[lv]) for head, lv in zip(self.heads, self.head_levels)]
         return self.heads[0](h)
+
+    def _forward_decoder_lean(self, h: torch.Tensor, skips: list[torch.Tensor | None]) -> torch.Tensor:
+        """The decoder at inference: each skip is dropped once used, the concatenation is never built
+        (see `voxseg.nets._lean`), so a 128^3 window needs ~3 full-resolution activations, not ~8."""
+        depth = len(skips)
+        for j, (up, block) in enumerate(zip(self.ups, self.decoder_blocks)):
+            level = depth - 2 - j
+            skip, skips[level] = skips[level], None
+            if len(self.gates):
+                skip = self.gates[j](skip, h)
+            upsampled = lean_conv_transpose(up, h) if isinstance(up, nn.modules.conv._ConvTransposeNd) else up(h)
+            parts = [upsampled, skip]
+            del upsampled, skip, h
+            if isinstance(block, PlainBlock):
+                h = block.forward_parts(parts)
+            else:
+                h = block(torch.cat(parts, dim=1))
+                parts.clear()
+        parts = [h]
+        del h
+        return lean_conv(self.heads[0], parts)
