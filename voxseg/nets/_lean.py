@@ -59,13 +59,18 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def lean_conv(conv: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
+def lean_conv(conv: nn.Module, parts: list[torch.Tensor], stats: list | None = None) -> torch.Tensor:
     """``conv(torch.cat(parts, 1))`` computed in slabs, without building the concatenation.
 
     Args:
         conv: an ``nn.Conv2d`` / ``nn.Conv3d`` with zero padding and ``groups == 1``.
         parts: tensors ``(N, C_i, *S)`` whose channels add up to ``conv.in_channels``; the list is
             emptied once they are no longer needed, so the caller should hold no other reference.
+
+        stats: if a list is given (and the conv has no bias), the per-channel sum and sum of squares of
+            the output, float64 ``(N, C_out)`` each, are appended to it: gathered slab by slab while
+            each slab is in cache, they spare the norm a pass over the whole output (measured: the
+            separate ``var_mean`` was a fifth of a 128^3 window's time).
 
     Returns:
         ``(N, C_out, *S_out)``, as the convolution of the concatenated input.
@@ -91,6 +96,9 @@ def lean_conv(conv: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
     row_bytes = n * conv.out_channels * out[0, 0, 0].numel() * out.element_size()
     step = _slab_rows(out_sp[0], row_bytes)
     inner_pad = tuple(p[1:])
+    want_stats = stats is not None and conv.bias is None
+    dims = tuple(range(2, 2 + nd))
+    total = torch.zeros(2, n, conv.out_channels, dtype=torch.float64, device=first.device) if want_stats else None
     for o0 in range(0, out_sp[0], step):
         o1 = min(o0 + step, out_sp[0])
         i0 = o0 * s[0] - p[0]
@@ -104,10 +112,15 @@ def lean_conv(conv: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
             y = _conv(fn, piece, w, s, (0,) + inner_pad, d)
             acc = y if acc is None else acc.add_(y)
         out[:, :, o0:o1] = acc
+        if total is not None:
+            total[0] += acc.sum(dims, dtype=torch.float64)
+            total[1] += acc.square_().sum(dims, dtype=torch.float64)
         del acc
     parts.clear()
     if conv.bias is not None:
         out += conv.bias.view((1, -1) + (1,) * nd)
+    if total is not None:
+        stats.extend([total[0], total[1]])
     return out
 
 
@@ -130,15 +143,28 @@ def lean_conv_transpose(up: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def norm_inplace(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Apply an eval-mode normalisation layer to ``x`` in place (other layers: out of place)."""
+def _var_mean_from_sums(sums: list[torch.Tensor], count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = sums[0] / count
+    var = (sums[1] / count - mean * mean).clamp_(min=0.0)
+    return var, mean
+
+
+def norm_inplace(norm: nn.Module, x: torch.Tensor, sums: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Apply an eval-mode normalisation layer to ``x`` in place (other layers: out of place).
+
+    ``sums``: optional per-channel ``[sum, sum of squares]`` of ``x`` (float64 ``(N, C)``, from
+    :func:`lean_conv`), used instead of a pass over ``x`` for instance and group statistics."""
     nd = x.dim() - 2
     spatial = tuple(range(2, x.dim()))
     shape = (1, -1) + (1,) * nd
     if isinstance(norm, nn.Identity):
         return x
     if isinstance(norm, nn.modules.instancenorm._InstanceNorm) and not norm.track_running_stats:
-        var, mean = torch.var_mean(x, dim=spatial, keepdim=True, unbiased=False)
+        if sums:
+            var, mean = _var_mean_from_sums(sums, x[0, 0].numel())
+            var, mean = var.to(x.dtype).view(x.shape[:2] + (1,) * nd), mean.to(x.dtype).view(x.shape[:2] + (1,) * nd)
+        else:
+            var, mean = torch.var_mean(x, dim=spatial, keepdim=True, unbiased=False)
         scale = (var + norm.eps).rsqrt_()
         if norm.affine:
             scale = scale * norm.weight.view(shape)
@@ -156,7 +182,11 @@ def norm_inplace(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x.mul_(scale.view(shape)).add_(shift.view(shape))
     if isinstance(norm, nn.GroupNorm):
         n, c, g = x.shape[0], x.shape[1], norm.num_groups
-        var, mean = torch.var_mean(x.view(n, g, -1), dim=2, unbiased=False)
+        if sums:
+            grouped = [t.view(n, g, c // g).sum(2) for t in sums]
+            var, mean = (t.to(x.dtype) for t in _var_mean_from_sums(grouped, x[0, 0].numel() * (c // g)))
+        else:
+            var, mean = torch.var_mean(x.view(n, g, -1), dim=2, unbiased=False)
         rstd = (var + norm.eps).rsqrt_()
         scale = rstd.repeat_interleave(c // g, dim=1)
         shift = -mean.repeat_interleave(c // g, dim=1) * scale
@@ -169,8 +199,9 @@ def norm_inplace(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def lean_conv_norm_act(layers: nn.Sequential, parts: list[torch.Tensor]) -> torch.Tensor:
     """A ``ConvNormAct`` (conv, norm, then activation/dropout) applied to ``cat(parts, 1)``, lean."""
-    h = lean_conv(layers[0], parts)
-    h = norm_inplace(layers[1], h)
+    sums: list[torch.Tensor] = []
+    h = lean_conv(layers[0], parts, stats=sums)
+    h = norm_inplace(layers[1], h, sums)
     for module in list(layers)[2:]:
         if isinstance(module, (nn.LeakyReLU, nn.ReLU)):
             h = F.leaky_relu_(h, module.negative_slope) if isinstance(module, nn.LeakyReLU) else F.relu_(h)
