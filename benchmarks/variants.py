@@ -12,7 +12,7 @@ Adam (lr 1e-3, poly decay over the budget as in the pipeline): in a budget of a 
 Dice 0.0 everywhere), which would make the table compare nothing.
 
 Usage:
-    python benchmarks/variants.py [--minutes 2] [--presets unet,resunet,...]
+    python benchmarks/variants.py [--minutes 5] [--presets unet,resunet,...]
 
 The last line is a JSON object {preset: {params, gflops, seconds_per_iteration, dice_mean, ...}}.
 """
@@ -37,7 +37,7 @@ def _three_d_presets() -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "hippocampus")
-    parser.add_argument("--minutes", type=float, default=2.0, help="training budget per preset")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per preset")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--presets", default=",".join(_three_d_presets()))
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "variants")
