@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--net-args", default="base_width=16,depth=5,deep_supervision=1")
     parser.add_argument("--tta", default="flips", help="none, flips or all")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--lr", type=float, default=None, help="default: 0.01 for sgd, 1e-3 otherwise")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "brats")
     args = parser.parse_args()
     if not args.data.exists():
@@ -49,7 +51,8 @@ def main() -> int:
     options = TrainOptions(net_kwargs=net_kwargs, label_scheme="brats", loss="dice+ce", epochs=100_000,
                            iterations_per_epoch=50, time_budget_minutes=args.minutes, batch_size=2,
                            patch_size=[int(p) for p in args.patch.split(",")], val_fraction=0.0, seed=args.seed,
-                           num_threads=args.threads, preprocess=PreprocessConfig(target_spacing=spacing))
+                           num_threads=args.threads, preprocess=PreprocessConfig(target_spacing=spacing),
+                           optimizer=args.optimizer, lr=args.lr)
     structures = LabelScheme("brats").structures()
     held = train_and_test(args.data, args.out, options, structures, args.seed, test_fraction=4 / 14,
                           tta=(args.tta, "none") if args.tta != "none" else ("none",))
@@ -60,7 +63,8 @@ def main() -> int:
     figures.update({f"hd95_{r.lower()}_mm": round(summary["metrics"][r]["hd95_mm"]["mean"], 2)
                     for r in ("WT", "TC", "ET")})
     figures.update({"train_minutes": round(held.train.elapsed_minutes, 2), "iterations": held.train.iterations,
-                    "held_out_cases": held.n_test, "spacing_mm": args.spacing, "patch": options.patch_size})
+                    "held_out_cases": held.n_test, "spacing_mm": args.spacing, "patch": options.patch_size,
+                    "optimizer": args.optimizer})
     print(f"{'region':<8}{'Dice':>8}{'HD95 mm':>10}   (published GPU pipelines, hundreds of cases: WT 0.90, TC 0.85, "
           f"ET 0.80)")
     for r in ("WT", "TC", "ET"):
