@@ -65,7 +65,8 @@ def _model_and_plan(run: str | None, n_channels: int, window: tuple[int, ...]):
 
 def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
     """MONAI's DynUNet with the weights of voxseg's plain "unet" (strided convs, transposed convs,
-    instance norm, LeakyReLU 0.01), checked to give the same logits on a small input."""
+    instance norm, or batch norm with its running statistics, LeakyReLU 0.01), checked to give the same
+    logits on a small input."""
     from monai.networks.nets import DynUNet
 
     from voxseg.nets import PlainBlock, UNet
@@ -74,9 +75,11 @@ def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
             isinstance(stage[0], PlainBlock) and len(stage) == 1 for stage in model.encoder_stages):
         raise SystemExit("error: --monai-net dynunet needs a plain 'unet' run; use --monai-net same")
     depth = len(model.widths)
+    batch_norm = isinstance(model.encoder_stages[0][0].convs[0][1], torch.nn.BatchNorm3d)
+    norm = ("BATCH", {}) if batch_norm else ("INSTANCE", {"affine": True})
     ref = DynUNet(spatial_dims=3, in_channels=model.in_channels, out_channels=model.out_channels,
                   kernel_size=[3] * depth, strides=[1] + [2] * (depth - 1), upsample_kernel_size=[2] * (depth - 1),
-                  filters=list(model.widths), norm_name=("INSTANCE", {"affine": True}),
+                  filters=list(model.widths), norm_name=norm,
                   act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01})).eval()
 
     def copy_block(ours, theirs):
@@ -84,6 +87,10 @@ def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
         for a, b in [(c1.weight, theirs.conv1.conv.weight), (n1.weight, theirs.norm1.weight), (n1.bias, theirs.norm1.bias),
                      (c2.weight, theirs.conv2.conv.weight), (n2.weight, theirs.norm2.weight), (n2.bias, theirs.norm2.bias)]:
             b.copy_(a)
+        if batch_norm:  # eval mode normalises with the running statistics
+            for a, b in [(n1, theirs.norm1), (n2, theirs.norm2)]:
+                b.running_mean.copy_(a.running_mean)
+                b.running_var.copy_(a.running_var)
 
     with torch.no_grad():
         for stage, theirs in zip(model.encoder_stages, [ref.input_block, *ref.downsamples, ref.bottleneck]):
