@@ -12,7 +12,8 @@ model's predictions of its own training cases instead (in-sample, so it favours 
 Measured on 2 cores: 64^3 costs ~1.5 s per iteration, 96^3 ~7.6 s (too few iterations in an hour).
 History (same split, 60 min): SGD 0.01 + flips only, no N4: WT 0.673 (2,378 iterations); Adam + full
 augmentation + N4 with flip TTA: WT 0.804 without post-processing, 0.799 with "largest component of WT"
-chosen on the training cases (2,330 iterations).
+chosen on the training cases (2,330 iterations); the same with batch norm (``--net-args ...,norm=batch``):
+WT 0.634 (one case missed almost entirely); these defaults: WT 0.807, TC 0.751, ET 0.597 (2,208 iterations).
 
 Usage:
     python benchmarks/brats.py [--minutes 60] [--spacing 1.5]
