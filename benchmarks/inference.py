@@ -18,8 +18,9 @@ A third, untimed run gives MONAI's inferer voxseg's cropped volume: its agreemen
 two sliding-window implementations alone, while the main figure also contains the crop's effect on what the
 network sees: a run that resamples does so on the cropped box (a grid shifted and scaled by under a voxel
 against the whole volume's), N4 fits its field on the crop, and instance-norm windows see less background.
-Measured with trained 2 mm BraTS runs: 0.998 on the same input, 0.824 against the whole volume (instance
-norm), 0.872 for a batch-norm run (no window context): grid, N4 and window alignment make most of the gap. When the case folder has a manual label,
+Measured with trained 2 mm BraTS runs (case 2013_11_1, window 64): 0.998 on the same input; against the
+whole volume 0.824 (instance norm) and 0.872 (batch norm); cropping after whole-volume resampling and N4
+instead raises these to 0.839 and 0.977: for instance norm the window context is the main cause. When the case folder has a manual label,
 each method's foreground Dice against it is printed too.
 voxseg runs its own `UNet`, whose inference pass is the memory-lean path of `voxseg.nets` (slabbed
 convolutions, no skip concatenation, in-place norms). `--monai-net same` gives MONAI voxseg's module
