@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None, help="default: 0.01 for sgd, 1e-3 otherwise")
     parser.add_argument("--augment", default="default", help="augmentation preset: none, flips or default (full chain)")
     parser.add_argument("--no-n4", action="store_true", help="no N4 bias-field correction")
+    parser.add_argument("--no-crop", action="store_true",
+                        help="no crop to the nonzero box (patches then also show the background outside the head)")
     parser.add_argument("--postprocess", action="store_true",
                         help="choose post-processing on the model's predictions of its training cases")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "brats")
@@ -67,10 +69,11 @@ def main() -> int:
     spacing = (args.spacing,) * 3 if args.spacing else None
     net_kwargs = {k: int(v) if v.lstrip("-").isdigit() else v
                   for k, v in (item.split("=") for item in args.net_args.split(",") if item)}
+    preprocess = PreprocessConfig(target_spacing=spacing, n4=not args.no_n4, crop_to_nonzero=not args.no_crop)
     options = TrainOptions(net_kwargs=net_kwargs, label_scheme="brats", loss="dice+ce", epochs=100_000,
                            iterations_per_epoch=50, time_budget_minutes=args.minutes, batch_size=2,
                            patch_size=[int(p) for p in args.patch.split(",")], val_fraction=0.0, seed=args.seed,
-                           num_threads=args.threads, preprocess=PreprocessConfig(target_spacing=spacing, n4=not args.no_n4),
+                           num_threads=args.threads, preprocess=preprocess,
                            optimizer=args.optimizer, lr=args.lr, augment=augmentation_preset(args.augment))
     structures = LabelScheme("brats").structures()
     held = train_and_test(args.data, args.out, options, structures, args.seed, test_fraction=4 / 14,
@@ -98,7 +101,8 @@ def main() -> int:
             print(f"TTA {setting}: " + ", ".join(f"{r} {figures[f'dice_{r.lower()}_tta_{setting}']:.3f}"
                                                  for r in ("WT", "TC", "ET")))
     figures["tta"] = args.tta
-    figures.update({"postprocessing": held.postprocessing, "augment": args.augment, "n4": not args.no_n4})
+    figures.update({"postprocessing": held.postprocessing, "augment": args.augment, "n4": not args.no_n4,
+                    "crop_to_nonzero": not args.no_crop})
     if args.postprocess:
         figures.update({f"dice_{r.lower()}_no_postprocessing": round(raw["metrics"][r]["dice"]["mean"], 4)
                         for r in ("WT", "TC", "ET")})
