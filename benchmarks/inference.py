@@ -112,7 +112,7 @@ def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Path, window: tuple[int, ...],
-            monai_net: str) -> None:
+            monai_net: str, crop_after: bool = False) -> None:
     from voxseg.data.preprocess import preprocess_case, restore_to_original
     from voxseg.infer.runtime import predict_volume, probabilities_to_labels
     from voxseg.io import find_prediction_cases, read_case
@@ -123,7 +123,21 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     model, plan = _model_and_plan(run, image.shape[0], window)
     sigmoid = plan.label_scheme.startswith("brats")
     start = time.perf_counter()
-    if method == "voxseg":
+    if method == "voxseg" and crop_after:
+        # Whole-volume resampling and N4 (MONAI's grid and field), then the window pass on the nonzero box only.
+        from voxseg.data.preprocess import nonzero_bbox
+
+        plan.preprocess.crop_to_nonzero = False
+        pre = preprocess_case(image, geometry.spacing, plan.preprocess)
+        box = (slice(None),) + tuple(slice(a, b) for a, b in nonzero_bbox(pre.image))
+        probs = np.zeros((plan.num_outputs,) + pre.image.shape[1:], np.float32)
+        with torch.inference_mode():
+            probs[box] = predict_volume(model, plan, np.ascontiguousarray(pre.image[box]), torch.device("cpu"))
+        if not sigmoid:
+            probs[0][np.all(probs == 0, axis=0)] = 1.0
+        probs = restore_to_original(probs, pre.record, is_label=False, background_channel=None if sigmoid else 0)
+        labels = probabilities_to_labels(probs, plan)
+    elif method == "voxseg":
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
         with torch.inference_mode():
             probs = predict_volume(model, plan, pre.image, torch.device("cpu"))
@@ -179,11 +193,15 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=128, help="cubic window edge in voxels (issue: 128)")
     parser.add_argument("--monai-net", choices=["dynunet", "same"], default="dynunet",
                         help="MONAI's DynUNet with the copied weights, or voxseg's own module")
+    parser.add_argument("--crop-after-preprocessing", action="store_true",
+                        help="voxseg resamples and N4-corrects the whole volume, then crops (isolates the window context; "
+                             "the same-input figure then no longer compares the same input)")
     parser.add_argument("--worker", choices=["voxseg", "monai", "monai_crop"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        _worker(args.worker, args.case, args.run, args.threads, args.out, (args.window,) * 3, args.monai_net)
+        _worker(args.worker, args.case, args.run, args.threads, args.out, (args.window,) * 3, args.monai_net,
+                args.crop_after_preprocessing)
         return 0
     if not args.case.exists():
         print(f"error: {args.case}: BraTS case not found (see ../shared/data/README.md)", file=sys.stderr)
@@ -194,7 +212,8 @@ def main() -> int:
         for method in ("monai", "voxseg", "monai_crop"):
             cmd = [sys.executable, __file__, "--worker", method, "--case", str(args.case), "--threads",
                    str(args.threads), "--out", str(out), "--window", str(args.window),
-                   "--monai-net", args.monai_net] + (["--run", args.run] if args.run else [])
+                   "--monai-net", args.monai_net] + (["--run", args.run] if args.run else []) \
+                + (["--crop-after-preprocessing"] if args.crop_after_preprocessing else [])
             subprocess.run(cmd, check=True)
             results[method] = json.loads((out / f"{method}.json").read_text())
             print(f"{method}: {results[method]['seconds']:.1f} s, peak RSS {results[method]['peak_rss_gib']:.2f} GiB",
