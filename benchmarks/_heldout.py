@@ -2,7 +2,9 @@
 held-out 20% through the full chain (NIfTI in, NIfTI in the input geometry out) and evaluation."""
 from __future__ import annotations
 
+import functools
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +14,31 @@ from voxseg.infer.postprocess import apply_postprocessing, choose_run_postproces
 from voxseg.io.image import read_volume, write_volume
 from voxseg.io import load_dataset
 from voxseg.metrics import evaluate_folders
+from voxseg.errors import InputError
 from voxseg.train import TrainOptions, TrainResult, checked_cases, run_training, split_cases
+from voxseg.train.workflow import DatasetInvalid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def one_line_errors(main):
+    """Bad input to a benchmark: one ``error:`` line per problem on stderr, exit code 2, no traceback
+    (as the ``voxseg`` command line does)."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except DatasetInvalid as err:
+            for line in err.problems:
+                print(f"error: {line}", file=sys.stderr)
+            return 2
+
+    return wrapper
 
 
 @dataclass

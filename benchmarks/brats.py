@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from _heldout import REPO, SHARED_DATA, train_and_test
+from _heldout import REPO, SHARED_DATA, one_line_errors, train_and_test
 from voxseg.data.labels import LabelScheme
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.metrics import format_summary
@@ -40,6 +40,7 @@ from voxseg.plan import augmentation_preset
 from voxseg.train import TrainOptions
 
 
+@one_line_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "brats2018")

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _heldout import SHARED_DATA
+from _heldout import SHARED_DATA, one_line_errors
 
 OVERLAP = 0.5
 
@@ -135,12 +135,11 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
             probs[box] = predict_volume(model, plan, np.ascontiguousarray(pre.image[box]), torch.device("cpu"))
         if not sigmoid:
             probs[0][np.all(probs == 0, axis=0)] = 1.0
-        probs = restore_to_original(probs, pre.record, is_label=False, background_channel=None if sigmoid else 0)
-        labels = probabilities_to_labels(probs, plan)
     elif method == "voxseg":
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
         with torch.inference_mode():
             probs = predict_volume(model, plan, pre.image, torch.device("cpu"))
+    if method == "voxseg":
         # Outside the crop: background (softmax channel 0 = 1; sigmoid regions all 0).
         probs = restore_to_original(probs, pre.record, is_label=False, background_channel=None if sigmoid else 0)
         labels = probabilities_to_labels(probs, plan)
@@ -185,6 +184,7 @@ def _dice_foreground(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (fa & fb).sum() / total)
 
 
+@one_line_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", type=Path, default=SHARED_DATA / "brats2018" / "Brats18_2013_11_1")
@@ -206,6 +206,10 @@ def main() -> int:
     if not args.case.exists():
         print(f"error: {args.case}: BraTS case not found (see ../shared/data/README.md)", file=sys.stderr)
         return 2
+    from voxseg.io import find_prediction_cases, read_case
+
+    # Unreadable or inconsistent files fail here, in one line, not inside a worker.
+    read_case(find_prediction_cases(args.case, ["flair", "t1", "t1ce", "t2"])[0], with_label=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

@@ -237,6 +237,16 @@ def test_read_case_float_labels(tmp_path):
         read_case(load_dataset(root).cases[0])
 
 
+def test_read_case_rejects_nan_intensities(tmp_path):
+    root = _make_paired(tmp_path / "p", n=1, unlabelled=())
+    image = _image(0)
+    image[1, 2, 3] = np.nan
+    _write(root / "images" / "case_0.nii.gz", image)
+    with pytest.raises(InputError, match="1 NaN or infinite") as err:
+        read_case(load_dataset(root).cases[0], with_label=False)
+    assert err.value.args and "case_0.nii.gz" in str(err.value)
+
+
 def test_read_case_channel_shape_mismatch(tmp_path):
     root = _make_brats(tmp_path / "b", cases=("s1",))
     _write(root / "s1" / "s1_t2.nii.gz", np.zeros((8, 10, 11), np.float32))

@@ -594,8 +594,8 @@ def read_case(case: Case, with_label: bool = True) -> tuple[np.ndarray, np.ndarr
         ``(Z, Y, X)`` int32, or ``None`` when not asked for or absent; ``geometry`` is that of channel 0.
 
     Raises:
-        InputError: a missing channel, unreadable file, channels or label of different shapes, or a label
-            with non-integer values.
+        InputError: a missing channel, unreadable file, NaN or infinite intensities, channels or label of
+            different shapes, or a label with non-integer values.
     """
     if case.missing_channels or not case.image_paths:
         where = case.image_paths[0].parent if case.image_paths else case.label_path
@@ -611,6 +611,10 @@ def read_case(case: Case, with_label: bool = True) -> tuple[np.ndarray, np.ndarr
         if array.shape != image.shape[1:]:
             raise InputError(p, f"channel shape (Z,Y,X) {array.shape} != {image.shape[1:]} of {case.image_paths[0].name}")
         image[c] = array
+    for c, p in enumerate(case.image_paths):
+        n_bad = int(np.count_nonzero(~np.isfinite(image[c])))
+        if n_bad:  # NaN would spread through z-score and every window that sees it
+            raise InputError(p, f"{n_bad} NaN or infinite intensities")
     label = None
     if with_label and case.label_path is not None:
         raw, _ = read_volume(case.label_path, dtype=None)
