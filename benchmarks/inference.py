@@ -20,8 +20,14 @@ network sees: a run that resamples does so on the cropped box (a grid shifted an
 against the whole volume's), N4 fits its field on the crop, and instance-norm windows see less background.
 Measured with trained 2 mm BraTS runs (case 2013_11_1, window 64): 0.998 on the same input; against the
 whole volume 0.824 (instance norm) and 0.872 (batch norm); cropping after whole-volume resampling and N4
-instead raises these to 0.839 and 0.977: for instance norm the window context is the main cause. When the case folder has a manual label,
-each method's foreground Dice against it is printed too.
+instead raises these to 0.839 and 0.977. A fourth, untimed run is a control: MONAI on the whole volume once more,
+with its window grid moved by `--shift` voxels (zero padding in front; default window/8). MONAI's agreement with
+itself then shows how much the weights' labels depend on where the windows fall alone, which any crop changes:
+it bounds what any crop-first method can reach. Measured on 2013_11_1: the trained default run (window 64,
+shift 8) 0.901 (voxseg against MONAI 0.824); a run trained with `brats.py --overhang 0.5` 0.968 (voxseg 0.780,
+0.938 when N4 is fitted on the whole volume instead of the crop: N4's fit follows the crop's domain); seeded
+random weights (window 128, shift 16) 0.886 (voxseg 0.503). When the case folder has a manual label, each method's foreground Dice
+against it is printed too.
 voxseg runs its own `UNet`, whose inference pass is the memory-lean path of `voxseg.nets` (slabbed
 convolutions, no skip concatenation, in-place norms). `--monai-net same` gives MONAI voxseg's module
 instead (then both share the lean network pass and only the sliding window differs).
@@ -112,7 +118,7 @@ def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Path, window: tuple[int, ...],
-            monai_net: str, crop_after: bool = False) -> None:
+            monai_net: str, crop_after: bool = False, shift: int = 0) -> None:
     from voxseg.data.preprocess import preprocess_case, restore_to_original
     from voxseg.infer.runtime import predict_volume, probabilities_to_labels
     from voxseg.io import find_prediction_cases, read_case
@@ -149,6 +155,8 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
         # Same normalisation (and resampling, for a run that resamples) as voxseg, no crop: MONAI's
         # inferer on the whole volume, blending the same per-window probabilities. "monai_crop": on
         # voxseg's cropped volume instead (only the sliding-window implementations then differ).
+        # "monai_shifted": the whole volume again, zero-padded by `shift` voxels before each spatial axis
+        # (zero is the normalised background), so only MONAI's window grid moves against the anatomy.
         plan.preprocess.crop_to_nonzero = method == "monai_crop"
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
         if monai_net == "dynunet":
@@ -158,10 +166,13 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
             logits = model(batch)
             return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, 1)
 
+        pad = shift if method == "monai_shifted" else 0
+        volume = np.pad(pre.image, [(0, 0)] + [(pad, 0)] * 3) if pad else pre.image
         with torch.inference_mode():
-            probs = sliding_window_inference(torch.from_numpy(pre.image)[None], window, 1, predictor,
+            probs = sliding_window_inference(torch.from_numpy(volume)[None], window, 1, predictor,
                                              overlap=OVERLAP, mode="gaussian", sigma_scale=0.125)
-        probs = restore_to_original(probs[0].numpy(), pre.record, is_label=False,
+        probs = probs[0].numpy()[(slice(None),) + (slice(pad, None),) * 3]
+        probs = restore_to_original(np.ascontiguousarray(probs), pre.record, is_label=False,
                                     background_channel=None if sigmoid else 0)
         labels = probabilities_to_labels(probs, plan)
     seconds = time.perf_counter() - start
@@ -196,12 +207,15 @@ def main() -> int:
     parser.add_argument("--crop-after-preprocessing", action="store_true",
                         help="voxseg resamples and N4-corrects the whole volume, then crops (isolates the window context; "
                              "the same-input figure then no longer compares the same input)")
-    parser.add_argument("--worker", choices=["voxseg", "monai", "monai_crop"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--shift", type=int, default=None,
+                        help="control run: MONAI with its window grid moved by this many voxels (default: window/8)")
+    parser.add_argument("--worker", choices=["voxseg", "monai", "monai_crop", "monai_shifted"], default=None,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker(args.worker, args.case, args.run, args.threads, args.out, (args.window,) * 3, args.monai_net,
-                args.crop_after_preprocessing)
+                args.crop_after_preprocessing, args.shift or 0)
         return 0
     if not args.case.exists():
         print(f"error: {args.case}: BraTS case not found (see ../shared/data/README.md)", file=sys.stderr)
@@ -210,20 +224,22 @@ def main() -> int:
 
     # Unreadable or inconsistent files fail here, in one line, not inside a worker.
     read_case(find_prediction_cases(args.case, ["flair", "t1", "t1ce", "t2"])[0], with_label=False)
+    shift = args.window // 8 if args.shift is None else args.shift
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for method in ("monai", "voxseg", "monai_crop"):
+        for method in ("monai", "voxseg", "monai_crop", "monai_shifted"):
             cmd = [sys.executable, __file__, "--worker", method, "--case", str(args.case), "--threads",
-                   str(args.threads), "--out", str(out), "--window", str(args.window),
+                   str(args.threads), "--out", str(out), "--window", str(args.window), "--shift", str(shift),
                    "--monai-net", args.monai_net] + (["--run", args.run] if args.run else []) \
                 + (["--crop-after-preprocessing"] if args.crop_after_preprocessing else [])
             subprocess.run(cmd, check=True)
             results[method] = json.loads((out / f"{method}.json").read_text())
             print(f"{method}: {results[method]['seconds']:.1f} s, peak RSS {results[method]['peak_rss_gib']:.2f} GiB",
                   flush=True)
-        a, b, c = (np.load(out / f"{m}.npy") for m in ("monai", "voxseg", "monai_crop"))
+        a, b, c, d = (np.load(out / f"{m}.npy") for m in ("monai", "voxseg", "monai_crop", "monai_shifted"))
         label_dice = _dice_foreground(a, b)
+        shifted_dice = _dice_foreground(a, d)
         per_label = {int(v): _dice_foreground(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v}
         same_input_dice = _dice_foreground(c, b)
         truth = _reference_foreground(args.case)
@@ -237,6 +253,8 @@ def main() -> int:
     print(f"speedup {speedup:.2f}x; foreground label Dice between the two maps {label_dice:.4f}; per label "
           + ", ".join(f"{k}: {v:.4f}" for k, v in per_label.items()))
     print(f"same input (MONAI's inferer on voxseg's cropped volume, not timed): foreground Dice {same_input_dice:.4f}")
+    print(f"window-placement control (MONAI against itself with its grid moved by {shift} voxels, not timed): "
+          f"foreground Dice {shifted_dice:.4f}")
     if vs_truth:
         print("foreground Dice against the case's manual label: "
               + ", ".join(f"{m} {v:.4f}" for m, v in vs_truth.items()))
@@ -247,6 +265,7 @@ def main() -> int:
                       "monai_peak_rss_gib": round(results["monai"]["peak_rss_gib"], 3), "window": args.window,
                       "weights": args.run or "random", "monai_net": args.monai_net,
                       "label_dice_same_input": round(same_input_dice, 4),
+                      "label_dice_monai_shifted": round(shifted_dice, 4), "shift_voxels": shift,
                       **{f"dice_vs_reference_{m}": round(v, 4) for m, v in vs_truth.items()}}))
     return 0
 

@@ -62,6 +62,29 @@ def test_foreground_voxel_is_always_inside_patch_near_edges():
             assert sampler.sample(True)[1].sum() == 2
 
 
+def test_overhang_lets_patches_reach_beyond_the_volume_by_the_set_fraction():
+    image, label = _case(shape=(20, 24, 28))
+    patch = (8, 8, 8)
+    inside = PatchSampler(image, label, patch, rng=np.random.default_rng(0))
+    wide = PatchSampler(image, label, patch, rng=np.random.default_rng(0), overhang=0.5)
+    starts_in = np.array([inside.sample_start() for _ in range(400)])
+    starts_wide = np.array([wide.sample_start() for _ in range(400)])
+    hi = np.array(label.shape) - 8
+    assert starts_in.min() >= 0 and (starts_in <= hi).all()
+    # Half a patch (4 voxels) beyond each side, and those positions are actually drawn.
+    assert starts_wide.min() == -4 and (starts_wide.max(axis=0) == hi + 4).all()
+    # The part beyond the volume is zero in image and label.
+    edge = [(img, lbl) for img, lbl in (wide.sample() for _ in range(200)) if (img[0, 0] == 0).all()]
+    assert edge and all((lbl[0] == 0).all() for _, lbl in edge)
+    # Foreground-forced patches still contain their voxel.
+    for corner in [(0, 0, 0), (19, 23, 27)]:
+        image_c, label_c = _case(fg_box=tuple(slice(c, c + 1) for c in corner))
+        sampler = PatchSampler(image_c, label_c, (7, 8, 9), rng=np.random.default_rng(3), overhang=0.5)
+        assert all(sampler.sample(True)[1].sum() == 2 for _ in range(20))
+    with pytest.raises(ValueError, match="overhang"):
+        PatchSampler(image, label, patch, rng=np.random.default_rng(0), overhang=0.6)
+
+
 def test_batch_foreground_fraction():
     image, label = _case()
     sampler = PatchSampler(image, label, (4, 4, 4), foreground_fraction=1 / 3, rng=np.random.default_rng(4))

@@ -199,12 +199,12 @@ def test_unknown_channel_subset_is_one_clear_error(phantoms, tmp_path):
 def test_full_augmentation_workers_and_hard_case_flagging(phantoms, tmp_path):
     run = tmp_path / "aug"
     args = ["train", str(phantoms), "--out", str(run), "--augment", "default", "--augment-args", "elastic=0.5",
-            "--loader-workers", "1", "--flag-hard-cases", *TINY]
+            "--loader-workers", "1", "--flag-hard-cases", "--patch-overhang", "0.5", *TINY]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     plan = json.loads((run / "plan.json").read_text())
     assert plan["augment"]["elastic"]["p"] == 0.5 and plan["augment"]["gamma"]["p"] > 0
-    assert plan["train"]["loader_workers"] == 1
+    assert plan["train"]["loader_workers"] == 1 and plan["train"]["patch_overhang"] == 0.5
     flagged = json.loads((run / "flagged_cases.json").read_text())
     assert "flagged" in flagged
     assert len((run / "case_losses.csv").read_text().splitlines()) == 1 + 4  # header + training cases

@@ -128,7 +128,7 @@ def _train_options(**kw):
                          "slice_selection": kw["slice_selection"], "loader_workers": kw["loader_workers"],
                          "channels": kw["channels"].split(",") if kw["channels"] else None,
                          "flag_cases": kw["flag_hard_cases"], "minicube": _parse_ints(kw["minicubes"]),
-                         "minicube_context": kw["minicube_context"]},
+                         "minicube_context": kw["minicube_context"], "patch_overhang": kw["patch_overhang"]},
         exclude_cases=_exclusions(kw["exclude_cases"]))
 
 
@@ -190,6 +190,9 @@ def _training_flags(func):
         click.option("--channels", default=None, help="train on a channel subset by name, e.g. flair or t1ce,t2,flair"),
         click.option("--loader-workers", type=int, default=0, show_default=True,
                      help="processes making batches ahead of the model"),
+        click.option("--patch-overhang", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+                     help="how far training patches may reach beyond the cropped volume, as a fraction of the patch "
+                          "(zero-filled there; 0.5: patch centres anywhere in the volume)"),
         click.option("--minicubes", default=None, help="train on the fixed partition into cubes, e.g. 80x96x96 "
                      "(seed 000)"),
         click.option("--minicube-context", type=int, default=0, show_default=True,

@@ -65,6 +65,7 @@ class PatchLoader:
         channels: indices of the channels to keep (a modality subset); ``None`` = all.
         num_batches: stop after this many batches in total; ``None`` = endless.
         max_voxels_per_class: foreground coordinates kept per class and case (see ``PatchSampler``).
+        overhang: how far patches may reach beyond the volume, a fraction of the patch (see ``PatchSampler``).
 
     Attributes:
         wait_seconds: total time the consumer spent blocked in ``next()`` (seconds).
@@ -86,6 +87,7 @@ class PatchLoader:
         channels: Sequence[int] | None = None,
         num_batches: int | None = None,
         max_voxels_per_class: int = 10_000,
+        overhang: float = 0.0,
     ):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -126,7 +128,8 @@ class PatchLoader:
             chosen = select_slices(label, slice_selection) if (slice_selection is not None and mode != "3d") else None
             self._samplers.append(PatchSampler(image, label, sampler_patch, self.foreground_fraction,
                                                rng=np.random.default_rng([self.seed, 7919, i]),
-                                               max_voxels_per_class=max_voxels_per_class, slices=chosen))
+                                               max_voxels_per_class=max_voxels_per_class, slices=chosen,
+                                               overhang=overhang))
         c = n_channels.pop() * (self.slices if mode == "2.5d" else 1)
         self.x_shape = (self.batch_size, c) + patch
         self.y_shape = (self.batch_size,) + patch

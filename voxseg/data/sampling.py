@@ -65,6 +65,9 @@ class PatchSampler:
         max_voxels_per_class: coordinates kept per class.
         slices: optional axis-0 (Z) indices that random (not foreground-forced) patches are centred
             on, e.g. from :func:`select_slices` for 2-D / 2.5-D training. ``None`` = anywhere.
+        overhang: how far a patch may reach beyond the volume, as a fraction of the patch size per
+            axis (0: patches stay inside; 0.5: patch centres anywhere in the volume). Beyond the volume
+            the patch is zero, so a cropped case still shows the network windows at many positions.
 
     Attributes:
         patch_size: the normalised ``(pz, py, px)``.
@@ -80,6 +83,7 @@ class PatchSampler:
         rng: np.random.Generator | None = None,
         max_voxels_per_class: int = 10_000,
         slices: Sequence[int] | None = None,
+        overhang: float = 0.0,
     ):
         image = np.asarray(image)
         label = np.asarray(label)
@@ -91,6 +95,9 @@ class PatchSampler:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         if rng is None:
             raise ValueError("pass rng=np.random.default_rng(seed): sampling is never seeded implicitly")
+        if not 0.0 <= overhang <= 0.5:
+            raise ValueError(f"overhang must be in [0, 0.5], got {overhang}")
+        self.overhang = float(overhang)
         self.image = image
         self.label = label
         self.patch_size = _normalise_patch_size(patch_size)
@@ -126,8 +133,9 @@ class PatchSampler:
         starts = []
         for axis, (p, dim) in enumerate(zip(self.patch_size, self.label.shape)):
             # Valid starts keep the patch inside the volume, or (volume smaller than patch) keep the
-            # whole volume inside the patch, where the rest is zero padding.
-            lo, hi = min(0, dim - p), max(0, dim - p)
+            # whole volume inside the patch, where the rest is zero padding; overhang widens both ways.
+            reach = int(self.overhang * p) if p > 1 else 0
+            lo, hi = min(0, dim - p) - reach, max(0, dim - p) + reach
             if centre is None and axis == 0 and self.slices is not None:
                 z = int(self.slices[int(rng.integers(len(self.slices)))])
                 s = min(max(z - p // 2, lo), hi)

@@ -79,6 +79,8 @@ class TrainConfig:
         batch_size: patches per step.
         patch_size: ``(pz, py, px)`` voxels for 3-D, ``(1, py, px)`` for 2-D.
         foreground_fraction: share of patches centred on a foreground voxel.
+        patch_overhang: how far a training patch may reach beyond the (cropped) volume, as a fraction
+            of the patch per axis, zero-filled there (0: inside; 0.5: centres anywhere in the volume).
         flips: random flips along every spatial axis.
         amp: ``"auto"`` (measure: bf16 on a CPU where it is faster, fp16 on CUDA), ``"bf16"``, ``"fp16"``
             (CUDA) or ``"none"``.
@@ -129,6 +131,7 @@ class TrainConfig:
     batch_size: int = 2
     patch_size: list[int] = field(default_factory=lambda: [64, 64, 64])
     foreground_fraction: float = 1.0 / 3.0
+    patch_overhang: float = 0.0
     flips: bool = True
     amp: str = "auto"
     val_fraction: float = 0.2

@@ -134,7 +134,7 @@ def _loader(plan: RunPlan, cases: list[PreparedCase], seed: int, start_batch: in
     loader = PatchLoader([(c.image, c.label) for c in cases], patch, batch_size=cfg.batch_size,
                          foreground_fraction=cfg.foreground_fraction, augment=build_augmentation(plan.augment),
                          num_workers=cfg.loader_workers, seed=seed, mode=mode, slices=cfg.slices,
-                         slice_selection=cfg.slice_selection,
+                         slice_selection=cfg.slice_selection, overhang=cfg.patch_overhang,
                          channels=plan.channel_indices if cfg.channels else None)
     loader.load_state_dict({"next_batch": start_batch})
     return loader
