@@ -20,8 +20,8 @@ WT 0.634 (one case missed almost entirely); these defaults: WT 0.807, TC 0.751, 
 ``--overhang 0.5`` (training patches may reach half a patch beyond the cropped volume, zero-filled, so the
 network sees the brain at many window positions; without it a 64^3 patch in a ~73x83x72 crop moves by at most
 ~20 voxels): WT 0.784, TC 0.744, ET 0.650, HD95 WT 24.0 mm (2,222 iterations; flips WT 0.776, none 0.750). Its
-labels depend less on where the windows fall (MONAI against itself with the grid moved by 8 voxels: 0.968
-instead of 0.901), but WT drops below the default's, so it stays off.
+labels depend less on where the windows fall (MONAI against itself with the grid moved by 8 voxels: 0.913
+instead of 0.830, benchmarks/inference.py), but WT drops below the default's, so it stays off.
 
 Usage:
     python benchmarks/brats.py [--minutes 60] [--spacing 1.5]

@@ -2,32 +2,30 @@
 default 3-D model, 2 CPU threads; voxseg's predict path next to MONAI's sliding_window_inference with
 the same weights, window (128^3) and overlap (0.5), measured in the same run.
 
-Each method runs in its own process so its peak RSS is its own. voxseg: crop to the nonzero box,
-z-score, Gaussian-blended sliding window (mixed precision chosen by measurement), restore to the input
-geometry. MONAI: the same normalised volume, uncropped, `sliding_window_inference(mode="gaussian")`.
-Both blend probabilities (the network's softmax or sigmoid per window) and both outputs are restored
-to the input geometry, so the label agreement measures only the implementations (window grid, crop).
-With `--run RUN` the weights and preprocessing of a trained run are used (e.g. from benchmarks/brats.py,
-whose 2 mm run is best compared with `--window 64`, its training patch); otherwise the default network
-with seeded random weights (the label agreement then compares two noisy maps: near-uniform
-probabilities flip with any blending difference).
+Each method runs in its own process so its peak RSS is its own. voxseg: its run's preprocessing (crop to the
+nonzero box, then N4 / z-score / resampling as the run says), Gaussian-blended sliding window (mixed precision
+chosen by measurement), restore to the input geometry. MONAI: the same preprocessed intensities zero-padded back
+to the whole volume's extent (zero is the normalised background outside the head), `sliding_window_inference(
+mode="gaussian")` on that whole volume; its whole label map counts, outside the crop too. Both blend
+probabilities (the network's softmax or sigmoid per window). With `--run RUN` the weights and preprocessing of a
+trained run are used (e.g. from benchmarks/brats.py, whose 2 mm run is best compared with `--window 64`, its
+training patch); otherwise the default network with seeded random weights (near-uniform probabilities that flip
+with any difference in window content).
 
 MONAI runs its own network: a `DynUNet` (nnU-Net's plain U-Net, which our "unet" preset equals, see
 the oracle test in tests/test_nets.py) holding the same weights, copied and checked on a small input.
-A third, untimed run gives MONAI's inferer voxseg's cropped volume: its agreement with voxseg measures the
-two sliding-window implementations alone, while the main figure also contains the crop's effect on what the
-network sees: a run that resamples does so on the cropped box (a grid shifted and scaled by under a voxel
-against the whole volume's), N4 fits its field on the crop, and instance-norm windows see less background.
-Measured with trained 2 mm BraTS runs (case 2013_11_1, window 64): 0.998 on the same input; against the
-whole volume 0.824 (instance norm) and 0.872 (batch norm); cropping after whole-volume resampling and N4
-instead raises these to 0.839 and 0.977. A fourth, untimed run is a control: MONAI on the whole volume once more,
-with its window grid moved by `--shift` voxels (zero padding in front; default window/8). MONAI's agreement with
-itself then shows how much the weights' labels depend on where the windows fall alone, which any crop changes:
-it bounds what any crop-first method can reach. Measured on 2013_11_1: the trained default run (window 64,
-shift 8) 0.901 (voxseg against MONAI 0.824); a run trained with `brats.py --overhang 0.5` 0.968 (voxseg 0.780,
-0.938 when N4 is fitted on the whole volume instead of the crop: N4's fit follows the crop's domain); seeded
-random weights (window 128, shift 16) 0.886 (voxseg 0.503). When the case folder has a manual label, each method's foreground Dice
-against it is printed too.
+Two untimed controls. "Same input": MONAI's inferer on voxseg's cropped volume (the same windows), which
+measures the two implementations alone. "Window placement": MONAI on the whole volume again with its window
+grid moved by `--shift` voxels (default window/8); MONAI's agreement with itself shows how much the weights'
+labels depend on where the windows fall, which any crop changes, so it bounds what a crop-first method can
+reach. Measured on case 2013_11_1 (2 cores):
+- trained default BraTS run (`--run benchmarks/results/brats/run --window 64`): voxseg against MONAI 0.864,
+  same input 0.998, window placement (8 voxels) 0.830;
+- a run trained with `brats.py --overhang 0.5`: 0.886, 0.996, 0.913;
+- seeded random weights (window 128): 0.503, 0.923, window placement (16 voxels) 0.886.
+Earlier versions let MONAI preprocess the whole volume itself; N4 then fitted its field on another domain
+(the overhang run: 0.780 that way, 0.938 with N4 on the whole volume for both), which measured preprocessing,
+not inference. When the case folder has a manual label, each method's foreground Dice against it is printed.
 voxseg runs its own `UNet`, whose inference pass is the memory-lean path of `voxseg.nets` (slabbed
 convolutions, no skip concatenation, in-place norms). `--monai-net same` gives MONAI voxseg's module
 instead (then both share the lean network pass and only the sliding window differs).
@@ -50,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _heldout import SHARED_DATA, one_line_errors
 
 OVERLAP = 0.5
@@ -118,8 +115,12 @@ def _dynunet_with_weights(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Path, window: tuple[int, ...],
-            monai_net: str, crop_after: bool = False, shift: int = 0) -> None:
-    from voxseg.data.preprocess import preprocess_case, restore_to_original
+            monai_net: str, shift: int = 0) -> None:
+    from voxseg.data.preprocess import (
+        preprocess_case,
+        resample_probabilities,
+        restore_to_original,
+    )
     from voxseg.infer.runtime import predict_volume, probabilities_to_labels
     from voxseg.io import find_prediction_cases, read_case
 
@@ -129,19 +130,7 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     model, plan = _model_and_plan(run, image.shape[0], window)
     sigmoid = plan.label_scheme.startswith("brats")
     start = time.perf_counter()
-    if method == "voxseg" and crop_after:
-        # Whole-volume resampling and N4 (MONAI's grid and field), then the window pass on the nonzero box only.
-        from voxseg.data.preprocess import nonzero_bbox
-
-        plan.preprocess.crop_to_nonzero = False
-        pre = preprocess_case(image, geometry.spacing, plan.preprocess)
-        box = (slice(None),) + tuple(slice(a, b) for a, b in nonzero_bbox(pre.image))
-        probs = np.zeros((plan.num_outputs,) + pre.image.shape[1:], np.float32)
-        with torch.inference_mode():
-            probs[box] = predict_volume(model, plan, np.ascontiguousarray(pre.image[box]), torch.device("cpu"))
-        if not sigmoid:
-            probs[0][np.all(probs == 0, axis=0)] = 1.0
-    elif method == "voxseg":
+    if method == "voxseg":
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
         with torch.inference_mode():
             probs = predict_volume(model, plan, pre.image, torch.device("cpu"))
@@ -152,13 +141,21 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     else:
         from monai.inferers import sliding_window_inference
 
-        # Same normalisation (and resampling, for a run that resamples) as voxseg, no crop: MONAI's
-        # inferer on the whole volume, blending the same per-window probabilities. "monai_crop": on
-        # voxseg's cropped volume instead (only the sliding-window implementations then differ).
-        # "monai_shifted": the whole volume again, zero-padded by `shift` voxels before each spatial axis
-        # (zero is the normalised background), so only MONAI's window grid moves against the anatomy.
-        plan.preprocess.crop_to_nonzero = method == "monai_crop"
+        # MONAI gets the same preprocessed intensities (N4 fitted, normalised and resampled on the crop, as
+        # voxseg's run defines them), zero-padded back to the whole volume's extent (zero is the normalised
+        # background outside the head): only the inference differs. "monai_crop": no padding (the same
+        # windows as voxseg). "monai_shifted": `shift` more voxels of padding before each axis, so only
+        # MONAI's window grid moves against the anatomy.
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)
+        record = pre.record
+        if method == "monai_crop" or not plan.preprocess.crop_to_nonzero:
+            pads = [(0, 0)] * 3
+        else:
+            pads = [(round(a * r / c), round((o - b) * r / c)) for (a, b), o, c, r in
+                    zip(record.crop_bbox, record.original_shape, record.cropped_shape, record.resampled_shape)]
+        lead = shift if method == "monai_shifted" else 0
+        padded = [(0, 0)] + [(before + lead, after) for before, after in pads]
+        volume = np.pad(pre.image, padded) if any(a or b for a, b in padded) else pre.image
         if monai_net == "dynunet":
             model = _dynunet_with_weights(model)
 
@@ -166,14 +163,21 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
             logits = model(batch)
             return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, 1)
 
-        pad = shift if method == "monai_shifted" else 0
-        volume = np.pad(pre.image, [(0, 0)] + [(pad, 0)] * 3) if pad else pre.image
         with torch.inference_mode():
             probs = sliding_window_inference(torch.from_numpy(volume)[None], window, 1, predictor,
                                              overlap=OVERLAP, mode="gaussian", sigma_scale=0.125)
-        probs = probs[0].numpy()[(slice(None),) + (slice(pad, None),) * 3]
-        probs = restore_to_original(np.ascontiguousarray(probs), pre.record, is_label=False,
-                                    background_channel=None if sigmoid else 0)
+        # MONAI's whole map counts, outside the crop too (voxseg calls that background by construction):
+        # the padded volume back on the original grid, and inside the crop exactly voxseg's restore step.
+        probs = probs[0].numpy()[(slice(None),) + (slice(lead, None),) * 3]
+        inside = (slice(None),) + tuple(slice(a, a + n) for (a, _), n in zip(pads, record.resampled_shape))
+        restored = restore_to_original(np.ascontiguousarray(probs[inside]), record, is_label=False,
+                                       background_channel=None if sigmoid else 0)
+        if any(a or b for a, b in pads):
+            box = (slice(None),) + tuple(slice(a, b) for a, b in record.crop_bbox)
+            whole = resample_probabilities(probs, record.original_shape)
+            whole[box] = restored[box]
+            restored = whole
+        probs = restored
         labels = probabilities_to_labels(probs, plan)
     seconds = time.perf_counter() - start
     np.save(out / f"{method}.npy", labels)
@@ -204,9 +208,6 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=128, help="cubic window edge in voxels (issue: 128)")
     parser.add_argument("--monai-net", choices=["dynunet", "same"], default="dynunet",
                         help="MONAI's DynUNet with the copied weights, or voxseg's own module")
-    parser.add_argument("--crop-after-preprocessing", action="store_true",
-                        help="voxseg resamples and N4-corrects the whole volume, then crops (isolates the window context; "
-                             "the same-input figure then no longer compares the same input)")
     parser.add_argument("--shift", type=int, default=None,
                         help="control run: MONAI with its window grid moved by this many voxels (default: window/8)")
     parser.add_argument("--worker", choices=["voxseg", "monai", "monai_crop", "monai_shifted"], default=None,
@@ -215,7 +216,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         _worker(args.worker, args.case, args.run, args.threads, args.out, (args.window,) * 3, args.monai_net,
-                args.crop_after_preprocessing, args.shift or 0)
+                args.shift or 0)
         return 0
     if not args.case.exists():
         print(f"error: {args.case}: BraTS case not found (see ../shared/data/README.md)", file=sys.stderr)
@@ -231,8 +232,7 @@ def main() -> int:
         for method in ("monai", "voxseg", "monai_crop", "monai_shifted"):
             cmd = [sys.executable, __file__, "--worker", method, "--case", str(args.case), "--threads",
                    str(args.threads), "--out", str(out), "--window", str(args.window), "--shift", str(shift),
-                   "--monai-net", args.monai_net] + (["--run", args.run] if args.run else []) \
-                + (["--crop-after-preprocessing"] if args.crop_after_preprocessing else [])
+                   "--monai-net", args.monai_net] + (["--run", args.run] if args.run else [])
             subprocess.run(cmd, check=True)
             results[method] = json.loads((out / f"{method}.json").read_text())
             print(f"{method}: {results[method]['seconds']:.1f} s, peak RSS {results[method]['peak_rss_gib']:.2f} GiB",
