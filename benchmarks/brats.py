@@ -70,6 +70,8 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in OUT/run (its budget counts minutes already trained)")
     args = parser.parse_args()
+    if not 0.0 <= args.overhang <= 0.5:
+        parser.error(f"--overhang must be in [0, 0.5], got {args.overhang}")
     if not args.data.exists():
         print(f"error: {args.data}: BraTS data not found (see ../shared/data/README.md)", file=sys.stderr)
         return 2
