@@ -2,43 +2,21 @@
 held-out 20% through the full chain (NIfTI in, NIfTI in the input geometry out) and evaluation."""
 from __future__ import annotations
 
-import functools
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxseg.errors import InputError
 from voxseg.infer import PredictOptions, load_model, predict_cases
 from voxseg.infer.postprocess import apply_postprocessing, choose_run_postprocessing
 from voxseg.io.image import read_volume, write_volume
 from voxseg.io import load_dataset
 from voxseg.metrics import evaluate_folders
-from voxseg.errors import InputError
 from voxseg.train import TrainOptions, TrainResult, checked_cases, run_training, split_cases
-from voxseg.train.workflow import DatasetInvalid
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def one_line_errors(main):
-    """Bad input to a benchmark: one ``error:`` line per problem on stderr, exit code 2, no traceback
-    (as the ``voxseg`` command line does)."""
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except DatasetInvalid as err:
-            for line in err.problems:
-                print(f"error: {line}", file=sys.stderr)
-            return 2
-
-    return wrapper
 
 
 @dataclass
@@ -58,6 +36,8 @@ def split_dataset(data: Path, seed: int, test_fraction: float = 0.2):
     dataset = load_dataset(data)
     valid = checked_cases(dataset, skip_invalid=True)
     split = split_cases([c.case_id for c in valid], test_fraction, seed)
+    if not split["train"] or not split["val"]:  # before training: nothing would be left to test
+        raise InputError(data, f"{len(valid)} valid case(s): too few to hold out {test_fraction:.0%} for testing")
     return split["train"], [c for c in valid if c.case_id in set(split["val"])]
 
 

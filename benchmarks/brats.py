@@ -37,15 +37,16 @@ from pathlib import Path
 
 import torch
 
-from _heldout import REPO, SHARED_DATA, one_line_errors, train_and_test
+from _heldout import REPO, SHARED_DATA, train_and_test
 from voxseg.data.labels import LabelScheme
+from voxseg.cli import user_errors
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.metrics import format_summary
 from voxseg.plan import augmentation_preset
 from voxseg.train import TrainOptions
 
 
-@one_line_errors
+@user_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "brats2018")

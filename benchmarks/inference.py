@@ -48,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _heldout import SHARED_DATA, one_line_errors
+from _heldout import SHARED_DATA
+
+from voxseg.cli import user_errors
 
 OVERLAP = 0.5
 
@@ -169,15 +171,15 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
         # MONAI's whole map counts, outside the crop too (voxseg calls that background by construction):
         # the padded volume back on the original grid, and inside the crop exactly voxseg's restore step.
         probs = probs[0].numpy()[(slice(None),) + (slice(lead, None),) * 3]
-        inside = (slice(None),) + tuple(slice(a, a + n) for (a, _), n in zip(pads, record.resampled_shape))
-        restored = restore_to_original(np.ascontiguousarray(probs[inside]), record, is_label=False,
-                                       background_channel=None if sigmoid else 0)
         if any(a or b for a, b in pads):
+            inside = (slice(None),) + tuple(slice(a, a + n) for (a, _), n in zip(pads, record.resampled_shape))
             box = (slice(None),) + tuple(slice(a, b) for a, b in record.crop_bbox)
             whole = resample_probabilities(probs, record.original_shape)
-            whole[box] = restored[box]
-            restored = whole
-        probs = restored
+            whole[box] = resample_probabilities(probs[inside], record.cropped_shape)  # restore_to_original's step
+            probs = whole
+        else:
+            probs = restore_to_original(np.ascontiguousarray(probs), record, is_label=False,
+                                        background_channel=None if sigmoid else 0)
         labels = probabilities_to_labels(probs, plan)
     seconds = time.perf_counter() - start
     np.save(out / f"{method}.npy", labels)
@@ -199,7 +201,7 @@ def _dice_foreground(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (fa & fb).sum() / total)
 
 
-@one_line_errors
+@user_errors
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", type=Path, default=SHARED_DATA / "brats2018" / "Brats18_2013_11_1")

@@ -157,7 +157,25 @@ def test_bad_input_gives_one_line_and_exit_2(phantoms, tmp_path, make_bad):
         assert errors, proc.stderr
         if target is not None:
             assert target.name in errors[0]
-    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+    assert not (tmp_path / "run").exists()  # validated before the run folder is made
+
+
+def test_bad_input_with_overwrite_keeps_the_old_run(phantoms, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    target = sorted((ds / "imagesTr").glob("*_0000.nii.gz"))[0]
+    target.write_bytes(target.read_bytes()[:100])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plan.json").write_text("{}")
+    (run / "checkpoint_last.pt").write_bytes(b"old weights")
+    proc = _run_cli("train", ds, "--out", run, "--overwrite", *TINY)
+    assert proc.returncode == 2 and target.name in proc.stderr and "Traceback" not in proc.stderr
+    assert (run / "checkpoint_last.pt").read_bytes() == b"old weights"
+    proc = _run_cli("train", ds, "--out", tmp_path / "cv", "--folds", "2", *TINY)
+    assert proc.returncode == 2 and not (tmp_path / "cv").exists()
 
 
 def test_skip_invalid_leaves_bad_cases_out(phantoms, tmp_path):

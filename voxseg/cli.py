@@ -10,11 +10,12 @@ import click
 
 from voxseg.errors import InputError
 
-__all__ = ["main"]
+__all__ = ["main", "user_errors"]
 
 
-def _user_errors(func):
-    """Turn bad input into one line per problem on stderr and exit code 2 (no traceback)."""
+def user_errors(func):
+    """Turn bad input into one line per problem on stderr and exit code 2 (no traceback); the commands
+    here and the scripts under benchmarks/ use it."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -70,7 +71,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@_user_errors
+@user_errors
 def validate(data: Path) -> None:
     """Check every case of DATA; print a table and one line per problem (exit 2 if any)."""
     from voxseg.io.datasets import load_dataset
@@ -213,7 +214,7 @@ def _training_flags(func):
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @_training_flags
-@_user_errors
+@user_errors
 def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> None:
     """Train a segmentation network on DATA into the run folder --out."""
     from voxseg.report import plot_learning_curves
@@ -261,7 +262,7 @@ def _check_tta(ctx, param, value: str) -> str:
 @click.option("--uncertainty", is_flag=True, help="also write <case>_uncertainty.nii.gz (mutual information of "
                                                   "TTA variants / members, nats)")
 @click.option("--skip-invalid", is_flag=True, help="leave out input cases that fail validation, and say which")
-@_user_errors
+@user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
             merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool) -> None:
@@ -298,7 +299,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
               help="take label values, names and scheme from this run")
 @click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default=None)
 @click.option("--lesionwise", is_flag=True, help="also BraTS 2023 lesion-wise Dice and HD95")
-@_user_errors
+@user_errors
 def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, label_scheme: str | None,
              lesionwise: bool) -> None:
     """Compare predicted label maps in PRED with references in GT; per case and summarised."""
@@ -321,7 +322,7 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
 @click.option("--minutes", type=float, default=3.0, show_default=True, help="training time budget")
 @click.option("--overwrite", is_flag=True, help="replace an existing demo folder")
 @click.option("--seed", type=int, default=0, show_default=True)
-@_user_errors
+@user_errors
 def demo(data: Path | None, out_dir: Path, minutes: float, overwrite: bool, seed: int) -> None:
     """Whole chain, no download, no GPU: make data (or use --data), train, predict held-out cases, evaluate."""
     from voxseg.demo import run_demo

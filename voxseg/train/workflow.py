@@ -178,7 +178,8 @@ def _label_values(cases: list[Case], dataset: Dataset) -> list[int]:
     return sorted(values)
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse a run folder that cannot be used, touching nothing (checked before the data is validated)."""
     if resume:
         if not (run_dir / CHECKPOINT_LAST).exists():
             raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder")
@@ -189,6 +190,15 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
                                       "or --resume to continue it")
         if not (run_dir / "plan.json").exists():
             raise InputError(run_dir, "refusing to --overwrite a folder that is not a voxseg run (no plan.json)")
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Empty (``overwrite``) or create the run folder; only once the data has passed validation, so bad
+    input neither replaces an old run nor leaves an empty folder behind."""
+    _check_run_dir(run_dir, overwrite, resume)
+    if resume:
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -315,13 +325,14 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
         prepared = prepare_cases(cases, plan.preprocess, LabelMapping(plan.label_values), run_dir / "preprocessed",
                                  progress=False)
         return _train_in(run_dir, plan, split, prepared, resume, progress, log)
-    _prepare_run_dir(run_dir, overwrite, resume)
+    _check_run_dir(run_dir, overwrite, resume)
     if resume:
         plan, split, cases = _load_cases_for_resume(dataset, run_dir)
         mapping = LabelMapping(plan.label_values)
     else:
         cases, mapping = _checked_setup(dataset, options, log)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
+    _prepare_run_dir(run_dir, overwrite, resume)
     prepared = prepare_cases(cases, options.preprocess if not resume else plan.preprocess, mapping,
                              run_dir / "preprocessed", progress)
     if not resume:
@@ -348,8 +359,9 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         cases = [c for c in dataset.cases if c.case_id in {i for s in splits for i in s["train"] + s["val"]}]
         mapping = LabelMapping(plan.label_values)
     else:
-        _prepare_run_dir(run_dir, overwrite, resume=False)
+        _check_run_dir(run_dir, overwrite, resume=False)
         cases, mapping = _checked_setup(dataset, options, log)
+        _prepare_run_dir(run_dir, overwrite, resume=False)
         splits = kfold_splits([c.case_id for c in cases], options.folds, options.seed)
         plan = None
     prepared = prepare_cases(cases, plan.preprocess if plan else options.preprocess, mapping,
