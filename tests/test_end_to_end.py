@@ -157,6 +157,8 @@ def test_bad_input_gives_one_line_and_exit_2(phantoms, tmp_path, make_bad):
         assert errors, proc.stderr
         if target is not None:
             assert target.name in errors[0]
+        # each problem is said once: not in the table on stdout and again on stderr
+        assert target is None or (proc.stdout + proc.stderr).count(target.name) == 1
     assert not (tmp_path / "run").exists()  # validated before the run folder is made
 
 
@@ -291,3 +293,37 @@ def test_predict_refuses_an_invalid_input_or_skips_it_when_asked(trained, phanto
     assert skipped.exit_code == 0, skipped.output
     assert "left out 1 case" in skipped.output
     assert len(list((tmp_path / "p2").glob("*.nii.gz"))) == 4
+
+
+@pytest.mark.parametrize("damage", ["no_checkpoint", "no_swa", "corrupt", "no_plan"])
+def test_predict_from_an_unusable_run_folder_is_one_line(trained, phantoms, tmp_path, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    args = []
+    if damage == "no_checkpoint":  # e.g. predicting while the first epoch is still training
+        for f in run.glob("checkpoint_*.pt"):
+            f.unlink()
+    elif damage == "no_swa":
+        args = ["--checkpoint", "swa"]  # the run has no SWA model: no silent fallback to another checkpoint
+    elif damage == "corrupt":
+        best = run / "checkpoint_best.pt"
+        best.write_bytes(best.read_bytes()[:100])
+    else:
+        (run / "plan.json").unlink()
+    proc = _run_cli("predict", run, phantoms, tmp_path / "out", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(run) in lines[0], proc.stderr
+    assert not list(tmp_path.glob("out/*.nii.gz"))
+
+
+def test_init_from_a_folder_without_checkpoint_is_one_line_and_makes_no_run(phantoms, tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    for source in (tmp_path / "missing", tmp_path / "empty_run"):
+        proc = _run_cli("train", phantoms, "--out", tmp_path / "run", *TINY, "--init-from", source)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(f"error: {source}"), proc.stderr
+        assert not (tmp_path / "run").exists()

@@ -81,7 +81,7 @@ def validate(data: Path) -> None:
     allowed = set(int(v) for v in dataset.label_names) if dataset.label_names else None
     report = validate_dataset(dataset, allowed_labels=allowed, progress=True)
     click.echo(f"layout: {dataset.layout}; channels (in this order): {', '.join(dataset.channel_names)}")
-    click.echo(format_table(report))
+    click.echo(format_table(report, with_problems=False))
     if report.problems:
         for problem in report.problems:
             click.echo(f"error: {problem}", err=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import pickle
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 
 from voxseg.data.labels import LabelScheme, regions_to_labels
+from voxseg.errors import InputError
 from voxseg.infer.sliding_window import sliding_window_predict
 from voxseg.nets import build_network
 from voxseg.plan.plan import RunPlan
 
-__all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "CHECKPOINT_SWA", "build_model", "load_model", "autocast_context", "resolve_amp",
+__all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "CHECKPOINT_SWA", "build_model", "checkpoint_path", "load_model", "autocast_context", "resolve_amp",
            "predict_volume", "network_input", "probabilities_to_labels"]
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
@@ -34,17 +36,51 @@ def build_model(plan: RunPlan) -> torch.nn.Module:
                          plan.num_outputs, **plan.network.kwargs)
 
 
-def load_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, RunPlan]:
-    """Load a trained network from a run folder (``which``: ``"best"`` or ``"last"``), in eval mode."""
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """The checkpoint file of a run folder for ``which`` (see :func:`load_model`).
+
+    Raises:
+        InputError: the folder holds no such checkpoint (none at all while the first epoch still trains).
+    """
     run_dir = Path(run_dir)
+    path = run_dir / {"best": CHECKPOINT_BEST, "last": CHECKPOINT_LAST, "swa": CHECKPOINT_SWA}[which]
+    if not path.exists() and which == "best":
+        path = run_dir / CHECKPOINT_LAST
+    if not path.exists():
+        if not run_dir.is_dir():
+            raise InputError(run_dir, "run folder not found")
+        hint = ("train with --swa-epochs to make one" if which == "swa" else
+                "training has not saved a checkpoint yet (the first is written at the end of the first epoch)")
+        raise InputError(path, f"no such checkpoint: {hint}")
+    return path
+
+
+def load_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, RunPlan]:
+    """Load a trained network from a run folder, in eval mode.
+
+    Args:
+        which: ``"best"`` (falls back to the last checkpoint when the run kept no best one, e.g. without a
+            validation split), ``"last"`` or ``"swa"`` (no fallback: an SWA model is asked for by name).
+
+    Raises:
+        InputError: no plan.json, no such checkpoint (e.g. training has not saved one yet), or a checkpoint
+            that cannot be read or does not fit the plan's network.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "plan.json").exists():
+        raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
     plan = RunPlan.load(run_dir / "plan.json")
     model = build_model(plan)
-    name = {"best": CHECKPOINT_BEST, "last": CHECKPOINT_LAST, "swa": CHECKPOINT_SWA}[which]
-    path = run_dir / name
-    if not path.exists():
-        path = run_dir / CHECKPOINT_LAST
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    path = checkpoint_path(run_dir, which)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError):
+        raise InputError(path, "unreadable or truncated checkpoint (not a voxseg checkpoint, or cut short)") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # first line of torch's message names the first mismatching tensor
+        detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError(path, f"checkpoint does not fit the network in plan.json ({detail})") from None
     model.eval()
     return model, plan
 

@@ -330,8 +330,12 @@ def validate_dataset(
     return report
 
 
-def format_table(report: ValidationReport) -> str:
+def format_table(report: ValidationReport, with_problems: bool = True) -> str:
     """Render ``report`` as a fixed-width table (case, channels, shape, spacing, labels) then its problems.
+
+    Args:
+        with_problems: append the problem list (or "no problems found"); the CLI passes ``False`` and
+            prints each problem once, as an ``error:`` line on stderr.
 
     Returns:
         Multi-line text without a trailing newline.
@@ -350,6 +354,8 @@ def format_table(report: ValidationReport) -> str:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if not with_problems:
+        return "\n".join(lines)
     n = len(report.problems)
     lines.append("")
     if n:

@@ -24,7 +24,7 @@ from voxseg.data.labels import LabelScheme, labels_to_regions
 from voxseg.data.augment import build_augmentation
 from voxseg.data.loader import PatchLoader
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
-                                  predict_volume, probabilities_to_labels, resolve_amp)
+                                  checkpoint_path, predict_volume, probabilities_to_labels, resolve_amp)
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.metrics import overlap_metrics
 from voxseg.nets import freeze_encoder, unfreeze
@@ -113,9 +113,7 @@ def _append_log(path: Path, row: dict) -> None:
 
 def _init_from(model: torch.nn.Module, run_dir: str, log: Callable[[str], None]) -> None:
     """Transfer learning: copy weights from another run where names and shapes match (a new head stays random)."""
-    path = Path(run_dir) / CHECKPOINT_BEST
-    if not path.exists():
-        path = Path(run_dir) / CHECKPOINT_LAST
+    path = checkpoint_path(run_dir, "best")
     source = torch.load(path, map_location="cpu", weights_only=False)["model"]
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}

@@ -27,7 +27,7 @@ from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
 from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError
-from voxseg.infer.runtime import CHECKPOINT_LAST, build_model
+from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import validate_dataset
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
@@ -261,6 +261,8 @@ def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, di
 
 
 def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[Case], LabelMapping]:
+    if options.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
+        checkpoint_path(options.init_from, "best")
     cases = checked_cases(dataset, options.skip_invalid, log)
     if options.include_cases is not None:
         keep = set(options.include_cases)
