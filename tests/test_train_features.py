@@ -139,3 +139,24 @@ def test_optimisers_and_schedules_train(phantoms, tmp_path, optimizer, schedule)
     plan = RunPlan.load(tmp_path / optimizer / "plan.json")
     assert plan.train.optimizer == optimizer and plan.train.schedule == schedule
     assert result.iterations == 2
+
+
+def test_a_budget_too_short_for_training_is_said_with_its_projection(phantoms, tmp_path, monkeypatch):
+    import voxseg.train.loop as loop
+
+    said = []
+    # Any machine runs the tiny network more than 200 times in 2 s; raise the bar so the warning must fire.
+    monkeypatch.setattr(loop, "_FEW_ITERATIONS", 10 ** 9)
+    run_training(phantoms, tmp_path / "short", _options(epochs=1000, time_budget_minutes=2 / 60), progress=False,
+                 log=said.append)
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert len(warnings) == 1 and "s per iteration" in warnings[0], said
+    projected = int(warnings[0].split("allows about ")[1].split()[0])
+    ran = int(said[-1].split("(")[1].split()[0])  # "stopped by time budget after E epochs (N iterations), ..."
+    assert said[-1].startswith("stopped by time budget") and ran / 3 <= projected <= 3 * ran + 10, said[-1]
+    # Budgeted by epochs only, or with time to spare (the real threshold): nothing to warn about.
+    monkeypatch.undo()
+    said.clear()
+    run_training(phantoms, tmp_path / "epochs", _options(), progress=False, log=said.append)
+    run_training(phantoms, tmp_path / "long", _options(time_budget_minutes=60), progress=False, log=said.append)
+    assert not [line for line in said if line.startswith("warning:")], said

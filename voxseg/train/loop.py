@@ -97,6 +97,10 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+_FEW_ITERATIONS = 200  # below this a budget-limited run gets a warning with its projected iteration count
+_PROJECT_AFTER = 4  # iterations of a session timed for the projection (the first is excluded)
+
+
 def _append_log(path: Path, row: dict) -> None:
     """Append a row to ``log.csv``; the header is fixed by the first row (missing values left blank)."""
     fields = list(row)
@@ -256,6 +260,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                disable=not (progress and main_process), unit="s" if by_time else "it", dynamic_ncols=True,
                desc="train", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}{postfix}]")
     t0 = time.perf_counter() - elapsed_before
+    session_iterations, t_first = 0, t0
     stopped_by = "epochs"
     epochs_done = start_epoch
     net.train()
@@ -295,6 +300,17 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
             scaler.update()
             losses.append(float(loss.detach()))
             iterations_done += 1
+            session_iterations += 1
+            if session_iterations == 1:
+                t_first = time.perf_counter()  # the first step warms up (allocation, kernel choice): not timed
+            elif session_iterations == _PROJECT_AFTER and not in_swa and math.isfinite(budget_s):
+                seconds_per_it = (time.perf_counter() - t_first) / (_PROJECT_AFTER - 1)
+                projected = iterations_done + (budget_s - (time.perf_counter() - t0)) / seconds_per_it
+                if projected < _FEW_ITERATIONS:
+                    log(f"warning: at {seconds_per_it:.2g} s per iteration the {cfg.time_budget_minutes:.3g}-minute "
+                        f"budget allows about {max(int(projected), iterations_done)} iterations; a U-Net rarely "
+                        f"learns in fewer than {_FEW_ITERATIONS} (the benchmarks here ran 2,200-3,700). Give it "
+                        f"more time, or a smaller patch (--patch) or network (--net-args base_width=16)")
             bar.update(int(time.perf_counter() - t0) - bar.n if by_time else 1)
             bar.set_postfix_str(f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, best val Dice "
                                 f"{best:.3f}, lr {lr:.2g}" if best >= 0 else
