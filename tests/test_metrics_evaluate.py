@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from voxseg.errors import InputError
+from voxseg.errors import InputError, InputProblems
 from voxseg.metrics import METRIC_NAMES, case_id_from_name, case_metrics, evaluate_folders, format_summary, summarise
 
 STRUCTURES = {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
@@ -169,14 +169,17 @@ def test_missing_predictions_are_listed(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_shape_mismatch_names_the_file(tmp_path):
-    pred_dir, ref_dir, truth = _make_case_folders(tmp_path, n=2)
-    bad = _write(pred_dir / "Brats_001.nii.gz", truth["Brats_001"][0][:, :, :-1])
-    with pytest.raises(InputError) as info:
+def test_geometry_mismatches_are_all_named_at_once(tmp_path):
+    pred_dir, ref_dir, truth = _make_case_folders(tmp_path, n=3)
+    bad_shape = _write(pred_dir / "Brats_001.nii.gz", truth["Brats_001"][0][:, :, :-1])
+    bad_affine = _write(pred_dir / "Brats_002.nii.gz", truth["Brats_002"][0], spacing=(2.0, 1.0, 1.0))
+    with pytest.raises(InputProblems) as info:
         evaluate_folders(pred_dir, ref_dir, tmp_path / "out", STRUCTURES, progress=False)
-    message = str(info.value)
-    assert info.value.path == bad
-    assert "shape (Z,Y,X) (8, 12, 9) does not match reference" in message and "Brats_001_seg.nii.gz" in message
+    shape_line, affine_line = info.value.problems  # one line per bad case, in case order
+    assert shape_line.startswith(f"{bad_shape}: shape (Z,Y,X) (8, 12, 9) does not match reference")
+    assert "Brats_001_seg.nii.gz" in shape_line
+    assert affine_line.startswith(f"{bad_affine}: affine does not match reference")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
@@ -187,10 +190,21 @@ def test_shape_mismatch_names_the_file(tmp_path):
 def test_affine_mismatch_says_how(tmp_path, kwargs, expected):
     pred_dir, ref_dir, truth = _make_case_folders(tmp_path, n=1)
     bad = _write(pred_dir / "Brats_000.nii.gz", truth["Brats_000"][0], **kwargs)
-    with pytest.raises(InputError) as info:
+    with pytest.raises(InputProblems) as info:
         evaluate_folders(pred_dir, ref_dir, tmp_path / "out", STRUCTURES, progress=False)
-    assert info.value.path == bad
-    assert "affine does not match reference" in str(info.value) and expected in str(info.value)
+    (line,) = info.value.problems
+    assert line.startswith(f"{bad}: affine does not match reference") and expected in line
+
+
+def test_predicted_labels_that_no_structure_scores_are_said(tmp_path):
+    pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
+    _write(ref_dir / "x1.nii.gz", _label(1))
+    pred = _label(1)
+    pred[0, 0, :2] = 4  # e.g. BraTS 2018 enhancing (4) scored against 2023 labels (ET = 3)
+    _write(pred_dir / "x1.nii.gz", pred)
+    with pytest.warns(UserWarning, match=r"label 4 is predicted in 1 case\(s\) \(x1\) but belongs to no evaluated "
+                                         r"structure \(tumour\): not scored"):
+        evaluate_folders(pred_dir, ref_dir, tmp_path / "out", {"tumour": [1, 2, 3]}, progress=False)
 
 
 def test_folder_problems(tmp_path):
@@ -225,3 +239,21 @@ def test_outputs_inside_prediction_folder_are_ignored_on_rerun(tmp_path):
     second, _ = evaluate_folders(pred_dir, ref_dir, pred_dir, STRUCTURES, progress=False)
     assert len(first) == len(second) == 2 * len(STRUCTURES)
     assert (pred_dir / "metrics_per_case.csv").exists() and not list(pred_dir.glob(".*tmp*"))
+
+
+def test_cli_says_warnings_and_each_mismatch_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    pred_dir, ref_dir, truth = _make_case_folders(tmp_path, n=2)
+    _write(pred_dir / "extra.nii.gz", truth["Brats_000"][0])
+    run = [sys.executable, "-m", "voxseg.cli", "evaluate", str(pred_dir), str(ref_dir), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(run, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "extra" in line]
+    assert warned == [f"warning: {pred_dir}: ignoring 1 prediction(s) without a reference: extra"], proc.stderr
+    for case_id in ("Brats_000", "Brats_001"):
+        _write(pred_dir / f"{case_id}.nii.gz", truth[case_id][0][:, :, :-1])
+    proc = subprocess.run(run, capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 2 and "Traceback" not in proc.stderr, proc.stderr

@@ -4,13 +4,19 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
-from voxseg.errors import InputError
+from voxseg.errors import InputError, InputProblems
 
 __all__ = ["main", "user_errors"]
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. predictions without a reference) as one ``warning:`` line, not a source listing."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def user_errors(func):
@@ -19,14 +25,14 @@ def user_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from voxseg.train.workflow import DatasetInvalid
-
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return func(*args, **kwargs)
         except InputError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-        except DatasetInvalid as err:
+        except InputProblems as err:
             for line in err.problems:
                 click.echo(f"error: {line}", err=True)
             sys.exit(2)

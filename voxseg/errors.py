@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "InputProblems"]
 
 
 class InputError(Exception):
@@ -18,3 +18,12 @@ class InputError(Exception):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class InputProblems(Exception):
+    """Several problems found in one pass over the input; ``problems`` holds one printable line each
+    (``PATH: problem``), so a user fixes them all at once instead of one per run."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

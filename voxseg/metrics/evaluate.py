@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from voxseg.errors import InputError
+from voxseg.errors import InputError, InputProblems
 from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix
 from voxseg.metrics.aggregate import confusion_summary, summarise
 from voxseg.metrics.case import METRIC_NAMES, case_metrics, confusion_matrix
@@ -218,9 +218,10 @@ def evaluate_folders(
         0, every structure label and every value found in a prediction or reference).
 
     Raises:
-        InputError: a folder is missing or has no NIfTI files, a case has two files, references lack
-            predictions (all missing ids in one line), or a prediction's shape/affine differs from its
-            reference (naming both files).
+        InputError: a folder is missing or has no NIfTI files, a case has two files, or references lack
+            predictions (all missing ids in one line).
+        InputProblems: predictions whose shape/affine differ from their references (one line each,
+            naming both files).
     """
     pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
     if not structures:
@@ -235,16 +236,20 @@ def evaluate_folders(
         warnings.warn(f"{pred_dir}: ignoring {len(extra)} prediction(s) without a reference: {_listing(extra)}", stacklevel=2)
 
     case_ids = sorted(refs)
-    spacings = {}
-    for case_id in case_ids:  # check every header before the slow part
+    spacings, problems = {}, []
+    for case_id in case_ids:  # check every header before the slow part, and say every mismatch at once
         ref_geo, pred_geo = read_geometry(refs[case_id]), read_geometry(preds[case_id])
         problem = _geometry_problem(pred_geo, ref_geo, refs[case_id])
         if problem:
-            raise InputError(preds[case_id], problem)
+            problems.append(str(InputError(preds[case_id], problem)))
         spacings[case_id] = ref_geo.spacing
+    if problems:
+        raise InputProblems(problems)
 
     rows: list[dict] = []
     confusion: dict[tuple[int, int], int] = {}
+    scored = {0} | {int(v) for labels in structures.values() for v in labels}
+    unscored: dict[int, list[str]] = {}  # predicted label values that no structure scores -> case ids
     for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
         pred, ref = _read_labels(preds[case_id]), _read_labels(refs[case_id])
         per_structure = case_metrics(pred, ref, spacings[case_id], structures, penalty_mm, tolerance_mm=tolerance_mm)
@@ -256,8 +261,14 @@ def evaluate_folders(
                     penalty_mm=lesion_penalty_mm, min_fp_volume_mm3=lesion_min_fp_volume_mm3,
                 ))
         _add_confusion(confusion, pred, ref)
+        for value in set(np.unique(pred).tolist()) - scored:
+            unscored.setdefault(int(value), []).append(case_id)
         rows += [{"case_id": case_id, "structure": name, **values} for name, values in per_structure.items()]
 
+    for value, ids in sorted(unscored.items()):  # e.g. BraTS 2018 labels (4) scored against 2023 ones (3)
+        warnings.warn(f"{pred_dir}: label {value} is predicted in {len(ids)} case(s) ({_listing(ids)}) but belongs "
+                      f"to no evaluated structure ({', '.join(structures)}): not scored (see the confusion matrix)",
+                      stacklevel=2)
     summary = summarise(rows)
     summary["confusion_matrix"] = _confusion_document(confusion, structures)
     document = {

@@ -26,7 +26,7 @@ from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
 from voxseg.data.sampling import minicube_partition
-from voxseg.errors import InputError
+from voxseg.errors import InputError, InputProblems
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import validate_dataset
@@ -39,12 +39,8 @@ __all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "split_cases", "kf
            "run_training"]
 
 
-class DatasetInvalid(Exception):
+class DatasetInvalid(InputProblems):
     """A dataset failed validation; ``problems`` holds one printable line per problem."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 @dataclass
