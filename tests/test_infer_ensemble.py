@@ -13,8 +13,8 @@ from voxseg.cli import main
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.errors import InputError
-from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, ensemble_predict,
-                                   load_merge_table, member_dirs)
+from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, count_windows, ensemble_predict,
+                                   load_merge_table, member_dirs, predict_groups, prepare_groups)
 from voxseg.infer.runtime import build_model
 from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig
 
@@ -74,6 +74,19 @@ def test_two_d_member_with_non_square_window_and_tta():
     pred = ensemble_predict([member], _image(), SPACING, tta="all", uncertainty=True)
     assert pred.count == 8 and pred.probabilities.shape == (2, 12, 14, 22)
     np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", ["none", "flips", "all"])
+def test_window_count_for_the_progress_bar_is_what_is_predicted(tta):
+    # Non-square windows, two preprocessings, a 2-D member: the total the bar shows must be the count reported.
+    plan2d = RunPlan(channel_names=["a", "b"], label_values=[0, 1, 2], network=NetworkConfig("unet", 2, {
+                     "base_width": 4, "depth": 3}), train=TrainConfig(patch_size=[1, 8, 16], amp="none"))
+    members = [_member("zscore"), _member("percentile", seed=1), EnsembleMember(build_model(plan2d).eval(), plan2d)]
+    members[1].plan.inference.overlap = 0.25
+    expected = count_windows(prepare_groups(members, _image(), SPACING), tta)
+    seen = []
+    predict_groups(prepare_groups(members, _image(), SPACING), tta, progress=seen.append)
+    assert expected == sum(seen) > 0
 
 
 def test_ensemble_refuses_mismatched_label_schemes():

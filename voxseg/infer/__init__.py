@@ -2,25 +2,26 @@
 per-label merge tables), post-processing chosen by cross-validation, uncertainty maps, and writing
 NIfTI in the input geometry."""
 from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, EnsemblePrediction, MergeRule, MergeTable,
-                                   check_members, ensemble_predict, load_members, load_merge_table, member_dirs)
+                                   check_members, count_windows, ensemble_predict, load_members, load_merge_table,
+                                   member_dirs)
 from voxseg.infer.postprocess import (PostRule, apply_postprocessing, candidate_rules, choose_postprocessing,
                                       choose_run_postprocessing, load_postprocessing, save_postprocessing)
 from voxseg.infer.predict import PredictedCase, PredictOptions, predict_case, predict_cases, predict_path
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
                                   checkpoint_path, load_model, predict_volume, probabilities_to_labels, resolve_amp)
-from voxseg.infer.sliding_window import gaussian_importance_map, sliding_window_predict, window_starts
+from voxseg.infer.sliding_window import gaussian_importance_map, sliding_window_predict, window_grid, window_starts
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import mutual_information, predictive_entropy
 
 __all__ = [
     "MERGE_TABLES", "EnsembleMember", "EnsemblePrediction", "MergeRule", "MergeTable", "check_members",
-    "ensemble_predict", "load_members", "load_merge_table", "member_dirs",
+    "count_windows", "ensemble_predict", "load_members", "load_merge_table", "member_dirs",
     "PostRule", "apply_postprocessing", "candidate_rules", "choose_postprocessing", "choose_run_postprocessing",
     "load_postprocessing", "save_postprocessing",
     "PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path",
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CHECKPOINT_SWA", "autocast_context", "build_model", "checkpoint_path",
     "load_model",
     "predict_volume", "probabilities_to_labels", "resolve_amp",
-    "gaussian_importance_map", "sliding_window_predict", "window_starts",
+    "gaussian_importance_map", "sliding_window_predict", "window_grid", "window_starts",
     "TTAVariant", "tta_predict", "tta_variants", "mutual_information", "predictive_entropy",
 ]

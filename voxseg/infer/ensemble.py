@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -37,12 +38,13 @@ import torch
 from voxseg.data.preprocess import PreprocessedCase, preprocess_case, restore_to_original
 from voxseg.errors import InputError
 from voxseg.infer.runtime import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model, predict_volume
+from voxseg.infer.sliding_window import window_grid
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["EnsembleMember", "EnsemblePrediction", "member_dirs", "load_members", "check_members",
-           "ensemble_predict", "prepare_groups", "predict_groups", "combine_predictions", "MergeRule", "MergeTable", "MERGE_TABLES",
+           "ensemble_predict", "prepare_groups", "count_windows", "predict_groups", "combine_predictions", "MergeRule", "MergeTable", "MERGE_TABLES",
            "load_merge_table"]
 
 
@@ -224,6 +226,20 @@ def prepare_groups(members: Sequence[EnsembleMember], image: np.ndarray,
     for member in members:
         groups.setdefault(json.dumps(member.plan.preprocess.to_dict(), sort_keys=True), []).append(member)
     return [(group, preprocess_case(image, spacing, group[0].plan.preprocess)) for group in groups.values()]
+
+
+def count_windows(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
+                  tta: str | int | Sequence[TTAVariant] = "none") -> int:
+    """How many windows :func:`predict_groups` will predict (for a progress bar with an ETA): per member
+    and TTA variant, the sliding-window grid of its preprocessed volume (quarter turns exchange both the
+    volume's and the window's Y and X, so their grid has the same size)."""
+    total = 0
+    for group, pre in groups:
+        for member in group:
+            variants = tta if not isinstance(tta, (str, int)) else tta_variants(tta, member.plan.network.spatial_dims)
+            grid = window_grid(pre.image.shape[1:], member.plan.train.patch_size, member.plan.inference.overlap)
+            total += len(variants) * math.prod(len(starts) for starts in grid)
+    return total
 
 
 def predict_groups(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],

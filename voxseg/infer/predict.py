@@ -19,7 +19,7 @@ from tqdm import tqdm
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
-                                   load_merge_table, predict_groups, prepare_groups)
+                                   count_windows, load_merge_table, predict_groups, prepare_groups)
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
 from voxseg.infer.runtime import probabilities_to_labels
 from voxseg.infer.tta import tta_variants
@@ -102,7 +102,8 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
     image, _, geometry = read_case(case, with_label=False)
     prepared = [prepare_groups(members, image, geometry.spacing) for members in pipelines]
     del image  # only the cropped, preprocessed copies are needed from here on
-    bar = tqdm(desc=case.case_id, unit="win", disable=not progress, leave=False)
+    bar = tqdm(desc=case.case_id, unit="win", disable=not progress, leave=False,
+               total=sum(count_windows(groups, options.tta) for groups in prepared))
     preds = [predict_groups(groups, options.tta, options.uncertainty, device, progress=bar.update)
              for groups in prepared]
     bar.close()

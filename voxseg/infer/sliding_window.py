@@ -9,13 +9,13 @@ from __future__ import annotations
 import itertools
 import math
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["gaussian_importance_map", "window_starts", "sliding_window_predict"]
+__all__ = ["gaussian_importance_map", "window_starts", "window_grid", "sliding_window_predict"]
 
 
 @lru_cache(maxsize=8)
@@ -64,6 +64,13 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return [int(round(actual * i)) for i in range(n)]
 
 
+def window_grid(spatial: Sequence[int], patch_size: Sequence[int], overlap: float) -> list[list[int]]:
+    """Window starts per axis (voxels) for a volume of ``spatial`` shape; axes shorter than the window
+    are zero-padded to it first, as :func:`sliding_window_predict` does. The number of windows is the
+    product of the list lengths."""
+    return [window_starts(max(s, p), p, overlap) for s, p in zip(spatial, patch_size)]
+
+
 def sliding_window_predict(
     image: np.ndarray,
     predictor: Callable[[torch.Tensor], torch.Tensor],
@@ -99,8 +106,7 @@ def sliding_window_predict(
     pad = [(0, 0)] + [(0, max(p - s, 0)) for s, p in zip(spatial, patch_size)]
     padded = np.pad(image, pad) if any(p[1] for p in pad) else image
     pshape = padded.shape[1:]
-    starts = [window_starts(s, p, overlap) for s, p in zip(pshape, patch_size)]
-    windows = list(itertools.product(*starts))
+    windows = list(itertools.product(*window_grid(spatial, patch_size, overlap)))
     weight = gaussian_importance_map(tuple(patch_size)) if gaussian else np.ones(patch_size, np.float32)
     weight_t = torch.from_numpy(np.array(weight))
     accum = torch.zeros((num_outputs, *pshape), dtype=torch.float32)
