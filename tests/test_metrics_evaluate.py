@@ -257,3 +257,18 @@ def test_cli_says_warnings_and_each_mismatch_in_one_line(tmp_path):
     proc = subprocess.run(run, capture_output=True, text=True)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_cli_lesionwise_summary_shows_the_lesion_columns(tmp_path):
+    from click.testing import CliRunner
+
+    from voxseg.cli import main
+
+    pred_dir, ref_dir, _ = _make_case_folders(tmp_path, n=2)
+    args = ["evaluate", str(pred_dir), str(ref_dir), "--label-scheme", "brats", "--out", str(tmp_path / "out")]
+    plain = CliRunner().invoke(main, args)
+    lesion = CliRunner().invoke(main, args + ["--lesionwise"])
+    assert plain.exit_code == 0 == lesion.exit_code, lesion.output
+    header = next(line for line in lesion.output.splitlines() if "structure  n" in line)  # after the bar's \r
+    assert header.split()[-2:] == ["lesion_dice", "lesion_hd95_mm"]
+    assert "lesion_dice" not in plain.output

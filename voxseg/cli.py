@@ -317,7 +317,8 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
             raise InputError(folder, f"{role} folder not found")
     structures = structures_for(gt, run_dir, label_scheme)
     _, summary = evaluate_folders(pred, gt, out_dir or pred, structures, lesionwise=lesionwise)
-    click.echo(format_summary(summary))
+    columns = ("dice", "hd95_mm", "assd_mm", "surface_dice", "rel_vol_diff")
+    click.echo(format_summary(summary, columns + (("lesion_dice", "lesion_hd95_mm") if lesionwise else ())))
     click.echo(f"written: {(out_dir or pred) / 'metrics_per_case.csv'}, {(out_dir or pred) / 'metrics_summary.json'}")
 
 
