@@ -327,3 +327,26 @@ def test_init_from_a_folder_without_checkpoint_is_one_line_and_makes_no_run(phan
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith(f"error: {source}"), proc.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_predict_warns_about_a_voxel_size_the_run_never_saw(trained, phantoms, tmp_path):
+    import shutil
+
+    from voxseg.data import DatasetFingerprint
+
+    fingerprint = DatasetFingerprint.load(trained)
+    assert fingerprint is not None and fingerprint.n_cases == 5
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    case_id = sorted(p.name.split(".")[0] for p in (ds / "labelsTr").glob("*.nii.gz"))[0]
+    for path in list((ds / "imagesTr").glob(f"{case_id}_*.nii.gz")) + [ds / "labelsTr" / f"{case_id}.nii.gz"]:
+        img = nib.load(path)
+        affine = img.affine.copy()
+        affine[:3, :3] *= 2.0  # the same voxels, twice the voxel size
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine), path)
+    proc = _run_cli("predict", trained, ds, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1 and warned[0].startswith(f"warning: {case_id}: voxel spacing"), proc.stderr
+    assert "does not resample" in warned[0]
+    assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 5

@@ -15,8 +15,11 @@ __all__ = ["main", "user_errors"]
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings (e.g. predictions without a reference) as one ``warning:`` line, not a source listing."""
-    click.echo(f"warning: {message}", err=True)
+    """Warnings (e.g. predictions without a reference) as one ``warning:`` line, not a source listing;
+    through tqdm so that a progress bar being drawn is not cut in two."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def user_errors(func):

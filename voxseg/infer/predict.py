@@ -8,6 +8,7 @@ several) -> post-processing rules (``postprocessing.json`` of the first run) -> 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
@@ -75,6 +77,20 @@ def _as_pipelines(model, plan: RunPlan | None) -> list[list[EnsembleMember]]:
     return pipelines
 
 
+def _warn_if_unseen_spacing(pipelines: Sequence[Sequence[EnsembleMember]], case: Case,
+                            spacing: Sequence[float]) -> None:
+    """Say when a run that does not resample gets a scan whose voxel size its training cases did not have."""
+    said: set[str] = set()
+    for member in (m for members in pipelines for m in members):
+        if member.plan.preprocess.target_spacing or not (member.source / "plan.json").exists():
+            continue  # the run resamples every scan to its spacing, or the model did not come from a run folder
+        fingerprint = DatasetFingerprint.load(member.source)
+        problem = fingerprint.spacing_problem(spacing) if fingerprint is not None else None
+        if problem and problem not in said:
+            said.add(problem)
+            warnings.warn(f"{case.case_id}: {problem} [{member.source}]", stacklevel=3)
+
+
 def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], plan: RunPlan | None, case: Case,
                  out_path: Path, probability_path: Path | None = None, device: torch.device | None = None,
                  progress: bool = False, options: PredictOptions | None = None,
@@ -100,6 +116,7 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
     device = device or torch.device("cpu")
     start = time.perf_counter()
     image, _, geometry = read_case(case, with_label=False)
+    _warn_if_unseen_spacing(pipelines, case, geometry.spacing)
     prepared = [prepare_groups(members, image, geometry.spacing) for members in pipelines]
     del image  # only the cropped, preprocessed copies are needed from here on
     bar = tqdm(desc=case.case_id, unit="win", disable=not progress, leave=False,

@@ -25,10 +25,12 @@ from tqdm import tqdm
 from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
+from voxseg.data.fingerprint import DatasetFingerprint, dataset_fingerprint
 from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError, InputProblems
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
+from voxseg.io.image import read_geometry
 from voxseg.io.validate import validate_dataset
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
                               save_json_atomic)
@@ -256,6 +258,12 @@ def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, di
     return plan, split, cases
 
 
+def _fingerprint(cases: list[Case]) -> DatasetFingerprint:
+    """Spacings and shapes of the run's cases, from their headers (prediction compares scans with them)."""
+    geometries = [read_geometry(c.image_paths[0]) for c in cases]
+    return dataset_fingerprint([g.spacing for g in geometries], [g.shape for g in geometries])
+
+
 def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[Case], LabelMapping]:
     if options.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
         checkpoint_path(options.init_from, "best")
@@ -338,6 +346,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
         plan.save(run_dir / "plan.json")
         save_json_atomic(split, run_dir / "split.json")
         save_json_atomic(dataset.to_dict(), run_dir / "dataset.json")
+        _fingerprint(cases).save(run_dir)
         log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
             f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
             f"split {len(split['train'])} train / {len(split['val'])} validation cases")
@@ -369,6 +378,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         plan.save(run_dir / "plan.json")
         save_json_atomic(splits, splits_path)
         save_json_atomic(dataset.to_dict(), run_dir / "dataset.json")
+        _fingerprint(cases).save(run_dir)
         log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
             f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
