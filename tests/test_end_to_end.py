@@ -350,3 +350,16 @@ def test_predict_warns_about_a_voxel_size_the_run_never_saw(trained, phantoms, t
     assert len(warned) == 1 and warned[0].startswith(f"warning: {case_id}: voxel spacing"), proc.stderr
     assert "does not resample" in warned[0]
     assert len(list((tmp_path / "out").glob("*.nii.gz"))) == 5
+
+
+def test_predict_output_that_is_a_file_is_one_line_and_a_new_file_folder_is_made(trained, phantoms, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    proc = _run_cli("predict", trained, phantoms, taken)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {taken}: output exists and is not a folder")
+    first = sorted((phantoms / "imagesTr").glob("*_0000.nii.gz"))[0]
+    single = tmp_path / "new" / "deeper" / "one.nii.gz"
+    result = CliRunner().invoke(main, ["predict", str(trained), str(first), str(single)])
+    assert result.exit_code == 0, result.output
+    assert nib.load(single).shape == nib.load(first).shape

@@ -238,6 +238,11 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         if len(cases) != 1:
             raise InputError(out, f"a single output file was given but the input holds {len(cases)} cases; "
                                   "give a folder")
+        if out.exists() and out.is_dir():
+            raise InputError(out, "is a folder; name the output .nii.gz file, or a folder without the suffix")
+        out.parent.mkdir(parents=True, exist_ok=True)
         prob = _sibling(out, "_prob") if probabilities else None
         return [predict_case(pipelines, None, cases[0], out, prob, progress=progress, options=options)]
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output exists and is not a folder (name a folder, or a .nii.gz file for one case)")
     return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options)
