@@ -363,3 +363,14 @@ def test_predict_output_that_is_a_file_is_one_line_and_a_new_file_folder_is_made
     result = CliRunner().invoke(main, ["predict", str(trained), str(first), str(single)])
     assert result.exit_code == 0, result.output
     assert nib.load(single).shape == nib.load(first).shape
+
+
+def test_train_and_evaluate_refuse_an_output_that_is_a_file(phantoms, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for args in (["train", phantoms, "--out", taken, *TINY], ["evaluate", phantoms / "labelsTr", phantoms / "labelsTr",
+                                                              "--out", taken]):
+        proc = _run_cli(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {taken}:"), proc.stderr
+    assert taken.read_text() == "not a folder"

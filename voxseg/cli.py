@@ -317,7 +317,7 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
 
     for folder, role in ((pred, "prediction"), (gt, "reference")):
         if not folder.is_dir():
-            raise InputError(folder, f"{role} folder not found")
+            raise InputError(folder, f"{role} folder not found" if not folder.exists() else f"{role} path is not a folder")
     structures = structures_for(gt, run_dir, label_scheme)
     _, summary = evaluate_folders(pred, gt, out_dir or pred, structures, lesionwise=lesionwise)
     columns = ("dice", "hd95_mm", "assd_mm", "surface_dice", "rel_vol_diff")

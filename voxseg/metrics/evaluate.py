@@ -226,6 +226,8 @@ def evaluate_folders(
     pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
     if not structures:
         raise ValueError("structures is empty: give at least one {name: [label values]}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "output path exists and is not a folder")
     refs = _find_label_files(ref_dir, "reference")
     preds = _find_label_files(pred_dir, "prediction")
     missing = sorted(set(refs) - set(preds))

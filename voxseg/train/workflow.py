@@ -178,6 +178,8 @@ def _label_values(cases: list[Case], dataset: Dataset) -> list[int]:
 
 def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     """Refuse a run folder that cannot be used, touching nothing (checked before the data is validated)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(run_dir, "exists and is not a folder; name a new run folder")
     if resume:
         if not (run_dir / CHECKPOINT_LAST).exists():
             raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder")
