@@ -98,10 +98,12 @@ def test_transfer_learning_loads_matching_weights_and_freezes(phantoms, tmp_path
     assert any(src.get(k) is None or src[k].shape != dst[k].shape for k in head_keys)
 
 
-def test_ddp_two_cpu_processes_keep_identical_weights(phantoms, tmp_path):
+@pytest.mark.parametrize("deep_supervision", [False, True])  # its coarsest head has weight 0: unused in a step
+def test_ddp_two_cpu_processes_keep_identical_weights(phantoms, tmp_path, deep_supervision):
     worker = Path(__file__).parent / "helpers" / "ddp_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           str(worker), str(phantoms), str(tmp_path / "run"), str(tmp_path)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29533 + deep_supervision), str(worker), str(phantoms), str(tmp_path / "run"), str(tmp_path)]
+    cmd += ["deep_supervision"] if deep_supervision else []
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt")

@@ -7,7 +7,9 @@ import torch
 from voxseg.train import TrainOptions, run_training
 
 data, run, out = map(Path, sys.argv[1:4])
-options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=2,
+deep_supervision = sys.argv[4:5] == ["deep_supervision"]
+options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3, "deep_supervision": deep_supervision},
+                       patch_size=[16, 16, 16], epochs=2,
                        iterations_per_epoch=2, num_threads=1, val_fraction=0.25)
 result = run_training(data, run, options, overwrite=True, progress=False)
 rank = torch.distributed.get_rank()

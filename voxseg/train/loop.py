@@ -247,7 +247,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, find_unused_parameters=bool(cfg.freeze_stages))
+        # Unused in a step: frozen stages, and the coarsest deep-supervision head (weight 0, as in nnU-Net).
+        net = DistributedDataParallel(model, find_unused_parameters=bool(cfg.freeze_stages) or deep)
 
     loader = _loader(plan, train_cases, seed=cfg.seed + 1000 * rank, start_batch=iterations_done)
     budget_s = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else math.inf
