@@ -374,3 +374,51 @@ def test_train_and_evaluate_refuse_an_output_that_is_a_file(phantoms, tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {taken}:"), proc.stderr
     assert taken.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("bad", [
+    ["--net", "unett"], ["--net-args", "bogus=1"], ["--net-args", "depth=30"], ["--loss", "bogus"],
+    ["--patch", "3x3x3"], ["--patch", "abc"], ["--iterations", "0"], ["--mode", "2.5d", "--slices", "2"],
+    ["--folds", "2", "--fold", "7"], ["--exclude-cases", "no_such_case"], ["--augment-args", "bogus=1"],
+    ["--spacing", "0,1,1"], ["--optimizer-args", "bogus=1"],
+])
+def test_a_bad_option_is_one_line_and_leaves_the_old_run_whole(trained, phantoms, tmp_path, bad):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = sorted(p.name for p in run.iterdir())
+    proc = _run_cli("train", phantoms, "--out", run, "--overwrite", *TINY, *bad)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(("error: ", "Error: Invalid value")), proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == before  # --overwrite deleted nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half-made or staging folder
+    fresh = _run_cli("train", phantoms, "--out", tmp_path / "new", *TINY, *bad)
+    assert fresh.returncode == 2 and not (tmp_path / "new").exists()
+
+
+def test_predict_refuses_to_write_over_its_input(trained, phantoms, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    before = {p: p.read_bytes() for p in ds.rglob("*.nii.gz")}
+    first = sorted((ds / "imagesTr").glob("*_0000.nii.gz"))[0]
+    second_channel = first.with_name(first.name.replace("_0000", "_0001"))
+    for out in (ds / "labelsTr", ds / "preds", first, second_channel):
+        source = first if out in (first, second_channel) else ds
+        proc = _run_cli("predict", trained, source, out)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {out}:"), proc.stderr
+    assert {p: p.read_bytes() for p in ds.rglob("*.nii.gz")} == before
+
+
+def test_resume_says_which_options_it_ignores(trained, phantoms, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    proc = _run_cli("train", phantoms, "--out", run, "--resume", "--epochs", "3", "--loss", "dice")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert any("ignored: --epochs, --loss" in line for line in warned), proc.stderr

@@ -198,13 +198,33 @@ def test_affine_mismatch_says_how(tmp_path, kwargs, expected):
 
 def test_predicted_labels_that_no_structure_scores_are_said(tmp_path):
     pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
-    _write(ref_dir / "x1.nii.gz", _label(1))
-    pred = _label(1)
+    _write(ref_dir / "x1.nii.gz", _label(2))  # labels 0, 1, 2
+    pred = _label(2)
     pred[0, 0, :2] = 4  # e.g. BraTS 2018 enhancing (4) scored against 2023 labels (ET = 3)
     _write(pred_dir / "x1.nii.gz", pred)
-    with pytest.warns(UserWarning, match=r"label 4 is predicted in 1 case\(s\) \(x1\) but belongs to no evaluated "
-                                         r"structure \(tumour\): not scored"):
+    with pytest.warns(UserWarning) as said:
         evaluate_folders(pred_dir, ref_dir, tmp_path / "out", {"tumour": [1, 2, 3]}, progress=False)
+    (line,) = [str(w.message) for w in said]
+    assert line == (f"{pred_dir}: label 4 is predicted in 1 case(s) (x1) but belongs to no evaluated structure "
+                    f"(tumour): not scored (see the confusion matrix)")
+    _write(ref_dir / "x1.nii.gz", pred)  # the references hold it too: the scheme does not fit the data
+    with pytest.warns(UserWarning) as said:
+        evaluate_folders(pred_dir, ref_dir, tmp_path / "out", {"tumour": [1, 2, 3]}, progress=False)
+    assert sorted(str(w.message).split(":")[0] for w in said) == sorted([str(pred_dir), str(ref_dir)])
+
+
+def test_a_prediction_with_non_integer_values_is_not_a_label_map(tmp_path):
+    pred_dir, ref_dir = tmp_path / "pred", tmp_path / "ref"
+    _write(ref_dir / "x1.nii.gz", _label(2))
+    affine = np.diag([SPACING[2], SPACING[1], SPACING[0], 1.0])
+    values = _label(2).transpose(2, 1, 0).astype(np.float32)
+    (pred_dir).mkdir()
+    nib.save(nib.Nifti1Image(values, affine), str(pred_dir / "x1.nii.gz"))  # integers stored as float: fine
+    evaluate_folders(pred_dir, ref_dir, tmp_path / "out", {"tumour": [1, 2]}, progress=False)
+    values[0, 0, 0] = 0.3
+    nib.save(nib.Nifti1Image(values, affine), str(pred_dir / "x1.nii.gz"))
+    with pytest.raises(InputError, match="not a label map: 1 voxel.* non-integer values \\(e.g. 0.3\\)"):
+        evaluate_folders(pred_dir, ref_dir, tmp_path / "out", {"tumour": [1, 2]}, progress=False)
 
 
 def test_folder_problems(tmp_path):

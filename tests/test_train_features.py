@@ -1,6 +1,7 @@
 """Training features: exact resume, k-fold cross-validation with out-of-fold evaluation, transfer
 learning (init, re-head, freeze/unfreeze), and DDP with 2 CPU processes (gloo)."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,26 @@ def test_a_budget_too_short_for_training_is_said_with_its_projection(phantoms, t
     run_training(phantoms, tmp_path / "epochs", _options(), progress=False, log=said.append)
     run_training(phantoms, tmp_path / "long", _options(time_budget_minutes=60), progress=False, log=said.append)
     assert not [line for line in said if line.startswith("warning:")], said
+
+
+def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monkeypatch):
+    from voxseg.train.workflow import CPU_DEFAULTS
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    said = []
+    run_training(phantoms, tmp_path / "cpu", TrainOptions(epochs=1, iterations_per_epoch=1, num_threads=1,
+                                                          val_fraction=0.25), progress=False, log=said.append)
+    plan = RunPlan.load(tmp_path / "cpu" / "plan.json")
+    assert plan.network.kwargs == CPU_DEFAULTS["unet_kwargs"]
+    assert math.prod(plan.train.patch_size) <= CPU_DEFAULTS["max_patch_voxels"]
+    assert any(line.startswith("CPU defaults: base_width=16, deep_supervision=True") for line in said), said
+    # What the user sets stays; other presets keep their paper's widths.
+    run_training(phantoms, tmp_path / "own", _options(net_kwargs={"base_width": 4, "depth": 3,
+                                                                  "deep_supervision": False}), progress=False)
+    assert RunPlan.load(tmp_path / "own" / "plan.json").network.kwargs == {"base_width": 4, "depth": 3,
+                                                                            "deep_supervision": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # planning only: nothing runs on the GPU here
+    from voxseg.train.workflow import _hardware_defaults
+
+    kwargs, cap, note = _hardware_defaults(TrainOptions())
+    assert kwargs == {} and cap == 96 * 96 * 64 and note == ""

@@ -51,7 +51,7 @@ def _parse_kv(text: str | None) -> dict:
     out: dict = {}
     for item in filter(None, (text or "").split(",")):
         if "=" not in item:
-            raise click.BadParameter(f"expected key=value, got {item!r}")
+            raise ValueError(f"expected key=value, got {item!r}")
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = json.loads(value)
@@ -61,15 +61,36 @@ def _parse_kv(text: str | None) -> dict:
 
 
 def _parse_ints(text: str | None) -> list[int] | None:
+    """``"64x64x64"`` or ``"64,64,64"`` -> ``[64, 64, 64]`` (positive integers)."""
     if not text:
         return None
-    return [int(v) for v in text.replace("x", ",").split(",") if v]
+    values = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"expected positive integers such as 64x64x64, got {text!r}")
+    return values
 
 
 def _parse_floats(text: str | None) -> tuple[float, ...] | None:
+    """``"1,1,1.5"`` or ``"1x1x1.5"`` -> ``(1.0, 1.0, 1.5)`` (positive numbers)."""
     if not text:
         return None
-    return tuple(float(v) for v in text.replace("x", ",").split(",") if v)
+    values = tuple(float(v) for v in text.lower().replace("x", ",").split(",") if v.strip())
+    if not values or any(not v > 0 for v in values):
+        raise ValueError(f"expected positive numbers such as 1,1,1.5, got {text!r}")
+    return values
+
+
+def _parsed(flag: str, parse, text, count: int | None = None):
+    """``parse(text)``, with a malformed value reported as a usage error naming ``flag`` (exit 2)."""
+    try:
+        value = parse(text)
+    except KeyError as exc:
+        raise click.BadParameter(f"unknown key {exc}", param_hint=f"'{flag}'") from None
+    except (ValueError, TypeError) as exc:  # json errors are ValueErrors
+        raise click.BadParameter(str(exc), param_hint=f"'{flag}'") from None
+    if count is not None and value is not None and len(value) != count:
+        raise click.BadParameter(f"expected {count} values (Z, Y, X), got {text!r}", param_hint=f"'{flag}'")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,7 +129,11 @@ def _exclusions(text: str | None) -> list[str] | None:
         path = Path(text)
         if not path.exists():
             raise InputError(path, "file not found")
-        return list(json.loads(path.read_text())["flagged"])
+        document = json.loads(path.read_text())
+        flagged = document.get("flagged") if isinstance(document, dict) else None
+        if not isinstance(flagged, list):
+            raise ValueError(f"{path}: not a flagged_cases.json (no 'flagged' list of case ids)")
+        return [str(c) for c in flagged]
     return [c for c in text.split(",") if c]
 
 
@@ -120,26 +145,27 @@ def _train_options(**kw):
 
     mode = kw["mode"] or ("2d" if kw["dims"] == 2 else "3d")
     dims = 2 if mode in ("2d", "2.5d") else kw["dims"]
-    augment = augmentation_preset(kw["augment"]).replace(**_parse_kv(kw["augment_args"]))
-    pre = PreprocessConfig(normalization=kw["normalization"], target_spacing=_parse_floats(kw["spacing"]),
-                           n4=kw["n4"], denoise=kw["denoise"])
+    augment = _parsed("--augment-args", lambda t: augmentation_preset(kw["augment"]).replace(**_parse_kv(t)),
+                      kw["augment_args"])
+    pre = PreprocessConfig(normalization=kw["normalization"], n4=kw["n4"], denoise=kw["denoise"],
+                           target_spacing=_parsed("--spacing", _parse_floats, kw["spacing"], count=3))
     return TrainOptions(
-        net=kw["net"], net_kwargs=_parse_kv(kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
-        loss_kwargs=parse_loss_args(kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
+        net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
+        loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
-        lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parse_ints(kw["patch"]),
+        lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parsed("--patch", _parse_ints, kw["patch"]),
         val_fraction=kw["val_fraction"], preprocess=pre, skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
         folds=kw["folds"], fold=kw["fold"], init_from=str(kw["init_from"]) if kw["init_from"] else None,
         freeze_stages=kw["freeze_stages"], unfreeze_after_epochs=kw["unfreeze_after"], val_every=kw["val_every"],
-        train_overrides={"optimizer_kwargs": _parse_kv(kw["optimizer_args"]), "schedule": kw["schedule"],
-                         "schedule_kwargs": _parse_kv(kw["schedule_args"]), "plateau_patience": kw["plateau"],
+        train_overrides={"optimizer_kwargs": _parsed("--optimizer-args", _parse_kv, kw["optimizer_args"]), "schedule": kw["schedule"],
+                         "schedule_kwargs": _parsed("--schedule-args", _parse_kv, kw["schedule_args"]), "plateau_patience": kw["plateau"],
                          "early_stopping_patience": kw["early_stopping"], "swa_epochs": kw["swa_epochs"],
                          "grad_clip": kw["grad_clip"] or None, "mode": mode, "slices": kw["slices"],
                          "slice_selection": kw["slice_selection"], "loader_workers": kw["loader_workers"],
                          "channels": kw["channels"].split(",") if kw["channels"] else None,
-                         "flag_cases": kw["flag_hard_cases"], "minicube": _parse_ints(kw["minicubes"]),
+                         "flag_cases": kw["flag_hard_cases"], "minicube": _parsed("--minicubes", _parse_ints, kw["minicubes"], count=3),
                          "minicube_context": kw["minicube_context"], "patch_overhang": kw["patch_overhang"]},
-        exclude_cases=_exclusions(kw["exclude_cases"]))
+        exclude_cases=_parsed("--exclude-cases", _exclusions, kw["exclude_cases"]))
 
 
 def _training_flags(func):
@@ -152,23 +178,23 @@ def _training_flags(func):
         click.option("--loss-args", default="", help="e.g. alpha=0.3,beta=0.7,gamma=1.33"),
         click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default="classes",
                      show_default=True, help="softmax classes, or sigmoid BraTS regions (WT/TC/ET)"),
-        click.option("--epochs", type=int, default=100, show_default=True),
-        click.option("--iterations", type=int, default=50, show_default=True, help="iterations per epoch"),
-        click.option("--time-budget", type=float, default=None, help="minutes; stops cleanly at the budget"),
-        click.option("--batch-size", type=int, default=2, show_default=True),
+        click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="iterations per epoch"),
+        click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="minutes; stops cleanly at the budget"),
+        click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True),
         click.option("--patch", default=None, help="patch size in voxels, e.g. 64x64x64 (default: planned)"),
-        click.option("--lr", type=float, default=None, help="initial learning rate (sgd 0.01, adam 1e-3)"),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="initial learning rate (sgd 0.01, adam 1e-3)"),
         click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "adadelta", "radam", "ranger"]),
                      default="sgd", show_default=True),
         click.option("--optimizer-args", default="", help="e.g. momentum=0.9 or k=6,alpha=0.5 (ranger)"),
         click.option("--schedule", type=click.Choice(["poly", "cosine", "flat_cosine", "constant"]), default="poly",
                      show_default=True, help="learning-rate schedule over the run (epochs or time budget)"),
         click.option("--schedule-args", default="", help="e.g. warmup=0.05,restarts=2"),
-        click.option("--plateau", type=int, default=None, help="halve the rate after N validations without gain"),
-        click.option("--early-stopping", type=int, default=None, help="stop after N validations without gain"),
-        click.option("--swa-epochs", type=int, default=0, show_default=True,
+        click.option("--plateau", type=click.IntRange(min=1), default=None, help="halve the rate after N validations without gain"),
+        click.option("--early-stopping", type=click.IntRange(min=1), default=None, help="stop after N validations without gain"),
+        click.option("--swa-epochs", type=click.IntRange(min=0), default=0, show_default=True,
                      help="stochastic weight averaging epochs after the main run (checkpoint_swa.pt)"),
-        click.option("--grad-clip", type=float, default=12.0, show_default=True),
+        click.option("--grad-clip", type=click.FloatRange(min=0), default=12.0, show_default=True),
         click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default="auto", show_default=True,
                      help="mixed precision; auto measures whether bf16 is faster on this CPU"),
         click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default="zscore",
@@ -177,35 +203,35 @@ def _training_flags(func):
         click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
         click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,
                      help="anisotropic diffusion denoising (Perona-Malik gradient or curvature flow)"),
-        click.option("--val-fraction", type=float, default=0.2, show_default=True),
+        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--threads", type=int, default=None, help="torch threads (default: all cores)"),
+        click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: all cores)"),
         click.option("--skip-invalid", is_flag=True, help="leave out cases that fail validation, and say which"),
-        click.option("--folds", type=int, default=None, help="k-fold cross-validation by case (RUN/fold_N/)"),
+        click.option("--folds", type=click.IntRange(min=2), default=None, help="k-fold cross-validation by case (RUN/fold_N/)"),
         click.option("--fold", default="all", show_default=True, help="which fold to train: an index or 'all'"),
         click.option("--init-from", type=click.Path(path_type=Path), default=None,
                      help="transfer learning: start from this run's weights (matching names and shapes)"),
-        click.option("--freeze-stages", type=int, default=0, show_default=True,
+        click.option("--freeze-stages", type=click.IntRange(min=0), default=0, show_default=True,
                      help="freeze the first N encoder stages"),
-        click.option("--unfreeze-after", type=int, default=None, help="unfreeze them at this epoch"),
-        click.option("--val-every", type=int, default=1, show_default=True, help="validate every N epochs"),
+        click.option("--unfreeze-after", type=click.IntRange(min=0), default=None, help="unfreeze them at this epoch"),
+        click.option("--val-every", type=click.IntRange(min=1), default=1, show_default=True, help="validate every N epochs"),
         click.option("--augment", type=click.Choice(["none", "flips", "default"]), default="flips",
                      show_default=True, help="augmentation preset (default: the full nnU-Net-like chain)"),
         click.option("--augment-args", default="", help="probabilities per transform, e.g. elastic=0.3,gamma=0"),
         click.option("--mode", type=click.Choice(["3d", "2d", "2.5d"]), default=None,
                      help="patches, slices, or 2.5-D stacks of --slices neighbours (2-D modes imply --dims 2)"),
-        click.option("--slices", type=int, default=3, show_default=True, help="slices per 2.5-D stack"),
-        click.option("--slice-selection", type=int, default=None,
+        click.option("--slices", type=click.IntRange(min=1), default=3, show_default=True, help="slices per 2.5-D stack"),
+        click.option("--slice-selection", type=click.IntRange(min=0), default=None,
                      help="2-D modes: slices with foreground plus N empty neighbours (seed 002)"),
         click.option("--channels", default=None, help="train on a channel subset by name, e.g. flair or t1ce,t2,flair"),
-        click.option("--loader-workers", type=int, default=0, show_default=True,
+        click.option("--loader-workers", type=click.IntRange(min=0), default=0, show_default=True,
                      help="processes making batches ahead of the model"),
         click.option("--patch-overhang", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
                      help="how far training patches may reach beyond the cropped volume, as a fraction of the patch "
                           "(zero-filled there; 0.5: patch centres anywhere in the volume)"),
         click.option("--minicubes", default=None, help="train on the fixed partition into cubes, e.g. 80x96x96 "
                      "(seed 000)"),
-        click.option("--minicube-context", type=int, default=0, show_default=True,
+        click.option("--minicube-context", type=click.IntRange(min=0), default=0, show_default=True,
                      help="voxels of context read around each minicube (seed 000: 20)"),
         click.option("--flag-hard-cases", is_flag=True,
                      help="after training, flag cases whose loss stays high (flagged_cases.json)"),
@@ -231,6 +257,15 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
 
     from voxseg.train.distributed import rank_and_world
 
+    if resume:  # the run continues as its plan.json says; options typed now would silently not apply
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        ignored = [f"--{name.replace('_', '-')}" for name in kw
+                   if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if ignored:
+            warnings.warn(f"{run_dir}: --resume continues the run as its plan.json says; ignored: "
+                          f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
     result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume)
     if rank_and_world()[0] != 0:  # under torchrun, rank 0 alone reports
         return
@@ -257,7 +292,7 @@ def _check_tta(ctx, param, value: str) -> str:
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--probabilities", is_flag=True, help="also write probability maps (<case>_prob.nii.gz)")
 @click.option("--checkpoint", type=click.Choice(["best", "last", "swa"]), default="best", show_default=True)
-@click.option("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default: the run's)")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=None, help="sliding-window overlap in [0, 1) (default: the run's)")
 @click.option("--tta", default="none", show_default=True, callback=_check_tta,
               help="test-time augmentation: none, flips (8 flips), all (flips x axial 0/90 degrees = 16) or a count")
 @click.option("--ensemble", "extra_runs", multiple=True, type=click.Path(path_type=Path),
@@ -329,7 +364,7 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="a real dataset instead of the built-in synthetic phantoms")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("voxseg-demo"), show_default=True)
-@click.option("--minutes", type=float, default=3.0, show_default=True, help="training time budget")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, help="training time budget")
 @click.option("--overwrite", is_flag=True, help="replace an existing demo folder")
 @click.option("--seed", type=int, default=0, show_default=True)
 @user_errors
@@ -343,13 +378,15 @@ def demo(data: Path | None, out_dir: Path, minutes: float, overwrite: bool, seed
 @main.command()
 @click.option("--patch", default="64x64x64", show_default=True, help="input size for FLOPs")
 @click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True)
-@click.option("--in-channels", type=int, default=1, show_default=True)
-@click.option("--out-channels", type=int, default=3, show_default=True)
+@click.option("--in-channels", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--out-channels", type=click.IntRange(min=1), default=3, show_default=True)
 def nets(patch: str, dims: str, in_channels: int, out_channels: int) -> None:
     """List network presets with parameters and forward FLOPs for a patch."""
     from voxseg.nets import NETWORKS, network_table
 
-    size = _parse_ints(patch)
+    size = _parsed("--patch", _parse_ints, patch)
+    if len(size) not in (int(dims), 3) or (int(dims) == 3 and len(size) != 3):
+        raise click.BadParameter(f"expected {dims} sizes for --dims {dims}, got {patch!r}", param_hint="'--patch'")
     size = size[-int(dims):]
     click.echo(network_table(list(NETWORKS), tuple(size), in_channels, out_channels))
 

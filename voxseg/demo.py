@@ -30,6 +30,8 @@ _MARKER = "voxseg_demo.json"
 
 
 def _prepare_out(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a folder; choose --out")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise InputError(out_dir, "demo folder exists and is not empty; pass --overwrite or choose --out")
@@ -52,8 +54,12 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
         options: training options (defaults: the CPU demo settings below).
     """
     out_dir = Path(out_dir)
-    if data is not None:
-        load_dataset(data)  # a wrong --data path fails here, before anything is written
+    if data is not None:  # a wrong --data path, or too few valid cases, fails here, before anything is written
+        valid = checked_cases(load_dataset(data), skip_invalid=True, log=log)
+        split = split_cases([c.case_id for c in valid], max(0.2, 1 / max(len(valid), 1)), seed + 1)
+        if not split["train"] or not split["val"]:
+            raise InputError(Path(data), f"{len(valid)} valid case(s): the demo needs at least 2, one to train "
+                                         "on and one held out")
     _prepare_out(out_dir, overwrite)
     (out_dir / _MARKER).write_text(json.dumps({"data": str(data) if data else "phantoms", "seed": seed}) + "\n")
     if data is None:
@@ -64,9 +70,6 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
         test_cases = load_dataset(test_root).cases
     else:
         train_root = Path(data)
-        dataset = load_dataset(train_root)
-        valid = checked_cases(dataset, skip_invalid=True, log=log)
-        split = split_cases([c.case_id for c in valid], 0.2, seed + 1)
         train_ids = split["train"]
         test_cases = [c for c in valid if c.case_id in set(split["val"])]
         log(f"holding out {len(test_cases)} of {len(valid)} cases for testing: {', '.join(split['val'])}")

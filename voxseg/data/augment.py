@@ -753,8 +753,13 @@ class AugmentConfig:
 
     def replace(self, **probabilities: float) -> "AugmentConfig":
         """A copy with the given transforms' ``p`` changed, e.g. ``cfg.replace(elastic=0, sharpen=0.1)``."""
+        names = [f.name for f in dataclasses.fields(self) if f.name != "backend"]
         new = dataclasses.replace(self)
         for key, p in probabilities.items():
+            if key not in names:
+                raise ValueError(f"unknown transform {key!r}; transforms: {', '.join(names)}")
+            if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise ValueError(f"{key}={p!r}: a probability must be a number in [0, 1]")
             setattr(new, key, dataclasses.replace(getattr(self, key), p=float(p)))
         return new
 

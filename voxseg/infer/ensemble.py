@@ -95,7 +95,10 @@ def member_dirs(run_dir: str | Path, folds: str | Sequence[int] | None = None) -
         raise InputError(run_dir, "--folds was given but the run has no fold_*/ subfolders with a plan.json")
     if folds == "all":
         return fold_dirs
-    wanted = [int(f) for f in (folds.split(",") if isinstance(folds, str) else folds)]
+    try:
+        wanted = [int(f) for f in (folds.split(",") if isinstance(folds, str) else folds)]
+    except ValueError:
+        raise InputError(run_dir, f"--folds must be 'all' or fold numbers such as 0,2; got {folds!r}") from None
     by_name = {p.name: p for p in fold_dirs}
     missing = [f for f in wanted if f"fold_{f}" not in by_name]
     if missing:
@@ -403,5 +406,7 @@ def load_merge_table(name_or_path: str | Path) -> MergeTable:
         raise InputError(path, f"no such merge table file; built-in tables: {', '.join(MERGE_TABLES)}")
     try:
         return MergeTable.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
+        raise InputError(path, f"not a valid merge table: missing key {exc}") from None
+    except (json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(path, f"not a valid merge table: {exc}") from None

@@ -164,6 +164,17 @@ def _check_merge_labels(table: MergeTable, plan: RunPlan, source: Path) -> None:
                                  f"predict (its labels: {plan.label_values})")
 
 
+def _check_output_spares_input(input_path: Path, out: Path, cases: Sequence[Case]) -> None:
+    """Refuse an output that would overwrite an input file (any channel of a case), or land among the input
+    files (in the input folder or below it), where predictions would replace references or mix with scans."""
+    source, target = input_path.resolve(), out.resolve()
+    inputs = {p.resolve() for c in cases for p in [*c.image_paths, *([c.label_path] if c.label_path else [])]}
+    if target == source or target in inputs:
+        raise InputError(out, "is an input of this prediction; choose another output")
+    if source.is_dir() and (target == source or source in target.parents):
+        raise InputError(out, f"lies inside the input folder {input_path}; write predictions outside it")
+
+
 def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | Path, out: str | Path,
                  probabilities: bool = False, which: str = "best", progress: bool = True,
                  validate: Callable[[list[Case]], None] | None = None,
@@ -220,6 +231,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         n_tta = len(tta_variants(tta, plan.network.spatial_dims))
     except ValueError as exc:
         raise InputError(runs[0], str(exc)) from None
+    if uncertainty and n_tta * len(members) < 2:
+        warnings.warn("--uncertainty measures disagreement between predictions: with one model and no TTA the map "
+                      "is zero everywhere; add --tta flips (or more models)", stacklevel=2)
     if plan.train.num_threads:
         torch.set_num_threads(plan.train.num_threads)
     rules = load_postprocessing(runs[0]) if postprocess else None
@@ -234,6 +248,7 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         kept = validate(cases)
         cases = cases if kept is None else kept
     out = Path(out)
+    _check_output_spares_input(Path(input_path), out, cases)
     if is_nifti(out):
         if len(cases) != 1:
             raise InputError(out, f"a single output file was given but the input holds {len(cases)} cases; "

@@ -49,6 +49,8 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     if not path.exists():
         if not run_dir.is_dir():
             raise InputError(run_dir, "run folder not found")
+        if not (run_dir / "plan.json").exists():
+            raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
         hint = ("train with --swa-epochs to make one" if which == "swa" else
                 "training has not saved a checkpoint yet (the first is written at the end of the first epoch)")
         raise InputError(path, f"no such checkpoint: {hint}")

@@ -111,9 +111,16 @@ def _geometry_problem(pred: ImageGeometry, ref: ImageGeometry, ref_path: Path) -
 
 
 def _read_labels(path: Path) -> np.ndarray:
+    """A label map as int32; float files are accepted when every value is an integer (some tools write
+    labels as float32), anything else (NaN, 0.3, ...) is not a label map."""
     array, _ = read_volume(path, dtype=None)
     if array.dtype.kind == "f":
-        array = np.rint(array)
+        rounded = np.rint(array)
+        bad = ~np.isfinite(array) | (np.abs(array - rounded) > 1e-3)
+        if bad.any():
+            raise InputError(path, f"not a label map: {int(bad.sum())} voxel(s) hold non-integer values "
+                                   f"(e.g. {array[bad].flat[0]:g})")
+        array = rounded
     return array.astype(np.int32, copy=False)
 
 
@@ -251,7 +258,7 @@ def evaluate_folders(
     rows: list[dict] = []
     confusion: dict[tuple[int, int], int] = {}
     scored = {0} | {int(v) for labels in structures.values() for v in labels}
-    unscored: dict[int, list[str]] = {}  # predicted label values that no structure scores -> case ids
+    unscored: dict[tuple[str, int], list[str]] = {}  # (side, label value) no structure scores -> case ids
     for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
         pred, ref = _read_labels(preds[case_id]), _read_labels(refs[case_id])
         per_structure = case_metrics(pred, ref, spacings[case_id], structures, penalty_mm, tolerance_mm=tolerance_mm)
@@ -263,12 +270,14 @@ def evaluate_folders(
                     penalty_mm=lesion_penalty_mm, min_fp_volume_mm3=lesion_min_fp_volume_mm3,
                 ))
         _add_confusion(confusion, pred, ref)
-        for value in set(np.unique(pred).tolist()) - scored:
-            unscored.setdefault(int(value), []).append(case_id)
+        for which, labels in (("predicted", pred), ("in the reference", ref)):
+            for value in set(np.unique(labels).tolist()) - scored:
+                unscored.setdefault((which, int(value)), []).append(case_id)
         rows += [{"case_id": case_id, "structure": name, **values} for name, values in per_structure.items()]
 
-    for value, ids in sorted(unscored.items()):  # e.g. BraTS 2018 labels (4) scored against 2023 ones (3)
-        warnings.warn(f"{pred_dir}: label {value} is predicted in {len(ids)} case(s) ({_listing(ids)}) but belongs "
+    for (which, value), ids in sorted(unscored.items()):  # e.g. BraTS 2018 labels (4) scored as 2023's (3)
+        folder = pred_dir if which == "predicted" else ref_dir
+        warnings.warn(f"{folder}: label {value} is {which} in {len(ids)} case(s) ({_listing(ids)}) but belongs "
                       f"to no evaluated structure ({', '.join(structures)}): not scored (see the confusion matrix)",
                       stacklevel=2)
     summary = summarise(rows)

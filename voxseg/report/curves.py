@@ -50,7 +50,10 @@ def plot_learning_curves(log_csv: str | Path, png: str | Path) -> Path | None:
         if pts:
             ax_dice.plot(*zip(*pts), label=key.removeprefix("val_dice_"), lw=2.5 if key.endswith("mean") else 1.2)
     ax_dice.set(xlabel="epoch", ylabel="Dice", title="validation Dice", ylim=(0, 1))
-    ax_dice.legend(loc="lower right", fontsize=8)
+    if ax_dice.get_legend_handles_labels()[0]:
+        ax_dice.legend(loc="lower right", fontsize=8)
+    else:  # no validation split: say so on the picture rather than leave an empty axis unexplained
+        ax_dice.text(0.5, 0.5, "no validation cases", ha="center", va="center", transform=ax_dice.transAxes)
     fig.tight_layout()
     out = _save(fig, png)
     plt.close(fig)

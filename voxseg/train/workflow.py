@@ -11,6 +11,7 @@ Run folder layout::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from voxseg.data.augment import AugmentConfig
@@ -32,10 +34,14 @@ from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.image import read_geometry
 from voxseg.io.validate import validate_dataset
+from voxseg.losses import build_loss
+from voxseg.nets import freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
                               save_json_atomic)
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
+from voxseg.train.optim import build_optimizer
+from voxseg.train.schedules import lr_factor
 
 __all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "split_cases", "kfold_splits", "prepare_cases",
            "run_training"]
@@ -57,7 +63,8 @@ class TrainOptions:
         epochs, iterations_per_epoch, time_budget_minutes, batch_size, lr, optimizer, seed, amp:
             see :class:`voxseg.plan.TrainConfig`.
         patch_size: ``[pz, py, px]`` voxels; None plans it from the median case shape.
-        max_patch_voxels: cap used when planning the patch (CPU default ~ 64^3 x 2).
+        max_patch_voxels: cap used when planning the patch; None: 64^3 when training on a CPU, 96x96x64 on
+            a GPU (see :data:`CPU_DEFAULTS`).
         val_fraction: share of cases held out for validation.
         preprocess: cropping, normalisation and resampling.
         skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
@@ -84,7 +91,7 @@ class TrainOptions:
     amp: str = "auto"
     val_every: int = 1
     patch_size: list[int] | None = None
-    max_patch_voxels: int = 96 * 96 * 64
+    max_patch_voxels: int | None = None
     val_fraction: float = 0.2
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     skip_invalid: bool = False
@@ -192,20 +199,105 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
             raise InputError(run_dir, "refusing to --overwrite a folder that is not a voxseg run (no plan.json)")
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
-    """Empty (``overwrite``) or create the run folder; only once the data has passed validation, so bad
-    input neither replaces an old run nor leaves an empty folder behind."""
-    _check_run_dir(run_dir, overwrite, resume)
-    if resume:
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
+@contextlib.contextmanager
+def _new_run_dir(run_dir: Path):
+    """Make a new run in a hidden sibling folder that takes the run folder's name only when the block ends
+    well: an option that fails while planning leaves neither a half-made folder nor (with --overwrite) a
+    deleted old run. Only called after :func:`_check_run_dir` allowed replacing ``run_dir``."""
+    staging = run_dir.with_name(f".{run_dir.name}.new")
+    if staging.exists():  # left by a killed run
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if run_dir.exists():
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    staging.rename(run_dir)
+
+
+def _check_plan(plan: RunPlan, run_dir: Path) -> None:
+    """Build what training will build (network, loss, optimiser, schedule) and check the numbers, so that a
+    bad option is one line here, before the run folder exists, not a traceback after it was made."""
+    t = plan.train
+    problems = [f"{flag} must be {rule}, got {value}" for flag, value, ok, rule in [
+        ("--epochs", t.epochs, t.epochs >= 1, ">= 1"),
+        ("--iterations", t.iterations_per_epoch, t.iterations_per_epoch >= 1, ">= 1"),
+        ("--batch-size", t.batch_size, t.batch_size >= 1, ">= 1"),
+        ("--lr", t.lr, t.lr > 0, "> 0"),
+        ("--val-every", t.val_every, t.val_every >= 1, ">= 1"),
+        ("--time-budget", t.time_budget_minutes, t.time_budget_minutes is None or t.time_budget_minutes > 0, "> 0"),
+        ("--slices", t.slices, t.mode != "2.5d" or (t.slices >= 1 and t.slices % 2 == 1), "odd and >= 1"),
+        ("--minicube-context", t.minicube_context, t.minicube_context >= 0, ">= 0"),
+        ("--loader-workers", t.loader_workers, t.loader_workers >= 0, ">= 0"),
+        ("--swa-epochs", t.swa_epochs, t.swa_epochs >= 0, ">= 0"),
+    ] if not ok]
+    if problems:
+        raise InputError(run_dir, "; ".join(problems))
+    try:
+        model = build_model(plan)
+        divisor = model.size_divisor
+        spatial = t.patch_size[-len(divisor):] if plan.network.spatial_dims == 2 else t.patch_size
+        if len(t.patch_size) != 3 or any(p < 1 for p in t.patch_size):
+            raise ValueError(f"patch {t.patch_size} must be 3 positive sizes (Z, Y, X; 1 x Y x X for 2-D)")
+        bad = [(p, d) for p, d in zip(spatial, divisor) if p % d]
+        if bad:
+            raise ValueError(f"patch {t.patch_size}: each size must be a multiple of {bad[0][1]} for this network "
+                             f"(2^(depth-1)), e.g. {[max(d, round(p / d) * d) for p, d in zip(spatial, divisor)]}")
+        if t.freeze_stages:
+            freeze_encoder(model, t.freeze_stages)
+        build_loss(t.loss, mode="sigmoid" if plan.label_scheme.startswith("brats") else "softmax", **t.loss_kwargs)
+        build_optimizer(t.optimizer, model, t.lr, t.weight_decay, **t.optimizer_kwargs)
+        lr_factor(t.schedule, 0.5, **t.schedule_kwargs)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise InputError(run_dir, f"cannot train with these options: {str(exc).strip(chr(39))}") from None
+
+
+# What the benchmarks here found on 2 CPU cores (hippocampus, BraTS, the demo): a U-Net of base width 16 with
+# deep supervision and patches of at most 64^3 voxels. nnU-Net's GPU-sized defaults (base 32, 96x96x64 patches)
+# cost 5-10x more per iteration (IBSR: 10 s), too few iterations for a CPU budget. Used when training on a CPU
+# for the "unet" preset, under whatever the user sets (--net-args, --patch).
+CPU_DEFAULTS = {"unet_kwargs": {"base_width": 16, "deep_supervision": True}, "max_patch_voxels": 64 ** 3}
+GPU_MAX_PATCH_VOXELS = 96 * 96 * 64
+
+
+def _hardware_defaults(options: TrainOptions) -> tuple[dict, int, str]:
+    """Network overrides and patch cap for the hardware training will run on, and a note saying what was
+    chosen (empty when nothing was)."""
+    kwargs = dict(options.net_kwargs)
+    if torch.cuda.is_available():
+        return kwargs, options.max_patch_voxels or GPU_MAX_PATCH_VOXELS, ""
+    chosen = []
+    if options.net == "unet" and options.spatial_dims == 3:
+        for key, value in CPU_DEFAULTS["unet_kwargs"].items():
+            if key not in kwargs:
+                kwargs[key] = value
+                chosen.append(f"{key}={value}")
+    cap = options.max_patch_voxels
+    if cap is None and options.patch_size is None:
+        cap = CPU_DEFAULTS["max_patch_voxels"]
+        chosen.append("patch <= 64^3")
+    note = f"CPU defaults: {', '.join(chosen)} (--net-args / --patch override)" if chosen else ""
+    return kwargs, cap or GPU_MAX_PATCH_VOXELS, note
+
+
+def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
+                  log: Callable[[str], None], run_dir: Path) -> RunPlan:
+    """:func:`_plan_from_data` then :func:`_check_plan`; an option that cannot be planned is one line naming the run."""
+    try:
+        plan = _plan_from_data(options, dataset, label_values, prepared, log)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise InputError(run_dir, f"cannot train with these options: {str(exc).strip(chr(39))}") from None
+    _check_plan(plan, run_dir)
+    return plan
 
 
 def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[int],
-                    prepared: list[PreparedCase]) -> RunPlan:
-    """The run plan: the user's options, with the patch planned from the median case shape."""
+                    prepared: list[PreparedCase], log: Callable[[str], None] = print) -> RunPlan:
+    """The run plan: the user's options, with the patch planned from the median case shape, and the network
+    size and patch cap chosen for the hardware where the user did not set them."""
     lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
     train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
                         lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
@@ -213,6 +305,9 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
                         amp=options.amp, val_fraction=options.val_fraction, val_every=options.val_every,
                         seed=options.seed, num_threads=options.num_threads, init_from=options.init_from,
                         freeze_stages=options.freeze_stages, unfreeze_after_epochs=options.unfreeze_after_epochs)
+    net_kwargs, max_patch_voxels, note = _hardware_defaults(options)
+    if note:
+        log(note)
     unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
@@ -222,7 +317,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
                    label_scheme=options.label_scheme, preprocess=options.preprocess,
-                   network=NetworkConfig(options.net, options.spatial_dims, dict(options.net_kwargs)), train=train,
+                   network=NetworkConfig(options.net, options.spatial_dims, net_kwargs), train=train,
                    dataset=str(dataset.root), augment=options.augment or augmentation_preset("flips"))
     try:
         plan.channel_indices
@@ -233,7 +328,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     if train.minicube:  # seed 000: the patch is the cube plus its context
         patch = [c + train.minicube_context for c in train.minicube]
     else:
-        patch = options.patch_size or plan_patch_size(tuple(median), divisor, options.max_patch_voxels,
+        patch = options.patch_size or plan_patch_size(tuple(median), divisor, max_patch_voxels,
                                                       options.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
     return plan
@@ -269,14 +364,20 @@ def _fingerprint(cases: list[Case]) -> DatasetFingerprint:
 def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[Case], LabelMapping]:
     if options.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
         checkpoint_path(options.init_from, "best")
-    cases = checked_cases(dataset, options.skip_invalid, log)
-    if options.include_cases is not None:
+    if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
         keep = set(options.include_cases)
-        cases = [c for c in cases if c.case_id in keep]
+        dataset = dataclasses.replace(dataset, cases=[c for c in dataset.cases if c.case_id in keep])
+    if options.exclude_cases:
+        unknown = sorted(set(options.exclude_cases) - {c.case_id for c in dataset.cases})
+        if unknown:
+            raise InputError(dataset.root, f"--exclude-cases names case(s) not in this dataset: {', '.join(unknown)}")
+    cases = checked_cases(dataset, options.skip_invalid, log)
     if options.exclude_cases:
         drop = set(options.exclude_cases)
         cases = [c for c in cases if c.case_id not in drop]
         log(f"left out {len(drop)} excluded case(s): {', '.join(sorted(drop))}")
+    if not cases:
+        raise InputError(dataset.root, "no cases left to train on")
     log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
         f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
     label_values = _label_values(cases, dataset)
@@ -336,24 +437,28 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
     _check_run_dir(run_dir, overwrite, resume)
     if resume:
         plan, split, cases = _load_cases_for_resume(dataset, run_dir)
-        mapping = LabelMapping(plan.label_values)
+        prepared = prepare_cases(cases, plan.preprocess, LabelMapping(plan.label_values), run_dir / "preprocessed",
+                                 progress)
     else:
         cases, mapping = _checked_setup(dataset, options, log)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
-    _prepare_run_dir(run_dir, overwrite, resume)
-    prepared = prepare_cases(cases, options.preprocess if not resume else plan.preprocess, mapping,
-                             run_dir / "preprocessed", progress)
-    if not resume:
-        plan = _plan_from_data(options, dataset, mapping.values, prepared)
-        plan.save(run_dir / "plan.json")
-        save_json_atomic(split, run_dir / "split.json")
-        save_json_atomic(dataset.to_dict(), run_dir / "dataset.json")
-        _fingerprint(cases).save(run_dir)
+        with _new_run_dir(run_dir) as staging:
+            prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
+            plan = _checked_plan(options, dataset, mapping.values, prepared, log, run_dir)
+            plan.save(staging / "plan.json")
+            save_json_atomic(split, staging / "split.json")
+            save_json_atomic(dataset.to_dict(), staging / "dataset.json")
+            _fingerprint(cases).save(staging)
         log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
             f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
             f"split {len(split['train'])} train / {len(split['val'])} validation cases")
     barrier()
     return _train_in(run_dir, plan, split, prepared, resume, progress, log)
+
+
+def _check_fold_choice(fold: str, n_folds: int, run_dir: Path) -> None:
+    if fold != "all" and not (str(fold).isdigit() and int(fold) < n_folds):
+        raise InputError(run_dir, f"--fold must be 'all' or a fold number 0-{n_folds - 1}, got {fold!r}")
 
 
 def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite: bool, resume: bool,
@@ -367,20 +472,23 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         plan = RunPlan.load(run_dir / "plan.json")
         cases = [c for c in dataset.cases if c.case_id in {i for s in splits for i in s["train"] + s["val"]}]
         mapping = LabelMapping(plan.label_values)
+        _check_fold_choice(options.fold, len(splits), run_dir)
+        prepared = prepare_cases(cases, plan.preprocess, mapping, run_dir / "preprocessed", progress)
     else:
         _check_run_dir(run_dir, overwrite, resume=False)
         cases, mapping = _checked_setup(dataset, options, log)
-        _prepare_run_dir(run_dir, overwrite, resume=False)
+        if not 2 <= options.folds <= len(cases):
+            raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
+                                      f"got {options.folds}")
         splits = kfold_splits([c.case_id for c in cases], options.folds, options.seed)
-        plan = None
-    prepared = prepare_cases(cases, plan.preprocess if plan else options.preprocess, mapping,
-                             run_dir / "preprocessed", progress)
-    if plan is None:
-        plan = _plan_from_data(options, dataset, mapping.values, prepared)
-        plan.save(run_dir / "plan.json")
-        save_json_atomic(splits, splits_path)
-        save_json_atomic(dataset.to_dict(), run_dir / "dataset.json")
-        _fingerprint(cases).save(run_dir)
+        _check_fold_choice(options.fold, len(splits), run_dir)
+        with _new_run_dir(run_dir) as staging:
+            prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
+            plan = _checked_plan(options, dataset, mapping.values, prepared, log, run_dir)
+            plan.save(staging / "plan.json")
+            save_json_atomic(splits, staging / splits_path.name)
+            save_json_atomic(dataset.to_dict(), staging / "dataset.json")
+            _fingerprint(cases).save(staging)
         log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
             f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
