@@ -143,6 +143,8 @@ def _train_options(**kw):
     from voxseg.plan import augmentation_preset
     from voxseg.train.workflow import TrainOptions
 
+    if kw["fold"] != "all" and not kw["folds"]:
+        raise click.BadParameter("--fold picks a fold of a cross-validation: give --folds K too", param_hint="'--fold'")
     mode = kw["mode"] or ("2d" if kw["dims"] == 2 else "3d")
     dims = 2 if mode in ("2d", "2.5d") else kw["dims"]
     augment = _parsed("--augment-args", lambda t: augmentation_preset(kw["augment"]).replace(**_parse_kv(t)),
