@@ -380,7 +380,7 @@ def test_train_and_evaluate_refuse_an_output_that_is_a_file(phantoms, tmp_path):
     ["--net", "unett"], ["--net-args", "bogus=1"], ["--net-args", "depth=30"], ["--loss", "bogus"],
     ["--patch", "3x3x3"], ["--patch", "abc"], ["--iterations", "0"], ["--mode", "2.5d", "--slices", "2"],
     ["--folds", "2", "--fold", "7"], ["--exclude-cases", "no_such_case"], ["--augment-args", "bogus=1"],
-    ["--spacing", "0,1,1"], ["--optimizer-args", "bogus=1"], ["--fold", "1"],
+    ["--spacing", "0,1,1"], ["--optimizer-args", "bogus=1"], ["--fold", "1"], ["--channels", "FLAIR,flair"],
 ])
 def test_a_bad_option_is_one_line_and_leaves_the_old_run_whole(trained, phantoms, tmp_path, bad):
     import shutil

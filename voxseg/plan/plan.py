@@ -235,7 +235,10 @@ class RunPlan:
         missing = [c for c in self.train.channels if c.lower() not in lower]
         if missing:
             raise ValueError(f"channels {missing} are not in the dataset's channels {self.channel_names}")
-        return [lower.index(c.lower()) for c in self.train.channels]
+        indices = [lower.index(c.lower()) for c in self.train.channels]
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"channel subset {self.train.channels} names a channel twice")
+        return indices
 
     @property
     def input_channels(self) -> int:
