@@ -422,3 +422,18 @@ def test_resume_says_which_options_it_ignores(trained, phantoms, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert any("ignored: --epochs, --loss" in line for line in warned), proc.stderr
+
+
+def test_training_data_without_any_foreground_is_refused(phantoms, tmp_path):
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantoms, ds)
+    for path in (ds / "labelsTr").glob("*.nii.gz"):
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), path)
+    proc = _run_cli("train", ds, "--out", tmp_path / "run", *TINY)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {ds}: the label maps of all 5 case(s) hold only "
+                                                    "background (0): nothing to learn")
+    assert not (tmp_path / "run").exists()

@@ -114,7 +114,8 @@ def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], Non
     report = validate_dataset(dataset, allowed_labels=allowed, progress=True, require_labels=require_labels)
     problems = report.problems
     if not problems:
-        return [c for c in dataset.cases if c.label_path is not None or not require_labels]
+        return _with_foreground([c for c in dataset.cases if c.label_path is not None or not require_labels],
+                                report, dataset, require_labels)
     lines = [str(p) for p in problems]
     if not skip_invalid:
         raise DatasetInvalid(lines + [f"{dataset.root}: {len(lines)} problem(s); fix them or pass --skip-invalid "
@@ -126,7 +127,17 @@ def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], Non
     log(f"--skip-invalid: left out {len(bad)} case(s) ({', '.join(sorted(bad))}); {len(kept)} remain")
     if not kept:
         raise InputError(dataset.root, "no valid cases left after --skip-invalid")
-    return kept
+    return _with_foreground(kept, report, dataset, require_labels)
+
+
+def _with_foreground(cases: list[Case], report, dataset: Dataset, require_labels: bool) -> list[Case]:
+    """Refuse training data whose label maps are all background: it would train to Dice 0 without a word."""
+    ids = {c.case_id for c in cases}
+    values = [r.label_values for r in report.rows if r.case_id in ids and r.label_values is not None]
+    if require_labels and values and all(set(v) <= {0} for v in values):
+        raise InputError(dataset.root, f"the label maps of all {len(values)} case(s) hold only background (0): "
+                                       "nothing to learn")
+    return cases
 
 
 def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
