@@ -186,3 +186,15 @@ def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monk
 
     kwargs, cap, note = _hardware_defaults(TrainOptions())
     assert kwargs == {} and cap == 96 * 96 * 64 and note == ""
+
+
+def test_a_patch_larger_than_every_case_is_said(phantoms, tmp_path):
+    said = []
+    run_training(phantoms, tmp_path / "big", _options(patch_size=[32, 16, 16], epochs=1, iterations_per_epoch=1),
+                 progress=False, log=said.append)
+    warned = [line for line in said if line.startswith("warning: patch [32, 16, 16]")]
+    assert len(warned) == 1 and "along z " in warned[0], said
+    said.clear()
+    run_training(phantoms, tmp_path / "fits", _options(epochs=1, iterations_per_epoch=1), progress=False,
+                 log=said.append)
+    assert not [line for line in said if line.startswith("warning: patch")]

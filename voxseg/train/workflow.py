@@ -343,6 +343,13 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
         patch = options.patch_size or plan_patch_size(tuple(median), divisor, max_patch_voxels,
                                                       options.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
+    largest = np.max(np.array([c.image.shape[1:] for c in prepared]), axis=0)
+    spatial = plan.train.patch_size[-len(largest):] if options.spatial_dims == 3 else plan.train.patch_size[1:]
+    too_big = [axis for axis, p, n in zip("zyx" if options.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
+               if p > n]
+    if too_big:
+        log(f"warning: patch {plan.train.patch_size} is larger than every (cropped) case along {', '.join(too_big)} "
+            f"(largest {'x'.join(str(int(n)) for n in largest)}): the rest is zero padding, computed for nothing")
     return plan
 
 
