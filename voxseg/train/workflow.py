@@ -347,7 +347,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     spatial = plan.train.patch_size[-len(largest):] if options.spatial_dims == 3 else plan.train.patch_size[1:]
     too_big = [axis for axis, p, n in zip("zyx" if options.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
                if p > n]
-    if too_big:
+    if too_big and options.patch_size:  # a planned patch is the median shape rounded up to the divisor: by design
         log(f"warning: patch {plan.train.patch_size} is larger than every (cropped) case along {', '.join(too_big)} "
             f"(largest {'x'.join(str(int(n)) for n in largest)}): the rest is zero padding, computed for nothing")
     return plan
