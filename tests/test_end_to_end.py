@@ -332,7 +332,7 @@ def test_init_from_a_folder_without_checkpoint_is_one_line_and_makes_no_run(phan
 def test_predict_warns_about_a_voxel_size_the_run_never_saw(trained, phantoms, tmp_path):
     import shutil
 
-    from voxseg.data import DatasetFingerprint
+    from voxseg.plan import DatasetFingerprint
 
     fingerprint = DatasetFingerprint.load(trained)
     assert fingerprint is not None and fingerprint.n_cases == 5

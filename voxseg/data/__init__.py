@@ -2,7 +2,6 @@
 
 Arrays are ``(C, Z, Y, X)`` images and ``(Z, Y, X)`` labels; spacings ``(sz, sy, sx)`` in mm.
 """
-from voxseg.data.fingerprint import FINGERPRINT_NAME, SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.data.phantoms import make_phantom_case, make_phantom_dataset
 from voxseg.data.preprocess import (
     NORMALIZATIONS,
@@ -27,8 +26,6 @@ from voxseg.data.enhance import DENOISERS, anisotropic_diffusion, enhance_image,
 from voxseg.data.labels import REGION_NAMES, LabelScheme, check_labels_fit, labels_to_regions, regions_to_labels
 
 __all__ = [
-    # fingerprint
-    "FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint",
     # preprocess
     "NORMALIZATIONS",
     "LabelMapping",

@@ -41,6 +41,7 @@ from voxseg.infer.runtime import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model, p
 from voxseg.infer.sliding_window import window_grid
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
+from voxseg.plan.fingerprint import DatasetFingerprint
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["EnsembleMember", "EnsemblePrediction", "member_dirs", "load_members", "check_members",
@@ -56,11 +57,13 @@ class EnsembleMember:
         model: the network, in eval mode.
         plan: its :class:`RunPlan` (preprocessing, window, label scheme).
         source: the folder it was loaded from (for messages).
+        fingerprint: spacings and shapes of its training cases (``fingerprint.json``), when the run saved one.
     """
 
     model: torch.nn.Module
     plan: RunPlan
     source: Path = Path(".")
+    fingerprint: DatasetFingerprint | None = None
 
     @property
     def activation(self) -> str:
@@ -113,7 +116,7 @@ def load_members(run_dirs: Sequence[str | Path], folds: str | Sequence[int] | No
     for run_dir in run_dirs:
         for folder in member_dirs(run_dir, folds):
             model, plan = load_model(folder, which)
-            members.append(EnsembleMember(model, plan, folder))
+            members.append(EnsembleMember(model, plan, folder, DatasetFingerprint.load(folder)))
     check_members(members)
     return members
 

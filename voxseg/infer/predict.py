@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
@@ -82,10 +81,9 @@ def _warn_if_unseen_spacing(pipelines: Sequence[Sequence[EnsembleMember]], case:
     """Say when a run that does not resample gets a scan whose voxel size its training cases did not have."""
     said: set[str] = set()
     for member in (m for members in pipelines for m in members):
-        if member.plan.preprocess.target_spacing or not (member.source / "plan.json").exists():
-            continue  # the run resamples every scan to its spacing, or the model did not come from a run folder
-        fingerprint = DatasetFingerprint.load(member.source)
-        problem = fingerprint.spacing_problem(spacing) if fingerprint is not None else None
+        if member.plan.preprocess.target_spacing or member.fingerprint is None:
+            continue  # the run resamples every scan to its spacing, or it saved no fingerprint
+        problem = member.fingerprint.spacing_problem(spacing)
         if problem and problem not in said:
             said.add(problem)
             warnings.warn(f"{case.case_id}: {problem} [{member.source}]", stacklevel=3)

@@ -6,6 +6,7 @@ Typical use::
     net = build_network("unet", spatial_dims=3, in_channels=4, out_channels=3)
     logits = net(x)  # x (N, 4, Z, Y, X), each size a multiple of net.size_divisor
 """
+from voxseg.nets._base import check_spatial_size
 from voxseg.nets.blocks import CBAM, AttentionGate, DenseBlock, DilatedBottleneck, PlainBlock, ResidualBlock
 from voxseg.nets.info import count_parameters, estimate_flops, network_table
 from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
@@ -19,6 +20,7 @@ __all__ = [
     "NETWORKS",
     "NetworkSpec",
     "build_network",
+    "check_spatial_size",
     "count_parameters",
     "estimate_flops",
     "network_table",

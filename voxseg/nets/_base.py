@@ -22,12 +22,18 @@ def _check_input(x: torch.Tensor, spatial_dims: int, in_channels: int, size_divi
         )
     if x.shape[1] != in_channels:
         raise ValueError(f"expected {in_channels} input channels, got {x.shape[1]} (input shape {tuple(x.shape)})")
-    for axis, (size, div) in enumerate(zip(x.shape[2:], size_divisor)):
-        if size % div:
+    check_spatial_size(tuple(x.shape[2:]), size_divisor)
+
+
+def check_spatial_size(spatial: Sequence[int], size_divisor: Sequence[int]) -> None:
+    """Raise ValueError unless every size of ``spatial`` (voxels) is a positive multiple of the network's
+    ``size_divisor`` on that axis (what a forward pass needs; also checked when a patch is planned)."""
+    for axis, (size, div) in enumerate(zip(spatial, size_divisor)):
+        if size < 1 or size % div:
             lower, upper = (size // div) * div, (size // div + 1) * div
-            nearest = f"{lower} or {upper}" if lower else f"{upper}"
+            nearest = f"{lower} or {upper}" if lower > 0 else f"{max(upper, div)}"
             raise ValueError(
-                f"spatial size {size} (axis {axis} of spatial shape {tuple(x.shape[2:])}) is not a multiple of "
+                f"spatial size {size} (axis {axis} of spatial shape {tuple(spatial)}) is not a multiple of "
                 f"{div}; allowed: {_allowed_sizes(div)} (nearest: {nearest})"
             )
 

@@ -1,6 +1,9 @@
-"""The typed run plan (saved as plan.json), augmentation presets and the patch planner."""
+"""The typed run plan (saved as plan.json), augmentation presets, the patch planner and the dataset
+fingerprint (fingerprint.json)."""
+from voxseg.plan.fingerprint import FINGERPRINT_NAME, SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.plan.plan import (AUGMENTATION_PRESETS, InferenceConfig, NetworkConfig, RunPlan, TrainConfig,
                               augmentation_preset, plan_patch_size, save_json_atomic)
 
 __all__ = ["AUGMENTATION_PRESETS", "InferenceConfig", "NetworkConfig", "RunPlan", "TrainConfig",
-           "augmentation_preset", "plan_patch_size", "save_json_atomic"]
+           "augmentation_preset", "plan_patch_size", "save_json_atomic",
+           "FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint"]

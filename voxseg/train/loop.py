@@ -311,7 +311,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                     log(f"warning: at {seconds_per_it:.2g} s per iteration the {cfg.time_budget_minutes:.3g}-minute "
                         f"budget allows about {max(int(projected), iterations_done)} iterations; a U-Net rarely "
                         f"learns in fewer than {_FEW_ITERATIONS} (the benchmarks here ran 2,200-3,700). Give it "
-                        f"more time, or a smaller patch (--patch) or network (--net-args base_width=16)")
+                        f"more time, or a smaller patch (--patch) or network (--net-args base_width=...)")
             # A budgeted bar stops at its total: the last step may end a little past the budget.
             bar.update(min(int(time.perf_counter() - t0), bar.total) - bar.n if by_time else 1)
             bar.set_postfix_str(f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, best val Dice "

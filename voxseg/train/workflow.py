@@ -27,7 +27,7 @@ from tqdm import tqdm
 from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
-from voxseg.data.fingerprint import DatasetFingerprint, dataset_fingerprint
+from voxseg.plan.fingerprint import DatasetFingerprint, dataset_fingerprint
 from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError, InputProblems
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
@@ -35,7 +35,7 @@ from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.image import read_geometry
 from voxseg.io.validate import validate_dataset
 from voxseg.losses import build_loss
-from voxseg.nets import freeze_encoder
+from voxseg.nets import check_spatial_size, freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
                               save_json_atomic)
 from voxseg.train.distributed import barrier, init_distributed
@@ -249,14 +249,9 @@ def _check_plan(plan: RunPlan, run_dir: Path) -> None:
         raise InputError(run_dir, "; ".join(problems))
     try:
         model = build_model(plan)
-        divisor = model.size_divisor
-        spatial = t.patch_size[-len(divisor):] if plan.network.spatial_dims == 2 else t.patch_size
-        if len(t.patch_size) != 3 or any(p < 1 for p in t.patch_size):
-            raise ValueError(f"patch {t.patch_size} must be 3 positive sizes (Z, Y, X; 1 x Y x X for 2-D)")
-        bad = [(p, d) for p, d in zip(spatial, divisor) if p % d]
-        if bad:
-            raise ValueError(f"patch {t.patch_size}: each size must be a multiple of {bad[0][1]} for this network "
-                             f"(2^(depth-1)), e.g. {[max(d, round(p / d) * d) for p, d in zip(spatial, divisor)]}")
+        if len(t.patch_size) != 3:
+            raise ValueError(f"patch {t.patch_size} must be 3 sizes (Z, Y, X; 1 x Y x X for 2-D)")
+        check_spatial_size(t.patch_size[-plan.network.spatial_dims:], model.size_divisor)
         if t.freeze_stages:
             freeze_encoder(model, t.freeze_stages)
         build_loss(t.loss, mode="sigmoid" if plan.label_scheme.startswith("brats") else "softmax", **t.loss_kwargs)

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from voxseg.plan.plan import save_json_atomic
+
 __all__ = ["FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint"]
 
 FINGERPRINT_NAME = "fingerprint.json"
@@ -48,11 +50,7 @@ class DatasetFingerprint:
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/fingerprint.json`` atomically (temporary name, then rename)."""
-        path = Path(run_dir) / FINGERPRINT_NAME
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        return save_json_atomic(self.to_dict(), Path(run_dir) / FINGERPRINT_NAME)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "DatasetFingerprint | None":

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from voxseg.data.fingerprint import FINGERPRINT_NAME, DatasetFingerprint, dataset_fingerprint
+from voxseg.plan.fingerprint import FINGERPRINT_NAME, DatasetFingerprint, dataset_fingerprint
 
 
 def test_ranges_are_per_axis():
