@@ -437,3 +437,5 @@ def test_training_data_without_any_foreground_is_refused(phantoms, tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (f"error: {ds}: the label maps of all 5 case(s) hold only "
                                                     "background (0): nothing to learn")
     assert not (tmp_path / "run").exists()
+    proc = _run_cli("validate", ds)
+    assert proc.returncode == 0 and "warning: the label maps of all 5 case(s) hold only background (0)" in proc.stderr

@@ -149,6 +149,46 @@ def test_bad_dataset_json(tmp_path, content, match):
     assert "dataset.json" in str(info.value)
 
 
+def test_dataset_json_naming_two_channels_alike_is_one_error(tmp_path):
+    root = _make_nnunet(tmp_path / "ds", channels=("T1", "FLAIR", "T1"))
+    with pytest.raises(InputError, match=r'"T1" \(channels 0, 2\)') as info:
+        load_dataset(root)
+    assert info.value.path == root / "dataset.json"
+
+
+def test_dataset_json_without_background_entry_allows_0(tmp_path):
+    root = _make_nnunet(tmp_path / "ds")
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"lesion": 1}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    assert load_dataset(root).label_names == {0: "background", 1: "lesion"}
+
+
+def test_nifti_ending_other_than_file_ending_is_still_read(tmp_path):
+    root = _make_nnunet(tmp_path / "ds")
+    for gz in (root / "imagesTr" / "a_case_0001.nii.gz", root / "labelsTr" / "a_case.nii.gz"):
+        nib.save(nib.load(gz), str(gz.with_name(gz.name[:-3])))
+        gz.unlink()
+    case = load_dataset(root).case("a_case")
+    assert case.missing_channels == [] and [p.name for p in case.image_paths] == ["a_case_0000.nii.gz", "a_case_0001.nii"]
+    assert case.label_path.name == "a_case.nii"
+    _write(root / "imagesTr" / "a_case_0001.nii.gz", _image(1))
+    with pytest.raises(InputError, match="two files for channel 1 of case a_case: a_case_0001.nii and a_case_0001.nii.gz"):
+        load_dataset(root)
+
+
+def test_broken_symlink_is_listed_and_named_on_reading(tmp_path):
+    root = _make_nnunet(tmp_path / "ds")
+    link = root / "imagesTr" / "a_case_0001.nii.gz"
+    link.unlink()
+    link.symlink_to(tmp_path / "gone.nii.gz")
+    case = load_dataset(root).case("a_case")
+    assert case.missing_channels == [] and case.image_paths[1] == link
+    with pytest.raises(InputError, match="broken symbolic link") as info:
+        read_case(case)
+    assert info.value.path == link
+
+
 def test_paired_layout(tmp_path):
     root = _make_paired(tmp_path / "paired")
     (root / "images" / "._case_0.nii.gz").write_bytes(b"macOS resource fork")  # must be ignored

@@ -227,6 +227,21 @@ def test_truncated_file_is_a_problem_not_an_exception(clean, victim):
     assert [r.case_id for r in report.rows] == ["c1", "c2"]  # the other case is still checked
 
 
+def test_gzip_data_under_a_nii_name_says_rename(clean):
+    path = clean / "c1" / "c1_t2.nii.gz"
+    path.rename(path.with_name("c1_t2.nii"))
+    (p,) = validate_dataset(load_dataset(clean)).problems
+    assert p.path.name == "c1_t2.nii" and p.message == "gzip-compressed data in a .nii file: rename it to .nii.gz"
+
+
+def test_background_only_counts_labels_when_all_are_empty(clean):
+    assert validate_dataset(load_dataset(clean)).background_only() == 0
+    for case in ("c1", "c2"):
+        _write(clean / case / f"{case}_seg.nii.gz", np.zeros(SHAPE_ZYX, np.uint8))
+    report = validate_dataset(load_dataset(clean))
+    assert report.ok and report.background_only() == 2 and report.background_only({"c1"}) == 1
+
+
 def test_format_table_is_fixed_width_and_lists_problems(clean):
     (clean / "c2" / "c2_seg.nii.gz").unlink()
     report = validate_dataset(load_dataset(clean), progress=True)

@@ -118,6 +118,9 @@ def validate(data: Path) -> None:
         click.echo(f"{len(report.problems)} problem(s) in {len({p.case_id for p in report.problems})} case(s)",
                    err=True)
         sys.exit(2)
+    if n := report.background_only():
+        click.echo(f"warning: the label maps of all {n} case(s) hold only background (0): nothing to train on "
+                   "(voxseg train refuses this dataset)", err=True)
     click.echo(f"ok: {len(dataset.cases)} cases, no problems")
 
 

@@ -143,8 +143,15 @@ class Dataset:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    """NIfTI files directly in ``folder``, sorted; hidden files (macOS ``._x.nii.gz`` forks) are skipped."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p.name) and not p.name.startswith("."))
+    """NIfTI files directly in ``folder``, sorted; hidden files (macOS ``._x.nii.gz`` forks) are skipped.
+
+    A broken symbolic link is listed (reading it then names the missing target) rather than dropped, which
+    would report its case as having a missing channel or no label.
+    """
+    return sorted(
+        p for p in folder.iterdir()
+        if (p.is_file() or (p.is_symlink() and not p.exists())) and is_nifti(p.name) and not p.name.startswith(".")
+    )
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -166,8 +173,11 @@ def _stems(files: list[Path], folder: Path) -> dict[str, Path]:
 # nnU-Net v2
 
 
-def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None, str]:
-    """``(channel_names in index order, label_names, file_ending)`` from ``root/dataset.json``."""
+def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None]:
+    """``(channel_names in index order, label_names)`` from ``root/dataset.json``.
+
+    ``file_ending`` must name a NIfTI ending; files are then matched with either NIfTI ending.
+    """
     path = root / "dataset.json"
     try:
         meta = json.loads(path.read_text())
@@ -185,11 +195,16 @@ def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None, st
         raise InputError(path, f'"channel_names" keys must be channel indices "0", "1", ...; got {list(channels)}') from None
     if [i for i, _ in indexed] != list(range(len(indexed))):
         raise InputError(path, f'"channel_names" indices must be 0..{len(indexed) - 1}; got {[i for i, _ in indexed]}')
+    names = [name for _, name in indexed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        where = ", ".join(f'"{n}" (channels {", ".join(str(i) for i, m in indexed if m == n)})' for n in twice)
+        raise InputError(path, f'"channel_names" gives one name to several channels: {where}; each channel needs its own name')
     label_names = _parse_labels(path, meta.get("labels"))
     ending = str(meta.get("file_ending", ".nii.gz"))
     if not is_nifti("x" + ending):
         raise InputError(path, f'file_ending "{ending}" is not supported (voxseg reads .nii and .nii.gz)')
-    return [name for _, name in indexed], label_names, ending
+    return names, label_names
 
 
 def _parse_labels(path: Path, labels: object) -> dict[int, str] | None:
@@ -213,6 +228,8 @@ def _parse_labels(path: Path, labels: object) -> dict[int, str] | None:
     for name, values in regions:
         for v in values:
             out.setdefault(int(v), str(name))
+    # nnU-Net requires "background": 0; without it every case's background would be an "unexpected value".
+    out.setdefault(0, "background")
     return out
 
 
@@ -221,7 +238,7 @@ def _load_nnunet(root: Path, subset: str | None) -> Dataset:
         raise InputError(
             root, "found imagesTr/ or imagesTs/ but no dataset.json (nnU-Net v2 needs channel_names, labels, file_ending)"
         )
-    channel_names, label_names, ending = _read_dataset_json(root)
+    channel_names, label_names = _read_dataset_json(root)
     if subset is None:
         subset = "Tr" if (root / "imagesTr").is_dir() else "Ts"
     if subset not in ("Tr", "Ts"):
@@ -229,37 +246,39 @@ def _load_nnunet(root: Path, subset: str | None) -> Dataset:
     images_dir = root / f"images{subset}"
     if not images_dir.is_dir():
         raise InputError(images_dir, "folder not found")
-    cases = _group_nnunet_files(images_dir, channel_names, ending)
+    cases = _group_nnunet_files(images_dir, channel_names)
     labels_dir = root / f"labels{subset}"
-    _attach_labels(cases, labels_dir, ending, channel_names)
+    _attach_labels(cases, labels_dir, channel_names)
     return Dataset(root, "nnunet", channel_names, _sorted_cases(cases, root), label_names)
 
 
 def _group_nnunet_files(
-    folder: Path, channel_names: list[str], ending: str | None = None, files: list[Path] | None = None
+    folder: Path, channel_names: list[str], files: list[Path] | None = None
 ) -> dict[str, Case]:
     """Group ``CASE_XXXX`` files into cases; ``channel_names[i]`` names index ``i``.
 
     Args:
         folder: where the files are (listed when ``files`` is None).
         channel_names: one name per channel index.
-        ending: dataset.json ``file_ending``; files with another ending are ignored. ``None``: any NIfTI.
         files: the files to group, default all NIfTI files of ``folder``.
 
     Raises:
-        InputError: a file without the ``_XXXX`` channel index, or an index beyond ``channel_names``.
+        InputError: a file without the ``_XXXX`` channel index, an index beyond ``channel_names``, or one
+            channel in two files (``.nii`` and ``.nii.gz``).
     """
     by_case: dict[str, dict[int, Path]] = {}
     for p in _nifti_files(folder) if files is None else files:
-        if ending is not None and not p.name.endswith(ending):
-            continue
-        m = _NNUNET_NAME.match(p.name[: -len(ending)] if ending else strip_nifti_suffix(p.name))
+        m = _NNUNET_NAME.match(strip_nifti_suffix(p.name))
         if m is None:
             raise InputError(p, "expected an nnU-Net image name CASE_XXXX (XXXX = 4-digit channel index)")
         index = int(m["channel"])
         if index >= len(channel_names):
             raise InputError(p, f"channel index {index} but dataset.json lists {len(channel_names)} channel(s) {channel_names}")
-        by_case.setdefault(m["case"], {})[index] = p
+        channels = by_case.setdefault(m["case"], {})
+        if index in channels:
+            raise InputError(folder, f"two files for channel {index} of case {m['case']}: "
+                             f"{channels[index].name} and {p.name}; keep one")
+        channels[index] = p
     cases = {}
     for case_id, files in by_case.items():
         cases[case_id] = Case(
@@ -271,14 +290,15 @@ def _group_nnunet_files(
     return cases
 
 
-def _attach_labels(cases: dict[str, Case], labels_dir: Path, ending: str, channel_names: list[str]) -> None:
-    """Set ``label_path`` from ``labels_dir/<case><ending>``; a label with no image becomes an image-less case."""
+def _attach_labels(cases: dict[str, Case], labels_dir: Path, channel_names: list[str]) -> None:
+    """Set ``label_path`` from ``labels_dir/<case>.nii(.gz)``; a label with no image becomes an image-less case.
+
+    Either NIfTI ending is accepted whatever dataset.json's ``file_ending`` says (reporting a ``.nii`` label
+    missing would send the user looking for a file that is there).
+    """
     if not labels_dir.is_dir():
         return
-    for p in _nifti_files(labels_dir):
-        if not p.name.endswith(ending):
-            continue
-        case_id = p.name[: -len(ending)]
+    for case_id, p in _stems(_nifti_files(labels_dir), labels_dir).items():
         if case_id in cases:
             cases[case_id].label_path = p
         else:

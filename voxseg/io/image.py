@@ -65,9 +65,13 @@ class ImageGeometry:
 
 def _load(path: Path) -> nib.Nifti1Image:
     if not path.exists():
+        if path.is_symlink():
+            raise InputError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
         raise InputError(path, "file not found")
     if not is_nifti(path):
         raise InputError(path, "not a NIfTI file (expected .nii or .nii.gz)")
+    if path.name.endswith(".nii") and _starts_with(path, b"\x1f\x8b"):
+        raise InputError(path, "gzip-compressed data in a .nii file: rename it to .nii.gz")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken headers
@@ -75,6 +79,14 @@ def _load(path: Path) -> nib.Nifti1Image:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, "not a NIfTI-1/2 image")
     return img
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def _spatial_shape_check(path: Path, shape: tuple[int, ...]) -> None:

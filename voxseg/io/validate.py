@@ -104,6 +104,16 @@ class ValidationReport:
         """True when no problem was found."""
         return not self.problems
 
+    def background_only(self, case_ids: set[str] | None = None) -> int:
+        """Number of readable label maps when all of them (of ``case_ids``, default all) hold only 0, else 0.
+
+        Not a problem of any file (a case without the structure is valid), but such a dataset has nothing
+        to learn from: ``voxseg train`` refuses it and ``voxseg validate`` warns.
+        """
+        values = [r.label_values for r in self.rows
+                  if r.label_values is not None and (case_ids is None or r.case_id in case_ids)]
+        return len(values) if values and all(set(v) <= {0} for v in values) else 0
+
     def to_dict(self) -> dict:
         """JSON-ready dict."""
         return {"rows": [r.to_dict() for r in self.rows], "problems": [p.to_dict() for p in self.problems]}
@@ -226,7 +236,7 @@ def _read(case_id: str, path: Path, problems: list[Problem]) -> tuple[np.ndarray
         # Full voxel data, not just the header: a truncated .nii.gz only fails while decompressing.
         return read_volume(path, dtype=None)
     except InputError as exc:
-        problems.append(Problem(case_id, path, f"unreadable or truncated file: {exc.problem}"))
+        problems.append(Problem(case_id, path, exc.problem))  # says which: missing, header, voxel data
         return None
 
 

@@ -132,11 +132,9 @@ def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], Non
 
 def _with_foreground(cases: list[Case], report, dataset: Dataset, require_labels: bool) -> list[Case]:
     """Refuse training data whose label maps are all background: it would train to Dice 0 without a word."""
-    ids = {c.case_id for c in cases}
-    values = [r.label_values for r in report.rows if r.case_id in ids and r.label_values is not None]
-    if require_labels and values and all(set(v) <= {0} for v in values):
-        raise InputError(dataset.root, f"the label maps of all {len(values)} case(s) hold only background (0): "
-                                       "nothing to learn")
+    n = report.background_only({c.case_id for c in cases})
+    if require_labels and n:
+        raise InputError(dataset.root, f"the label maps of all {n} case(s) hold only background (0): nothing to learn")
     return cases
 
 
