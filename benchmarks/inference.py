@@ -130,7 +130,7 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     case = find_prediction_cases(case_dir, ["flair", "t1", "t1ce", "t2"])[0]
     image, _, geometry = read_case(case, with_label=False)
     model, plan = _model_and_plan(run, image.shape[0], window)
-    sigmoid = plan.label_scheme.startswith("brats")
+    sigmoid = plan.activation == "sigmoid"
     start = time.perf_counter()
     if method == "voxseg":
         pre = preprocess_case(image, geometry.spacing, plan.preprocess)

@@ -147,3 +147,37 @@ def test_real_brats2018_round_trip():
         wt = regions[REGION_NAMES.index("WT")]
         assert int(wt.sum()) == int((seg > 0).sum()) > 0, case.name
         assert np.array_equal(regions_to_labels(regions, "brats"), seg), case.name
+
+
+# nnU-Net v2's BraTS conversion: 1 oedema, 2 non-enhancing core, 3 enhancing; regions WT, TC, ET.
+NNUNET_BRATS = {"whole tumor": (1, 2, 3), "tumor core": (2, 3), "enhancing tumor": (3,)}
+
+
+def test_regions_scheme_from_an_nnunet_dataset_json_round_trips():
+    scheme = LabelScheme("regions", region_values=NNUNET_BRATS)
+    assert scheme.paint_labels == (1, 2, 3)  # derived: the value each region holds and no later one does
+    assert scheme.is_region_based and scheme.loss_mode == "sigmoid" and scheme.allowed_labels == (0, 1, 2, 3)
+    assert scheme.structures() == {k: list(v) for k, v in NNUNET_BRATS.items()}
+    seg = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
+    regions = labels_to_regions(seg, scheme)
+    assert regions.shape == (3, 2, 4) and regions[:, 0, 2].tolist() == [1, 1, 0]
+    assert np.array_equal(regions_to_labels(regions, scheme), seg)
+    assert LabelScheme.from_dict(json.loads(json.dumps(scheme.to_dict()))) == scheme
+    with pytest.raises(ValueError, match="do not fit label scheme 'regions'"):
+        labels_to_regions(np.array([0, 4]), scheme)
+
+
+def test_regions_scheme_paints_the_given_region_labels_and_checks_them():
+    overlapping = {"organ": (1, 2, 3), "lesion": (2, 3)}  # lesion holds two values: which one to paint?
+    with pytest.raises(ValueError, match="regions_class_order"):
+        LabelScheme("regions", region_values=overlapping)
+    scheme = LabelScheme("regions", region_values=overlapping, region_labels=(1, 3))
+    assert regions_to_labels(np.array([[1, 1, 0], [0, 1, 1]], bool), scheme).tolist() == [1, 3, 3]
+    with pytest.raises(ValueError, match="not one of its values"):
+        LabelScheme("regions", region_values=overlapping, region_labels=(1, 4))
+    with pytest.raises(ValueError, match="one label per region"):
+        LabelScheme("regions", region_values=overlapping, region_labels=(1,))
+    with pytest.raises(ValueError, match="> 0"):
+        LabelScheme("regions", region_values={"a": (0, 1)})
+    with pytest.raises(ValueError, match="for scheme 'regions'"):
+        LabelScheme("brats", region_values=NNUNET_BRATS)

@@ -439,3 +439,53 @@ def test_training_data_without_any_foreground_is_refused(phantoms, tmp_path):
     assert not (tmp_path / "run").exists()
     proc = _run_cli("validate", ds)
     assert proc.returncode == 0 and "warning: the label maps of all 5 case(s) hold only background (0)" in proc.stderr
+
+
+def _as_nnunet_region_dataset(phantoms, root):
+    """The phantoms as nnU-Net v2 stores BraTS: labels 1 oedema, 2 non-enhancing core, 3 enhancing, and
+    dataset.json regions (whole tumor, tumor core, enhancing tumor) with regions_class_order."""
+    import shutil
+
+    shutil.copytree(phantoms, root)
+    remap = {0: 0, 2: 1, 1: 2, 4: 3}
+    for path in (root / "labelsTr").glob("*.nii.gz"):
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        nib.save(nib.Nifti1Image(np.vectorize(remap.get)(data).astype(np.uint8), img.affine), path)
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    meta["regions_class_order"] = [1, 2, 3]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_nnunet_region_dataset_trains_regions_and_predicts_its_labels(phantoms, tmp_path):
+    ds = _as_nnunet_region_dataset(phantoms, tmp_path / "ds")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(ds), "--out", str(run), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "labels: the regions of dataset.json" in result.output
+    plan = RunPlan.load(run / "plan.json")
+    assert plan.label_scheme == "regions" and plan.num_outputs == 3 and plan.activation == "sigmoid"
+    assert list(plan.label_regions) == ["whole tumor", "tumor core", "enhancing tumor"]
+    out = tmp_path / "pred"
+    assert CliRunner().invoke(main, ["predict", str(run), str(ds), str(out)]).exit_code == 0
+    preds = sorted(out.glob("*.nii.gz"))
+    assert preds and all(set(np.unique(np.asanyarray(nib.load(p).dataobj))) <= {0, 1, 2, 3} for p in preds)
+    result = CliRunner().invoke(main, ["evaluate", str(out), str(ds / "labelsTr"), "--run", str(run),
+                                       "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
+    assert {"whole tumor", "tumor core", "enhancing tumor"} <= set(json.dumps(metrics).split('"'))
+    # the same data trained as classes when asked
+    result = CliRunner().invoke(main, ["train", str(ds), "--out", str(tmp_path / "c"), "--label-scheme", "classes",
+                                       *TINY])
+    assert result.exit_code == 0 and RunPlan.load(tmp_path / "c" / "plan.json").num_outputs == 4
+
+
+def test_regions_scheme_without_regions_is_one_line(phantoms, tmp_path):
+    proc = _run_cli("train", phantoms, "--out", tmp_path / "run", "--label-scheme", "regions", *TINY)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {phantoms / 'dataset.json'}: --label-scheme "
+                                                            "regions takes its regions from an nnU-Net dataset.json")
+    assert not (tmp_path / "run").exists()

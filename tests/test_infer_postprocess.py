@@ -129,3 +129,17 @@ def test_choose_run_postprocessing_from_out_of_fold_predictions(tmp_path):
     assert load_postprocessing(run) == choice.rules
     with pytest.raises(InputError):
         choose_run_postprocessing(tmp_path / "cv", pred_dir=tmp_path)
+
+
+def test_candidates_for_dataset_json_regions_fill_with_the_enclosing_region():
+    scheme = LabelScheme("regions", region_values={"whole tumor": (1, 2, 3), "tumor core": (2, 3), "enhancing": (3,)})
+    rules = candidate_rules(scheme, [0, 1, 2, 3], min_voxels=(5,))
+    assert [(r.kind, r.structure, r.labels, r.fill) for r in rules] == [
+        ("largest_component", "whole tumor", [1, 2, 3], 0),
+        ("remove_small", "tumor core", [2, 3], 1),
+        ("remove_small", "enhancing", [3], 2),
+    ]
+    label = np.zeros((1, 1, 12), np.uint8)
+    label[0, 0, :8] = 2
+    label[0, 0, 2] = 3  # one enhancing voxel inside the core: removed, it stays core (label 2)
+    assert rules[2].apply(label)[0, 0, 2] == 2

@@ -164,6 +164,25 @@ def test_dataset_json_without_background_entry_allows_0(tmp_path):
     assert load_dataset(root).label_names == {0: "background", 1: "lesion"}
 
 
+def test_region_based_dataset_json_keeps_its_regions_apart_from_label_names(tmp_path):
+    root = _make_nnunet(tmp_path / "ds")
+    meta = json.loads((root / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}
+    meta["regions_class_order"] = [1, 2, 3]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ds = load_dataset(root)
+    assert ds.label_regions == {"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
+    assert list(ds.label_regions) == ["whole tumor", "tumor core", "enhancing tumor"]  # output channel order
+    assert ds.region_labels == [1, 2, 3]
+    # label 1 is not "whole tumor": a region's name is not the name of each of its values
+    assert ds.label_names == {0: "background", 1: "label_1", 2: "label_2", 3: "enhancing tumor"}
+    assert Dataset.from_dict(json.loads(json.dumps(ds.to_dict()))).label_regions == ds.label_regions
+    meta["labels"] = {"background": 0, "lesion": 1}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="regions_class_order"):
+        load_dataset(root)
+
+
 def test_nifti_ending_other_than_file_ending_is_still_read(tmp_path):
     root = _make_nnunet(tmp_path / "ds")
     for gz in (root / "imagesTr" / "a_case_0001.nii.gz", root / "labelsTr" / "a_case.nii.gz"):

@@ -181,8 +181,9 @@ def _training_flags(func):
                      callback=lambda c, p, v: int(v), help="3-D patches or 2-D slices"),
         click.option("--loss", default="dice+ce", show_default=True, help="loss spec ('voxseg losses' lists them)"),
         click.option("--loss-args", default="", help="e.g. alpha=0.3,beta=0.7,gamma=1.33"),
-        click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default="classes",
-                     show_default=True, help="softmax classes, or sigmoid BraTS regions (WT/TC/ET)"),
+        click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023", "regions"]), default=None,
+                     help="softmax classes, sigmoid BraTS regions (WT/TC/ET), or the regions of an nnU-Net "
+                          "dataset.json [default: regions if dataset.json declares them, else classes]"),
         click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
         click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="iterations per epoch"),
         click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="minutes; stops cleanly at the budget"),

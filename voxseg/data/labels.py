@@ -1,8 +1,11 @@
-"""Label schemes: plain classes, or BraTS tumour regions built from the label values.
+"""Label schemes: plain classes, or overlapping regions built from the label values.
 
-Region-based BraTS training predicts three *overlapping* regions, one sigmoid channel each, always
-in the order of :data:`REGION_NAMES` = ``("WT", "TC", "ET")`` (largest to smallest, as nnU-Net
-orders them; note MONAI's ``ConvertToMultiChannelBasedOnBratsClasses`` uses TC, WT, ET).
+Region-based training predicts *overlapping* regions, one sigmoid channel each, largest first.
+Two built-in schemes cover BraTS, always in the order of :data:`REGION_NAMES` = ``("WT", "TC", "ET")``
+(as nnU-Net orders them; note MONAI's ``ConvertToMultiChannelBasedOnBratsClasses`` uses TC, WT, ET).
+The ``"regions"`` scheme takes any regions, as an nnU-Net v2 ``dataset.json`` declares them
+(``"labels": {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": 3}``
+with ``"regions_class_order": [1, 2, 3]``).
 
 =============  ==============================  ===============  ===============  ==========
 scheme         label values                    WT (whole)       TC (core)        ET (enh.)
@@ -12,9 +15,10 @@ scheme         label values                    WT (whole)       TC (core)       
 =============  ==============================  ===============  ===============  ==========
 
 ``brats`` covers BraTS 2012-2021 (label 3 unused); ``brats2023`` the 2023+ challenges, where enhancing
-tumour moved from 4 to 3. Going back from regions to labels uses the precedence ET > TC > WT:
-ET -> ET label, TC minus ET -> 1, WT minus TC -> 2, so overlapping or inconsistent predictions
-resolve deterministically (ET outside TC is still ET).
+tumour moved from 4 to 3. Going back from regions to labels paints each region's label in region
+order, so later (smaller) regions take precedence, as nnU-Net's ``regions_class_order``: for BraTS
+WT -> 2, then TC -> 1, then ET -> the ET label, i.e. ET > TC > WT, and overlapping or inconsistent
+predictions resolve deterministically (ET outside TC is still ET).
 """
 from __future__ import annotations
 
@@ -36,13 +40,16 @@ __all__ = [
 REGION_NAMES: tuple[str, str, str] = ("WT", "TC", "ET")
 """Channel order of every region array in voxseg: 0 = whole tumour, 1 = tumour core, 2 = enhancing tumour."""
 
-SCHEME_NAMES: tuple[str, ...] = ("classes", "brats", "brats2023")
+SCHEME_NAMES: tuple[str, ...] = ("classes", "brats", "brats2023", "regions")
 
 BRATS_REGIONS: dict[str, dict[str, tuple[int, ...]]] = {
     "brats": {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)},
     "brats2023": {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},
 }
 """Scheme -> region name -> label values making up the region."""
+
+_BRATS_PAINT: dict[str, tuple[int, ...]] = {"brats": (2, 1, 4), "brats2023": (2, 1, 3)}
+"""Label painted for each region (WT, TC, ET order) when going back to labels: WT - TC = oedema, TC - ET = 1."""
 
 _BRATS_LABEL_NAMES: dict[str, dict[int, str]] = {
     "brats": {0: "background", 1: "NCR/NET", 2: "ED", 4: "ET"},
@@ -56,26 +63,40 @@ class LabelScheme:
 
     Args:
         name: ``"classes"`` (each label value is its own mutually exclusive class; softmax),
-            ``"brats"`` (BraTS <= 2021 labels 0/1/2/4 -> regions WT/TC/ET; sigmoid) or
-            ``"brats2023"`` (labels 0/1/2/3 -> regions WT/TC/ET; sigmoid).
+            ``"brats"`` (BraTS <= 2021 labels 0/1/2/4 -> regions WT/TC/ET; sigmoid),
+            ``"brats2023"`` (labels 0/1/2/3 -> regions WT/TC/ET; sigmoid) or
+            ``"regions"`` (the regions given in ``region_values``; sigmoid).
         label_names: ``"classes"`` only: label value -> name (e.g. the dataset's ``{1: "anterior"}``);
-            names structures and, when given, fixes the allowed values. Must be empty for BraTS
-            schemes, whose label names are fixed.
+            names structures and, when given, fixes the allowed values. Must be empty for the other
+            schemes, whose structures are their regions.
+        region_values: ``"regions"`` only: region name -> label values, largest region first (the
+            network's output channels in this order).
+        region_labels: ``"regions"`` only: the label value painted for each region when predictions go
+            back to labels (nnU-Net's ``regions_class_order``), each one of its region's values.
+            Default: for each region the one value it holds and no later region holds.
 
     Raises:
-        ValueError: unknown ``name``, ``label_names`` given for a BraTS scheme, negative label values
-            or duplicate names.
+        ValueError: unknown ``name``, settings given to a scheme that does not take them, negative label
+            values, duplicate names, or regions that cannot be painted back to labels.
     """
 
     name: str = "classes"
     label_names: dict[int, str] = field(default_factory=dict)
+    region_values: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    region_labels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.name not in SCHEME_NAMES:
             raise ValueError(f"unknown label scheme {self.name!r}; choose one of {', '.join(SCHEME_NAMES)}")
         self.label_names = {int(k): str(v) for k, v in dict(self.label_names or {}).items()}
+        self.region_values = {str(k): tuple(int(v) for v in vs) for k, vs in dict(self.region_values or {}).items()}
+        self.region_labels = tuple(int(v) for v in self.region_labels or ())
         if self.is_region_based and self.label_names:
             raise ValueError(f"label scheme {self.name!r} has fixed labels; label_names is only for 'classes'")
+        if self.name != "regions" and (self.region_values or self.region_labels):
+            raise ValueError(f"region_values and region_labels are for scheme 'regions', not {self.name!r}")
+        if self.name == "regions":
+            self.region_labels = _checked_regions(self.region_values, self.region_labels)
         if any(k < 0 for k in self.label_names):
             raise ValueError(f"label values must be >= 0, got {sorted(self.label_names)}")
         names = [v for k, v in self.label_names.items() if k != 0]
@@ -84,8 +105,8 @@ class LabelScheme:
 
     @property
     def is_region_based(self) -> bool:
-        """True for the BraTS schemes (overlapping regions, sigmoid outputs)."""
-        return self.name in BRATS_REGIONS
+        """True for the region schemes (overlapping regions, sigmoid outputs)."""
+        return self.name != "classes"
 
     @property
     def loss_mode(self) -> str:
@@ -94,12 +115,24 @@ class LabelScheme:
 
     @property
     def regions(self) -> dict[str, tuple[int, ...]]:
-        """Region name -> label values, in :data:`REGION_NAMES` order (empty for ``"classes"``)."""
+        """Region name -> label values in output-channel order (:data:`REGION_NAMES` for BraTS; empty for
+        ``"classes"``)."""
+        if self.name == "regions":
+            return dict(self.region_values)
         return dict(BRATS_REGIONS[self.name]) if self.is_region_based else {}
+
+    @property
+    def paint_labels(self) -> tuple[int, ...]:
+        """The label value painted for each region, in :attr:`regions` order (empty for ``"classes"``)."""
+        if self.name == "regions":
+            return self.region_labels
+        return _BRATS_PAINT.get(self.name, ())
 
     @property
     def allowed_labels(self) -> tuple[int, ...] | None:
         """Label values that may occur (background 0 included); ``None`` = any for ``"classes"`` without names."""
+        if self.name == "regions":
+            return tuple(sorted({0} | {v for vs in self.region_values.values() for v in vs}))
         if self.is_region_based:
             return tuple(sorted(_BRATS_LABEL_NAMES[self.name]))
         if not self.label_names:
@@ -117,7 +150,7 @@ class LabelScheme:
             ValueError: ``"classes"`` without ``label_names`` (the label values are unknown).
         """
         if self.is_region_based:
-            return {k: list(v) for k, v in BRATS_REGIONS[self.name].items()}
+            return {k: list(v) for k, v in self.regions.items()}
         if not self.label_names:
             raise ValueError("label scheme 'classes' needs label_names to list its structures")
         out: dict[str, list[int]] = {}
@@ -132,12 +165,43 @@ class LabelScheme:
 
     def to_dict(self) -> dict:
         """JSON-ready dict (label keys as strings); :meth:`from_dict` inverts it exactly."""
-        return {"name": self.name, "label_names": {str(k): v for k, v in sorted(self.label_names.items())}}
+        out: dict = {"name": self.name, "label_names": {str(k): v for k, v in sorted(self.label_names.items())}}
+        if self.name == "regions":
+            out["region_values"] = {k: list(v) for k, v in self.region_values.items()}
+            out["region_labels"] = list(self.region_labels)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> LabelScheme:
         """Inverse of :meth:`to_dict`."""
-        return cls(name=d["name"], label_names={int(k): v for k, v in dict(d.get("label_names") or {}).items()})
+        return cls(name=d["name"], label_names={int(k): v for k, v in dict(d.get("label_names") or {}).items()},
+                   region_values=dict(d.get("region_values") or {}), region_labels=tuple(d.get("region_labels") or ()))
+
+
+def _checked_regions(regions: dict[str, tuple[int, ...]], paint: tuple[int, ...]) -> tuple[int, ...]:
+    """``paint`` (or its default) after checking that painting the regions in order inverts them."""
+    if not regions:
+        raise ValueError("label scheme 'regions' needs region_values (region name -> label values)")
+    values = [v for vs in regions.values() for v in vs]
+    if any(v <= 0 for v in values):
+        raise ValueError(f"region label values must be > 0 (0 is background), got {regions}")
+    if any(not vs for vs in regions.values()):
+        raise ValueError(f"every region needs at least one label value, got {regions}")
+    names = list(regions)
+    if not paint:
+        own = [sorted(set(regions[n]) - {v for later in names[i + 1:] for v in regions[later]})
+               for i, n in enumerate(names)]
+        if any(len(o) != 1 for o in own):
+            raise ValueError(f"cannot tell which label to paint for each region of {regions}: give region_labels "
+                             "(nnU-Net's regions_class_order)")
+        paint = tuple(o[0] for o in own)
+    if len(paint) != len(names):
+        raise ValueError(f"region_labels needs one label per region ({len(names)}), got {list(paint)}")
+    for name, value in zip(names, paint):
+        if value not in regions[name]:
+            raise ValueError(f"region_labels gives region {name!r} label {value}, which is not one of its values "
+                             f"{list(regions[name])}")
+    return tuple(paint)
 
 
 def _scheme(scheme: LabelScheme | str) -> LabelScheme:
@@ -145,6 +209,9 @@ def _scheme(scheme: LabelScheme | str) -> LabelScheme:
 
 
 def _describe(scheme: LabelScheme) -> str:
+    if scheme.name == "regions":
+        regions = ", ".join(f"{k} {list(v)}" for k, v in scheme.regions.items())
+        return f"'regions' (labels {list(scheme.allowed_labels or [])} in regions {regions})"
     if scheme.is_region_based:
         labels = ", ".join(f"{k} {v}" for k, v in _BRATS_LABEL_NAMES[scheme.name].items())
         return f"'{scheme.name}' (labels {labels})"
@@ -189,61 +256,59 @@ def check_labels_fit(values: Iterable[int] | np.ndarray, scheme: LabelScheme | s
 
 
 def labels_to_regions(label: np.ndarray, scheme: LabelScheme | str) -> np.ndarray:
-    """BraTS label map -> binary region masks.
+    """Label map -> binary region masks.
 
     Args:
         label: ``(Z, Y, X)`` (or any-dimensional) integer label map.
-        scheme: ``"brats"`` or ``"brats2023"`` (or a :class:`LabelScheme` with that name).
+        scheme: a region scheme (``"brats"``, ``"brats2023"`` or a :class:`LabelScheme` of them or of ``"regions"``).
 
     Returns:
-        ``(3, *label.shape)`` uint8, channels in :data:`REGION_NAMES` order (WT, TC, ET).
+        ``(R, *label.shape)`` uint8, one channel per region in :attr:`LabelScheme.regions` order
+        (WT, TC, ET for BraTS).
 
     Raises:
         ValueError: a non-region scheme, or labels that do not fit (see :func:`check_labels_fit`).
     """
     scheme = _scheme(scheme)
     if not scheme.is_region_based:
-        raise ValueError(f"labels_to_regions needs a region scheme ('brats' or 'brats2023'), got {scheme.name!r}")
+        raise ValueError(f"labels_to_regions needs a region scheme, got {scheme.name!r}")
     label = np.asarray(label)
     check_labels_fit(np.unique(label), scheme)
-    regions = BRATS_REGIONS[scheme.name]
-    out = np.empty((len(REGION_NAMES), *label.shape), dtype=np.uint8)
-    for i, region in enumerate(REGION_NAMES):
-        out[i] = np.isin(label, regions[region])
+    regions = scheme.regions
+    out = np.empty((len(regions), *label.shape), dtype=np.uint8)
+    for i, values in enumerate(regions.values()):
+        out[i] = np.isin(label, values)
     return out
 
 
 def regions_to_labels(regions: np.ndarray, scheme: LabelScheme | str, dtype: type | np.dtype = np.uint8) -> np.ndarray:
-    """Binary region masks -> BraTS label map, precedence ET > TC > WT.
+    """Binary region masks -> label map: each region's label painted in region order (later ones win).
 
-    ET -> ET label (4 for ``"brats"``, 3 for ``"brats2023"``); TC and not ET -> 1 (NCR/NET);
-    WT and not TC -> 2 (ED); nothing -> 0. Inverts :func:`labels_to_regions` exactly.
+    BraTS: WT -> 2 (ED), then TC -> 1 (NCR/NET), then ET -> the ET label (4 for ``"brats"``, 3 for
+    ``"brats2023"``), i.e. precedence ET > TC > WT; inverts :func:`labels_to_regions` exactly. Scheme
+    ``"regions"`` paints :attr:`LabelScheme.paint_labels` (nnU-Net's ``regions_class_order``).
 
     Args:
-        regions: ``(3, *spatial)`` in :data:`REGION_NAMES` order (WT, TC, ET); bool, integer 0/1 or
-            float 0/1. Threshold probabilities first: fractional values raise.
-        scheme: ``"brats"`` or ``"brats2023"``.
+        regions: ``(R, *spatial)`` in :attr:`LabelScheme.regions` order; bool, integer 0/1 or float 0/1.
+            Threshold probabilities first: fractional values raise.
+        scheme: a region scheme.
         dtype: dtype of the result.
 
     Returns:
-        ``(*spatial)`` label map.
+        ``(*spatial)`` label map, 0 where no region is set.
     """
     scheme = _scheme(scheme)
     if not scheme.is_region_based:
-        raise ValueError(f"regions_to_labels needs a region scheme ('brats' or 'brats2023'), got {scheme.name!r}")
+        raise ValueError(f"regions_to_labels needs a region scheme, got {scheme.name!r}")
+    names = tuple(scheme.regions)
     regions = np.asarray(regions)
-    if regions.ndim < 2 or regions.shape[0] != len(REGION_NAMES):
-        raise ValueError(
-            f"regions must be ({len(REGION_NAMES)}, *spatial) in order {REGION_NAMES}, got shape {regions.shape}"
-        )
+    if regions.ndim < 2 or regions.shape[0] != len(names):
+        raise ValueError(f"regions must be ({len(names)}, *spatial) in order {names}, got shape {regions.shape}")
     if regions.dtype != np.bool_:
         if not np.isin(regions, (0, 1)).all():
             raise ValueError("regions must be binary (0/1 or bool); threshold probabilities before regions_to_labels")
         regions = regions.astype(bool)
-    wt, tc, et = (regions[REGION_NAMES.index(r)] for r in ("WT", "TC", "ET"))
-    et_label = BRATS_REGIONS[scheme.name]["ET"][0]
     out = np.zeros(regions.shape[1:], dtype=dtype)
-    out[wt] = 2
-    out[tc] = 1
-    out[et] = et_label
+    for mask, value in zip(regions, scheme.paint_labels):
+        out[mask] = value
     return out

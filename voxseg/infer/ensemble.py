@@ -67,7 +67,7 @@ class EnsembleMember:
 
     @property
     def activation(self) -> str:
-        return "sigmoid" if self.plan.label_scheme.startswith("brats") else "softmax"
+        return self.plan.activation
 
 
 def member_dirs(run_dir: str | Path, folds: str | Sequence[int] | None = None) -> list[Path]:
@@ -132,7 +132,7 @@ def check_members(members: Sequence[EnsembleMember]) -> None:
         raise InputError(Path("."), "no models to predict with")
     first = members[0]
     for member in members[1:]:
-        for what, a, b in [("label scheme", first.plan.label_scheme, member.plan.label_scheme),
+        for what, a, b in [("label scheme", first.plan.scheme.to_dict(), member.plan.scheme.to_dict()),
                            ("label values", first.plan.label_values, member.plan.label_values),
                            ("number of outputs", first.plan.num_outputs, member.plan.num_outputs),
                            ("input channels", first.plan.channel_names, member.plan.channel_names)]:

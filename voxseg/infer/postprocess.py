@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from voxseg.data.labels import BRATS_REGIONS, LabelScheme
 from voxseg.errors import InputError
 from voxseg.metrics.overlap import overlap_metrics
 
@@ -121,7 +122,7 @@ def apply_postprocessing(label: np.ndarray, rules: Iterable[PostRule]) -> np.nda
     return out
 
 
-def candidate_rules(label_scheme: str, label_values: Sequence[int],
+def candidate_rules(label_scheme: LabelScheme | str, label_values: Sequence[int],
                     et_thresholds: Sequence[int] = (200, DEFAULT_ET_THRESHOLD, 1000),
                     min_voxels: Sequence[int] = (10,)) -> list[PostRule]:
     """Default candidates for :func:`choose_postprocessing`, in the order they are tried.
@@ -129,22 +130,29 @@ def candidate_rules(label_scheme: str, label_values: Sequence[int],
     ``classes``: the largest component of all foreground together, then of each class; then removal
     of small components of each class. BraTS schemes: largest component of WT, removal of small ET
     components, then ``et_to_ncr`` at each of ``et_thresholds`` (greedy: a later threshold is kept only
-    if it improves on the rules kept before it).
+    if it improves on the rules kept before it). Scheme ``regions``: largest component of the first
+    (largest) region, then removal of small components of each later region (their voxels take the
+    label of the region before, which holds them when regions are nested).
 
     Args:
-        label_scheme: ``"classes"``, ``"brats"`` or ``"brats2023"``.
+        label_scheme: a :class:`voxseg.data.LabelScheme` or the name of one without settings.
         label_values: the run's label values (0 first).
         et_thresholds: ET volumes (voxels) to try for ``et_to_ncr``.
         min_voxels: component sizes (voxels) to try for ``remove_small``.
     """
-    from voxseg.data.labels import BRATS_REGIONS
-
-    if label_scheme in BRATS_REGIONS:
-        regions = BRATS_REGIONS[label_scheme]
+    scheme = label_scheme if isinstance(label_scheme, LabelScheme) else LabelScheme(label_scheme)
+    if scheme.name in BRATS_REGIONS:
+        regions = scheme.regions
         et = list(regions["ET"])
         rules = [PostRule("largest_component", "WT", list(regions["WT"]))]
         rules += [PostRule("remove_small", "ET", et, n, fill=1) for n in min_voxels]
         rules += [PostRule("et_to_ncr", "ET", et, t, fill=1) for t in et_thresholds]
+        return rules
+    if scheme.is_region_based:
+        names, paint = list(scheme.regions), scheme.paint_labels
+        rules = [PostRule("largest_component", names[0], list(scheme.regions[names[0]]))]
+        rules += [PostRule("remove_small", names[i], list(scheme.regions[names[i]]), n, fill=paint[i - 1])
+                  for i in range(1, len(names)) for n in min_voxels]
         return rules
     foreground = [int(v) for v in label_values if int(v) != 0]
     rules = [PostRule("largest_component", "all foreground", foreground)] if len(foreground) > 1 else []
@@ -285,7 +293,7 @@ def choose_run_postprocessing(run_dir: str | Path, candidates: Sequence[PostRule
     pairs = ((read_volume(pred_dir / n, dtype=np.int32)[0], read_volume(ref_dir / n, dtype=np.int32)[0])
              for n in names)
     if candidates is None:
-        candidates = candidate_rules(plan.label_scheme, plan.label_values)
+        candidates = candidate_rules(plan.scheme, plan.label_values)
     choice = choose_postprocessing(pairs, candidates, structures_for(ref_dir, run_dir))
     if save:
         save_postprocessing(choice, run_dir)

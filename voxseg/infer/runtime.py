@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from voxseg.data.labels import LabelScheme, regions_to_labels
+from voxseg.data.labels import regions_to_labels
 from voxseg.errors import InputError
 from voxseg.infer.sliding_window import sliding_window_predict
 from voxseg.nets import build_network
@@ -152,10 +152,10 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
 
     Returns:
         ``(K, Z, Y, X)`` float32: softmax class probabilities, or sigmoid region probabilities
-        (``REGION_NAMES`` order) for BraTS schemes.
+        (``plan.scheme.regions`` order; WT, TC, ET for BraTS) for region schemes.
     """
     patch = tuple(plan.train.patch_size)
-    activation = "sigmoid" if plan.label_scheme.startswith("brats") else "softmax"
+    activation = plan.activation
     two_d = plan.network.spatial_dims == 2
     image = network_input(image, plan)
 
@@ -175,8 +175,8 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
 
 def probabilities_to_labels(probs: np.ndarray, plan: RunPlan) -> np.ndarray:
     """``(K, Z, Y, X)`` probabilities -> ``(Z, Y, X)`` consecutive class labels (uint8)."""
-    if plan.label_scheme.startswith("brats"):
-        scheme = LabelScheme(plan.label_scheme)
+    scheme = plan.scheme
+    if scheme.is_region_based:
         original = regions_to_labels(probs > 0.5, scheme)
         lut = {v: i for i, v in enumerate(plan.label_values)}
         out = np.zeros(original.shape, np.uint8)

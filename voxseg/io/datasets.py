@@ -99,7 +99,11 @@ class Dataset:
         layout: one of :data:`LAYOUTS`.
         channel_names: channel names in the order the network sees them.
         cases: sorted by ``case_id``.
-        label_names: ``{value: name}`` from ``dataset.json`` (nnU-Net layout), else ``None``.
+        label_names: ``{value: name}`` from ``dataset.json`` (nnU-Net layout), else ``None``. Every value the
+            labels may hold is a key (0 always); a value that only occurs in regions is named ``label_<v>``.
+        label_regions: ``{region name: values}`` for a region-based ``dataset.json`` (entries whose value is a
+            list, e.g. ``"whole tumor": [1, 2, 3]``), in the file's order; else ``None``.
+        region_labels: ``dataset.json`` ``regions_class_order`` (the label painted per region), if given.
     """
 
     root: Path
@@ -107,6 +111,8 @@ class Dataset:
     channel_names: list[str]
     cases: list[Case]
     label_names: dict[int, str] | None = None
+    label_regions: dict[str, list[int]] | None = None
+    region_labels: list[int] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict; label keys become strings as JSON requires."""
@@ -116,6 +122,8 @@ class Dataset:
             "channel_names": list(self.channel_names),
             "cases": [c.to_dict() for c in self.cases],
             "label_names": None if self.label_names is None else {str(k): v for k, v in self.label_names.items()},
+            "label_regions": self.label_regions,
+            "region_labels": self.region_labels,
         }
 
     @classmethod
@@ -128,6 +136,8 @@ class Dataset:
             channel_names=list(d["channel_names"]),
             cases=[Case.from_dict(c) for c in d["cases"]],
             label_names=None if names is None else {int(k): v for k, v in names.items()},
+            label_regions=d.get("label_regions"),
+            region_labels=d.get("region_labels"),
         )
 
     def case(self, case_id: str) -> Case:
@@ -173,8 +183,9 @@ def _stems(files: list[Path], folder: Path) -> dict[str, Path]:
 # nnU-Net v2
 
 
-def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None]:
-    """``(channel_names in index order, label_names)`` from ``root/dataset.json``.
+def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None, dict[str, list[int]] | None,
+                                           list[int] | None]:
+    """``(channel_names in index order, label_names, label_regions, region_labels)`` from ``root/dataset.json``.
 
     ``file_ending`` must name a NIfTI ending; files are then matched with either NIfTI ending.
     """
@@ -200,24 +211,37 @@ def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None]:
     if twice:
         where = ", ".join(f'"{n}" (channels {", ".join(str(i) for i, m in indexed if m == n)})' for n in twice)
         raise InputError(path, f'"channel_names" gives one name to several channels: {where}; each channel needs its own name')
-    label_names = _parse_labels(path, meta.get("labels"))
+    label_names, regions = _parse_labels(path, meta.get("labels"))
+    order = meta.get("regions_class_order")
+    if order is not None and (not isinstance(order, list) or not all(isinstance(v, int) for v in order)):
+        raise InputError(path, f'"regions_class_order" must be a list of label values, got {order!r}')
+    if order is not None and not regions:
+        raise InputError(path, '"regions_class_order" is given but "labels" defines no regions (lists of values)')
     ending = str(meta.get("file_ending", ".nii.gz"))
     if not is_nifti("x" + ending):
         raise InputError(path, f'file_ending "{ending}" is not supported (voxseg reads .nii and .nii.gz)')
-    return names, label_names
+    return names, label_names, regions, order
 
 
-def _parse_labels(path: Path, labels: object) -> dict[int, str] | None:
-    """nnU-Net v2 ``labels`` is ``{name: value}``; region-based entries map a name to a list of values."""
+def _parse_labels(path: Path, labels: object) -> tuple[dict[int, str] | None, dict[str, list[int]] | None]:
+    """``(value -> name, region name -> values)`` from nnU-Net v2 ``labels``.
+
+    ``{name: value}`` names a label value. When any entry lists values (``"whole tumor": [1, 2, 3]``) the
+    dataset is region-based, as nnU-Net reads it: every entry but background is a region, in the file's
+    order (a single value is a region of one value). A value that only occurs in regions is named
+    ``label_<v>``: a region's name is not the name of each of its values.
+    """
     if labels is None:
-        return None
+        return None, None
     if not isinstance(labels, dict):
         raise InputError(path, '"labels" must be an object such as {"background": 0, "tumour": 1}')
     out: dict[int, str] = {}
-    regions: list[tuple[str, list]] = []
+    regions: dict[str, list[int]] = {}
     for name, value in labels.items():
         if isinstance(value, list):
-            regions.append((name, value))
+            if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise InputError(path, f'region "{name}" must list integer label values, got {value!r}')
+            regions[str(name)] = [int(v) for v in value]
             continue
         try:
             # nnU-Net v1 wrote {"0": "background"}; recognise it by its numeric keys.
@@ -225,12 +249,16 @@ def _parse_labels(path: Path, labels: object) -> dict[int, str] | None:
         except (TypeError, ValueError):
             raise InputError(path, f'label "{name}" has a non-integer value {value!r}') from None
         out[key] = text
-    for name, values in regions:
+        regions[text] = [key]
+    if not any(isinstance(v, list) for v in labels.values()):  # plain labels
+        regions = {}
+    regions = {n: vs for n, vs in regions.items() if vs != [0]}
+    for values in regions.values():
         for v in values:
-            out.setdefault(int(v), str(name))
+            out.setdefault(v, f"label_{v}")
     # nnU-Net requires "background": 0; without it every case's background would be an "unexpected value".
     out.setdefault(0, "background")
-    return out
+    return out, regions or None
 
 
 def _load_nnunet(root: Path, subset: str | None) -> Dataset:
@@ -238,7 +266,7 @@ def _load_nnunet(root: Path, subset: str | None) -> Dataset:
         raise InputError(
             root, "found imagesTr/ or imagesTs/ but no dataset.json (nnU-Net v2 needs channel_names, labels, file_ending)"
         )
-    channel_names, label_names = _read_dataset_json(root)
+    channel_names, label_names, regions, region_labels = _read_dataset_json(root)
     if subset is None:
         subset = "Tr" if (root / "imagesTr").is_dir() else "Ts"
     if subset not in ("Tr", "Ts"):
@@ -249,7 +277,7 @@ def _load_nnunet(root: Path, subset: str | None) -> Dataset:
     cases = _group_nnunet_files(images_dir, channel_names)
     labels_dir = root / f"labels{subset}"
     _attach_labels(cases, labels_dir, channel_names)
-    return Dataset(root, "nnunet", channel_names, _sorted_cases(cases, root), label_names)
+    return Dataset(root, "nnunet", channel_names, _sorted_cases(cases, root), label_names, regions, region_labels)
 
 
 def _group_nnunet_files(

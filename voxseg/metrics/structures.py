@@ -18,8 +18,8 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
                    label_scheme: str | None = None) -> dict[str, list[int]]:
     """Structures (name -> label values) to evaluate.
 
-    Priority: an explicit ``label_scheme``; else the run's plan (its labels and scheme); else every
-    nonzero value found in the reference files, one structure each.
+    Priority: an explicit ``label_scheme``; else the run's plan (its labels and scheme, regions included);
+    else every nonzero value found in the reference files, one structure each.
     """
     names: dict[str, str] = {}
     values: list[int] | None = None
@@ -28,8 +28,12 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
         if not plan_path.exists():
             raise InputError(run_dir, "not a voxseg run folder (no plan.json)")
         plan = RunPlan.load(plan_path)
+        if label_scheme is None and plan.scheme.is_region_based:
+            return plan.scheme.structures()
         label_scheme = label_scheme or plan.label_scheme
         names, values = plan.label_names, plan.label_values
+    if label_scheme == "regions":
+        raise InputError(ref_dir, "label scheme 'regions' takes its regions from a run: give --run RUN")
     if label_scheme and label_scheme != "classes":
         return LabelScheme(label_scheme).structures()
     if values is None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from voxseg.data.augment import AugmentConfig, Flip
+from voxseg.data.labels import LabelScheme
 from voxseg.data.preprocess import PreprocessConfig
 
 __all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "save_json_atomic",
@@ -180,7 +181,10 @@ class RunPlan:
         channel_names: channel order the network was trained with (prediction feeds the same order).
         label_values: original label values, sorted, 0 first (class k of the network is value k).
         label_names: names of the label values (from dataset.json when present).
-        label_scheme: ``"classes"`` (softmax over labels) or ``"brats"`` / ``"brats2023"`` (sigmoid regions).
+        label_scheme: ``"classes"`` (softmax over labels), ``"brats"`` / ``"brats2023"`` (sigmoid BraTS
+            regions) or ``"regions"`` (sigmoid regions of ``label_regions``, e.g. from an nnU-Net dataset.json).
+        label_regions / region_labels: scheme ``"regions"`` only: region name -> label values (output
+            channel order) and the label painted for each region (see :class:`voxseg.data.LabelScheme`).
         preprocess: cropping, normalisation and resampling.
         network / train / inference: see their classes.
         dataset: the dataset folder the run was trained on (informative).
@@ -190,6 +194,8 @@ class RunPlan:
     label_values: list[int]
     label_names: dict[str, str] = field(default_factory=dict)
     label_scheme: str = "classes"
+    label_regions: dict[str, list[int]] = field(default_factory=dict)
+    region_labels: list[int] = field(default_factory=list)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -211,6 +217,8 @@ class RunPlan:
             label_values=[int(v) for v in data["label_values"]],
             label_names={str(k): str(v) for k, v in data.get("label_names", {}).items()},
             label_scheme=data.get("label_scheme", "classes"),
+            label_regions={str(k): [int(v) for v in vs] for k, vs in data.get("label_regions", {}).items()},
+            region_labels=[int(v) for v in data.get("region_labels", [])],
             preprocess=PreprocessConfig.from_dict(data.get("preprocess", {})),
             network=NetworkConfig(**data.get("network", {})),
             train=TrainConfig(**data.get("train", {})),
@@ -246,9 +254,22 @@ class RunPlan:
         return len(self.channel_indices) * (self.train.slices if self.train.mode == "2.5d" else 1)
 
     @property
+    def scheme(self) -> LabelScheme:
+        """The label scheme (its regions for region schemes; class names are in ``label_names``)."""
+        if self.label_scheme == "regions":
+            return LabelScheme("regions", region_values=self.label_regions, region_labels=tuple(self.region_labels))
+        return LabelScheme(self.label_scheme)
+
+    @property
+    def activation(self) -> str:
+        """``"sigmoid"`` (one channel per region) for region schemes, else ``"softmax"``."""
+        return self.scheme.loss_mode
+
+    @property
     def num_outputs(self) -> int:
-        """Output channels of the network: one per class, or three regions for BraTS schemes."""
-        return 3 if self.label_scheme.startswith("brats") else len(self.label_values)
+        """Output channels of the network: one per class, or one per region for region schemes."""
+        scheme = self.scheme
+        return len(scheme.regions) if scheme.is_region_based else len(self.label_values)
 
 
 def plan_patch_size(

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxseg.data.labels import LabelScheme, labels_to_regions
+from voxseg.data.labels import labels_to_regions
 from voxseg.data.augment import build_augmentation
 from voxseg.data.loader import PatchLoader
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
@@ -69,8 +69,8 @@ class TrainResult:
 
 def _targets(labels: np.ndarray, plan: RunPlan) -> torch.Tensor:
     """Batch ``(B, *spatial)`` consecutive labels -> loss targets (indices, or region masks)."""
-    if plan.label_scheme.startswith("brats"):
-        scheme = LabelScheme(plan.label_scheme)
+    scheme = plan.scheme
+    if scheme.is_region_based:
         values = np.asarray(plan.label_values)[labels]
         regions = np.stack([labels_to_regions(v, scheme) for v in values])
         return torch.from_numpy(regions.astype(np.float32))
@@ -213,7 +213,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     model = model.to(dev)
     log(f"mixed precision: {cfg.amp} -> {resolve_amp(cfg.amp, dev)} on {dev.type} with {torch.get_num_threads()} "
         f"threads x {world} process(es); {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
-    loss_fn = build_loss(cfg.loss, mode="sigmoid" if plan.label_scheme.startswith("brats") else "softmax",
+    loss_fn = build_loss(cfg.loss, mode=plan.activation,
                          **cfg.loss_kwargs)
     deep = bool(getattr(model, "deep_supervision", False))
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, **cfg.optimizer_kwargs)

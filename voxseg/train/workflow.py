@@ -59,7 +59,8 @@ class TrainOptions:
         net / net_kwargs: network preset and overrides.
         spatial_dims: 3 (3-D patches) or 2 (2-D slices).
         loss / loss_kwargs: loss spec and its arguments.
-        label_scheme: ``"classes"``, ``"brats"`` or ``"brats2023"``.
+        label_scheme: ``"classes"``, ``"brats"``, ``"brats2023"`` or ``"regions"`` (the regions an nnU-Net
+            ``dataset.json`` declares); None: ``"regions"`` when the dataset declares regions, else ``"classes"``.
         epochs, iterations_per_epoch, time_budget_minutes, batch_size, lr, optimizer, seed, amp:
             see :class:`voxseg.plan.TrainConfig`.
         patch_size: ``[pz, py, px]`` voxels; None plans it from the median case shape.
@@ -80,7 +81,7 @@ class TrainOptions:
     spatial_dims: int = 3
     loss: str = "dice+ce"
     loss_kwargs: dict = field(default_factory=dict)
-    label_scheme: str = "classes"
+    label_scheme: str | None = None
     epochs: int = 100
     iterations_per_epoch: int = 50
     time_budget_minutes: float | None = None
@@ -252,7 +253,7 @@ def _check_plan(plan: RunPlan, run_dir: Path) -> None:
         check_spatial_size(t.patch_size[-plan.network.spatial_dims:], model.size_divisor)
         if t.freeze_stages:
             freeze_encoder(model, t.freeze_stages)
-        build_loss(t.loss, mode="sigmoid" if plan.label_scheme.startswith("brats") else "softmax", **t.loss_kwargs)
+        build_loss(t.loss, mode=plan.activation, **t.loss_kwargs)
         build_optimizer(t.optimizer, model, t.lr, t.weight_decay, **t.optimizer_kwargs)
         lr_factor(t.schedule, 0.5, **t.schedule_kwargs)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -320,8 +321,10 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     if train.mode != "3d" and options.spatial_dims != 2:
         raise InputError(dataset.root, f"training mode {train.mode} needs a 2-D network (--dims 2)")
     label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
+    scheme = _label_scheme(options, dataset)
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
-                   label_scheme=options.label_scheme, preprocess=options.preprocess,
+                   label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
+                   region_labels=list(scheme.region_labels), preprocess=options.preprocess,
                    network=NetworkConfig(options.net, options.spatial_dims, net_kwargs), train=train,
                    dataset=str(dataset.root), augment=options.augment or augmentation_preset("flips"))
     try:
@@ -393,12 +396,33 @@ def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[C
     log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
         f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
     label_values = _label_values(cases, dataset)
-    if options.label_scheme != "classes":
+    scheme = _label_scheme(options, dataset)
+    if scheme.name == "regions":
+        log("labels: the regions of dataset.json, one sigmoid output each: "
+            + "; ".join(f"{name} {list(values)}" for name, values in scheme.regions.items())
+            + " (--label-scheme classes trains each label value as a class instead)")
+    if scheme.is_region_based:
         try:
-            check_labels_fit(label_values, LabelScheme(options.label_scheme))
+            check_labels_fit(label_values, scheme)
         except ValueError as exc:
             raise InputError(dataset.root, str(exc)) from None
     return cases, LabelMapping(label_values)
+
+
+def _label_scheme(options: TrainOptions, dataset: Dataset) -> LabelScheme:
+    """The user's scheme; unset: the regions the dataset.json declares, else classes."""
+    name = options.label_scheme or ("regions" if dataset.label_regions else "classes")
+    if name != "regions":
+        return LabelScheme(name)
+    where = dataset.root / "dataset.json" if dataset.layout == "nnunet" else dataset.root
+    if not dataset.label_regions:
+        raise InputError(where, "--label-scheme regions takes its regions from an nnU-Net dataset.json (\"labels\" "
+                                "entries that list values, e.g. \"whole tumor\": [1, 2, 3]); this dataset declares none")
+    try:
+        return LabelScheme("regions", region_values=dataset.label_regions,
+                           region_labels=tuple(dataset.region_labels or ()))
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
 
 
 def _minicubes(cases: list[PreparedCase], cube: list[int], context: int) -> list[PreparedCase]:
