@@ -42,8 +42,22 @@ def user_errors(func):
         except KeyboardInterrupt:
             click.echo("interrupted: finished files were kept, nothing half-written was left", err=True)
             sys.exit(130)
+        except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+            if not _out_of_memory(err):
+                raise
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            click.echo(f"error: out of memory ({detail}); train: give --memory GIB (what this machine can spare) "
+                       "and voxseg plans a patch and batch that fit, or set a smaller --patch / --batch-size",
+                       err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in text or "out of memory" in text.lower())
 
 
 def _parse_kv(text: str | None) -> dict:
@@ -156,7 +170,7 @@ def _train_options(**kw):
                            target_spacing=_parsed("--spacing", _parse_floats, kw["spacing"], count=3))
     return TrainOptions(
         net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
-        loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], epochs=kw["epochs"],
+        loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parsed("--patch", _parse_ints, kw["patch"]),
         val_fraction=kw["val_fraction"], preprocess=pre, skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
@@ -184,6 +198,9 @@ def _training_flags(func):
         click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023", "regions"]), default=None,
                      help="softmax classes, sigmoid BraTS regions (WT/TC/ET), or the regions of an nnU-Net "
                           "dataset.json [default: regions if dataset.json declares them, else classes]"),
+        click.option("--memory", "memory_gib", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="GiB one training process may use; a planned patch (then batch) shrinks to fit "
+                          "[default: 80% of the memory free]"),
         click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
         click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="iterations per epoch"),
         click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="minutes; stops cleanly at the budget"),

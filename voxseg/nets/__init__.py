@@ -8,7 +8,7 @@ Typical use::
 """
 from voxseg.nets._base import check_spatial_size
 from voxseg.nets.blocks import CBAM, AttentionGate, DenseBlock, DilatedBottleneck, PlainBlock, ResidualBlock
-from voxseg.nets.info import count_parameters, estimate_flops, network_table
+from voxseg.nets.info import count_parameters, estimate_flops, estimate_saved_activation_bytes, network_table
 from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
 from voxseg.nets.transfer import freeze_encoder, replace_head, unfreeze
 from voxseg.nets.unet import UNet
@@ -23,6 +23,7 @@ __all__ = [
     "check_spatial_size",
     "count_parameters",
     "estimate_flops",
+    "estimate_saved_activation_bytes",
     "network_table",
     "freeze_encoder",
     "unfreeze",

@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "estimate_flops", "network_table"]
+__all__ = ["count_parameters", "estimate_flops", "estimate_saved_activation_bytes", "network_table"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -41,6 +41,43 @@ def estimate_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def estimate_saved_activation_bytes(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1) -> int:
+    """Bytes of the tensors a training forward pass keeps for backward (fp32, no autocast).
+
+    Counted exactly with ``torch.autograd.graph.saved_tensors_hooks`` while the network runs on "meta"
+    tensors: nothing is computed or allocated, so a 3-D U-Net at a 128**3 patch is counted in well under
+    a second. A tensor saved by several operations is counted once. This is the part of training memory
+    that grows with patch and batch; the peak of a whole step is larger (gradients of activations during
+    backward, outputs no operation saves): see ``voxseg.train.estimate_training_memory``.
+
+    Args:
+        model: the network (not modified; counted in training mode).
+        input_shape: ``(C, *spatial)`` of one sample, without the batch axis.
+        batch_size: samples per step.
+
+    Returns:
+        Bytes.
+    """
+    tensors = {name: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
+               for name, t in model.named_parameters()}
+    tensors.update({name: torch.empty_like(t, device="meta") for name, t in model.named_buffers()})
+    x = torch.empty((batch_size, *input_shape), device="meta")
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[id(t)] = t.numel() * t.element_size()
+        return t
+
+    was_training = model.training
+    model.train()
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            functional_call(model, tensors, (x,), tie_weights=True, strict=False)
+    finally:
+        model.train(was_training)
+    return sum(saved.values())
 
 
 def network_table(

@@ -38,8 +38,9 @@ from voxseg.losses import build_loss
 from voxseg.nets import check_spatial_size, freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
                               save_json_atomic)
-from voxseg.train.distributed import barrier, init_distributed
+from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
+from voxseg.train.memory import GIB, available_memory, estimate_training_memory, fit_patch_to_memory
 from voxseg.train.optim import build_optimizer
 from voxseg.train.schedules import lr_factor
 
@@ -64,6 +65,8 @@ class TrainOptions:
         epochs, iterations_per_epoch, time_budget_minutes, batch_size, lr, optimizer, seed, amp:
             see :class:`voxseg.plan.TrainConfig`.
         patch_size: ``[pz, py, px]`` voxels; None plans it from the median case shape.
+        memory_gib: memory one training process may use (GiB); a planned patch (then batch) shrinks until a
+            step fits. None: 80% of the memory free when training starts (RAM, or the GPU's).
         max_patch_voxels: cap used when planning the patch; None: 64^3 when training on a CPU, 96x96x64 on
             a GPU (see :data:`CPU_DEFAULTS`).
         val_fraction: share of cases held out for validation.
@@ -82,6 +85,7 @@ class TrainOptions:
     loss: str = "dice+ce"
     loss_kwargs: dict = field(default_factory=dict)
     label_scheme: str | None = None
+    memory_gib: float | None = None
     epochs: int = 100
     iterations_per_epoch: int = 50
     time_budget_minutes: float | None = None
@@ -289,6 +293,40 @@ def _hardware_defaults(options: TrainOptions) -> tuple[dict, int, str]:
     return kwargs, cap or GPU_MAX_PATCH_VOXELS, note
 
 
+def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, log: Callable[[str], None]) -> None:
+    """Shrink a planned patch (then batch) until a training step fits the memory budget; warn when the
+    user's own patch does not fit (refuse when they also gave ``--memory``)."""
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if options.memory_gib is not None:
+        budget, source = int(options.memory_gib * GIB), f"--memory {options.memory_gib:g} GiB"
+    else:
+        free = available_memory(device_type)
+        if free is None:
+            return
+        world = rank_and_world()[1] if device_type == "cpu" else 1  # CPU processes share the RAM
+        budget = int(0.8 * free / world)
+        source = f"the {budget / GIB:.1f} GiB budget (80% of the memory free{' / processes' if world > 1 else ''})"
+    t = plan.train
+    if options.patch_size is not None or t.minicube:
+        spatial = t.patch_size[-plan.network.spatial_dims:]
+        estimate = estimate_training_memory(model, (plan.input_channels, *spatial), t.batch_size, t.optimizer,
+                                            device_type)
+        if estimate.total > budget:
+            message = f"patch {t.patch_size} with batch {t.batch_size} needs about {estimate} to train, more than {source}"
+            if options.memory_gib is not None:
+                raise ValueError(message)
+            log(f"warning: {message}: it may stop with out-of-memory (a smaller --patch or --batch-size fits)")
+        return
+    patch, batch, estimate = fit_patch_to_memory(model, plan.input_channels, t.patch_size, t.batch_size, budget,
+                                                 model.size_divisor, t.optimizer, device_type)
+    if (patch, batch) != (t.patch_size, t.batch_size):
+        log(f"memory: patch {t.patch_size} with batch {t.batch_size} would need more than {source}: "
+            f"planned patch {patch}, batch {batch} (about {estimate})")
+        t.patch_size, t.batch_size = patch, batch
+    else:
+        log(f"memory: training needs about {estimate} ({source.replace('the ', '', 1)})")
+
+
 def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
                   log: Callable[[str], None], run_dir: Path) -> RunPlan:
     """:func:`_plan_from_data` then :func:`_check_plan`; an option that cannot be planned is one line naming the run."""
@@ -331,7 +369,8 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
         plan.channel_indices
     except ValueError as exc:
         raise InputError(dataset.root, str(exc)) from None
-    divisor = max(build_model(plan).size_divisor)
+    model = build_model(plan)
+    divisor = max(model.size_divisor)
     median = np.median(np.array([c.image.shape[1:] for c in prepared]), axis=0)
     if train.minicube:  # seed 000: the patch is the cube plus its context
         patch = [c + train.minicube_context for c in train.minicube]
@@ -339,6 +378,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
         patch = options.patch_size or plan_patch_size(tuple(median), divisor, max_patch_voxels,
                                                       options.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
+    _fit_memory(plan, model, options, log)
     largest = np.max(np.array([c.image.shape[1:] for c in prepared]), axis=0)
     spatial = plan.train.patch_size[-len(largest):] if options.spatial_dims == 3 else plan.train.patch_size[1:]
     too_big = [axis for axis, p, n in zip("zyx" if options.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
