@@ -93,7 +93,8 @@ def _recalibrated(model, plan, run: Path, window: int):
     split = json.loads((run / "split.json").read_text())
     with torch.no_grad():
         for case_id in split["train"]:
-            image = np.load(run / "preprocessed" / f"{case_id}.npz")["image"]
+            cached = run / "preprocessed" / f"{case_id}.image.npy"  # runs made before 2026-11-25 cached .npz
+            image = np.load(cached) if cached.exists() else np.load(run / "preprocessed" / f"{case_id}.npz")["image"]
             for offset in (0, 8, 16, 24):
                 volume = np.pad(image, [(0, 0)] + [(offset, max(0, window - s - offset)) for s in image.shape[1:]])
                 for start in np.array(np.meshgrid(*window_grid(volume.shape[1:], [window] * 3, 0.5))).reshape(3, -1).T:

@@ -110,3 +110,29 @@ def test_out_of_memory_during_training_is_one_line_with_what_to_do(larger_phanto
     assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit)
     (line,) = [x for x in result.output.splitlines() if x.startswith("error:")]
     assert line.startswith("error: out of memory (") and "--memory GIB" in line
+
+
+def test_preprocessed_cases_are_memory_mapped_from_the_cache_and_reused(larger_phantoms, tmp_path, monkeypatch):
+    import numpy as np
+
+    from voxseg.data import LabelMapping, PreprocessConfig
+    from voxseg.io import load_dataset
+    from voxseg.train import prepare_cases
+
+    cases = load_dataset(larger_phantoms).cases
+    config, mapping = PreprocessConfig(), LabelMapping([0, 1, 2, 4])
+    first = prepare_cases(cases, config, mapping, tmp_path / "cache", progress=False)
+    for case in first:  # paged in from disk as patches are drawn, not held in RAM; never written into
+        assert isinstance(case.image, np.memmap) and not case.image.flags.writeable
+        assert case.image.dtype == np.float32 and case.label.dtype == np.uint8 and case.image.shape[1:] == case.label.shape
+
+    def read_case_not_expected(*args, **kwargs):
+        raise AssertionError("a cached case was read and preprocessed again")
+
+    monkeypatch.setattr("voxseg.train.workflow.read_case", read_case_not_expected)
+    again = prepare_cases(cases, config, mapping, tmp_path / "cache", progress=False)
+    assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label) for a, b in zip(first, again))
+    # A case whose settings file is missing (a write cut short) is preprocessed again.
+    (tmp_path / "cache" / f"{cases[0].case_id}.json").unlink()
+    with pytest.raises(AssertionError, match="read and preprocessed again"):
+        prepare_cases(cases, config, mapping, tmp_path / "cache", progress=False)

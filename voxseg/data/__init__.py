@@ -17,6 +17,7 @@ from voxseg.data.preprocess import (
     resample_probabilities,
     restore_to_original,
 )
+from voxseg.data.arrays import tensor_view
 from voxseg.data.loader import PatchLoader
 from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partition, minicube_starts, pad_to_multiple,
                                   random_flip, select_slices, stack_neighbours)
@@ -26,6 +27,7 @@ from voxseg.data.enhance import DENOISERS, anisotropic_diffusion, enhance_image,
 from voxseg.data.labels import REGION_NAMES, LabelScheme, check_labels_fit, labels_to_regions, regions_to_labels
 
 __all__ = [
+    "tensor_view",
     # preprocess
     "NORMALIZATIONS",
     "LabelMapping",

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from voxseg.data.arrays import tensor_view
+
 __all__ = [
     "TRANSFORMS",
     "Transform",
@@ -616,7 +618,7 @@ def _linear_image(image: np.ndarray, coords: np.ndarray, backend: str) -> np.nda
         # grid_sample wants (x, y[, z]) order in [-1, 1] (align_corners=False: voxel centres at (2i+1)/n-1).
         grid[..., d - 1 - a] = coords[a] * np.float32(2.0 / spatial[a]) + np.float32(1.0 / spatial[a] - 1.0)
     src = np.ascontiguousarray(image, dtype=np.float32)
-    out = F.grid_sample(torch.from_numpy(src)[None], torch.from_numpy(grid)[None], mode="bilinear",
+    out = F.grid_sample(tensor_view(src)[None], torch.from_numpy(grid)[None], mode="bilinear",
                         padding_mode="zeros", align_corners=False)
     return out[0].numpy()
 

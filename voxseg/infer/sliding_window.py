@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from voxseg.data.arrays import tensor_view
+
 __all__ = ["gaussian_importance_map", "window_starts", "window_grid", "sliding_window_predict"]
 
 
@@ -111,7 +113,7 @@ def sliding_window_predict(
     weight_t = torch.from_numpy(np.array(weight))
     accum = torch.zeros((num_outputs, *pshape), dtype=torch.float32)
     norm = torch.zeros(pshape, dtype=torch.float32)
-    source = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))
+    source = tensor_view(np.ascontiguousarray(padded, dtype=np.float32))  # only read (windows are stacked copies)
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
         slices = [tuple(slice(st, st + p) for st, p in zip(start, patch_size)) for start in chunk]

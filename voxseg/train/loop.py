@@ -42,11 +42,12 @@ __all__ = ["PreparedCase", "TrainResult", "train_model"]
 
 @dataclass
 class PreparedCase:
-    """A preprocessed case held in memory.
+    """A preprocessed case.
 
     Attributes:
         case_id: identifier.
-        image: ``(C, Z, Y, X)`` float32, normalised.
+        image: ``(C, Z, Y, X)`` float32, normalised; read-only and memory-mapped when it comes from the
+            run's cache (patches are copied out, never written into it).
         label: ``(Z, Y, X)`` uint8 consecutive classes (0 = background), or None.
     """
 

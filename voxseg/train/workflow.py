@@ -5,7 +5,8 @@ Run folder layout::
     RUN/plan.json            the typed plan (channels, labels, preprocessing, network, training)
     RUN/split.json           case ids for training and validation (seeded; editable before --resume)
     RUN/dataset.json         the dataset as voxseg saw it (layout, channel order, cases)
-    RUN/preprocessed/*.npz   cached preprocessed cases (image, label, record)
+    RUN/preprocessed/        cached preprocessed cases: CASE.image.npy, CASE.label.npy (memory-mapped while
+                             training, so a dataset larger than RAM trains) and CASE.json (settings, record)
     RUN/log.csv              one row per epoch
     RUN/checkpoint_{last,best}.pt
 """
@@ -153,13 +154,40 @@ def split_cases(case_ids: list[str], val_fraction: float, seed: int) -> dict[str
     return {"train": sorted(set(ids) - set(val)), "val": val}
 
 
-def _cache_path(cache_dir: Path, case_id: str) -> Path:
-    return cache_dir / f"{case_id}.npz"
+def _cache_files(cache_dir: Path, case_id: str) -> tuple[Path, Path, Path]:
+    """``(image .npy, label .npy, settings .json)`` of one cached case."""
+    return (cache_dir / f"{case_id}.image.npy", cache_dir / f"{case_id}.label.npy", cache_dir / f"{case_id}.json")
+
+
+def _save_atomic(array: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _load_cached(cache_dir: Path, case_id: str, stamp: str) -> PreparedCase | None:
+    """The cached case memory-mapped read-only, or None when absent, partial or made with other settings."""
+    image_path, label_path, meta_path = _cache_files(cache_dir, case_id)
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("stamp") != stamp:
+            return None
+        image = np.load(image_path, mmap_mode="r", allow_pickle=False)
+        label = np.load(label_path, mmap_mode="r", allow_pickle=False) if meta.get("has_label") else None
+    except (OSError, ValueError):
+        return None
+    return PreparedCase(case_id, image, label)
 
 
 def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMapping, cache_dir: Path,
                   progress: bool = True) -> list[PreparedCase]:
-    """Read and preprocess cases, reusing ``cache_dir/<case>.npz`` when the config is unchanged.
+    """Read and preprocess cases, reusing the cache in ``cache_dir`` when the settings are unchanged.
+
+    Cached arrays are uncompressed ``.npy`` files opened memory-mapped (read-only): the cases of a dataset
+    larger than RAM are paged in as patches are drawn, instead of all being held in memory (a BraTS case is
+    ~50 MB preprocessed, a thousand of them more than most machines have). The settings file is written
+    last, so an interrupted write is redone, never half read.
 
     Returns:
         cases with ``(C, Z, Y, X)`` float32 images and ``(Z, Y, X)`` uint8 consecutive labels.
@@ -168,22 +196,22 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
     stamp = json.dumps({"preprocess": config.to_dict(), "labels": mapping.values}, sort_keys=True)
     prepared = []
     for case in tqdm(cases, desc="preprocess", unit="case", disable=not progress):
-        path = _cache_path(cache_dir, case.case_id)
-        if path.exists():
-            with np.load(path, allow_pickle=False) as npz:
-                if str(npz["stamp"]) == stamp:
-                    label = npz["label"] if npz["label"].size else None
-                    prepared.append(PreparedCase(case.case_id, npz["image"], label))
-                    continue
+        cached = _load_cached(cache_dir, case.case_id, stamp)
+        if cached is not None:
+            prepared.append(cached)
+            continue
         image, label, geometry = read_case(case, with_label=True)
         consecutive = mapping.to_consecutive(label) if label is not None else None
         result = preprocess_case(image, geometry.spacing, config, label=consecutive)
-        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-        lab = result.label if result.label is not None else np.zeros(0, np.uint8)
-        np.savez(tmp, image=result.image, label=lab, stamp=np.array(stamp),
-                 record=np.array(json.dumps(result.record.to_dict())))
-        os.replace(tmp, path)
-        prepared.append(PreparedCase(case.case_id, result.image, result.label))
+        image_path, label_path, meta_path = _cache_files(cache_dir, case.case_id)
+        meta_path.unlink(missing_ok=True)  # the arrays below are not valid until the settings name them
+        _save_atomic(np.ascontiguousarray(result.image, dtype=np.float32), image_path)
+        if result.label is not None:
+            _save_atomic(np.ascontiguousarray(result.label), label_path)
+        save_json_atomic({"stamp": stamp, "has_label": result.label is not None,
+                          "record": result.record.to_dict()}, meta_path)
+        cached = _load_cached(cache_dir, case.case_id, stamp)
+        prepared.append(cached if cached is not None else PreparedCase(case.case_id, result.image, result.label))
     return prepared
 
 
