@@ -472,11 +472,17 @@ def test_nnunet_region_dataset_trains_regions_and_predicts_its_labels(phantoms, 
     assert CliRunner().invoke(main, ["predict", str(run), str(ds), str(out)]).exit_code == 0
     preds = sorted(out.glob("*.nii.gz"))
     assert preds and all(set(np.unique(np.asanyarray(nib.load(p).dataobj))) <= {0, 1, 2, 3} for p in preds)
-    result = CliRunner().invoke(main, ["evaluate", str(out), str(ds / "labelsTr"), "--run", str(run),
+    # evaluate scores the regions, from the run or from the dataset.json beside labelsTr/
+    for extra in (["--run", str(run)], []):
+        result = CliRunner().invoke(main, ["evaluate", str(out), str(ds / "labelsTr"), *extra,
+                                           "--out", str(tmp_path / "eval")])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
+        assert set(metrics["summary"]["metrics"]) == {"whole tumor", "tumor core", "enhancing tumor"}, extra
+    result = CliRunner().invoke(main, ["evaluate", str(out), str(ds / "labelsTr"), "--label-scheme", "classes",
                                        "--out", str(tmp_path / "eval")])
-    assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics_summary.json").read_text())
-    assert {"whole tumor", "tumor core", "enhancing tumor"} <= set(json.dumps(metrics).split('"'))
+    assert set(metrics["summary"]["metrics"]) == {"label_1", "label_2", "enhancing tumor"}
     # the same data trained as classes when asked
     result = CliRunner().invoke(main, ["train", str(ds), "--out", str(tmp_path / "c"), "--label-scheme", "classes",
                                        *TINY])

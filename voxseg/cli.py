@@ -364,7 +364,9 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
               help="folder for metrics_per_case.csv and metrics_summary.json (default: PRED)")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
               help="take label values, names and scheme from this run")
-@click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023"]), default=None)
+@click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023", "regions"]), default=None,
+              help="default: the run's; else the regions or names of the dataset.json beside an nnU-Net "
+                   "labelsTr/; else each label value found")
 @click.option("--lesionwise", is_flag=True, help="also BraTS 2023 lesion-wise Dice and HD95")
 @user_errors
 def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, label_scheme: str | None,

@@ -8,6 +8,7 @@ from voxseg.io.datasets import (
     label_to_int,
     load_dataset,
     read_case,
+    read_dataset_labels,
 )
 from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix, write_volume
 from voxseg.io.validate import (
@@ -38,6 +39,7 @@ __all__ = [
     "load_dataset",
     "find_prediction_cases",
     "read_case",
+    "read_dataset_labels",
     "label_to_int",
     # validate.py
     "CaseSummary",

@@ -38,6 +38,7 @@ __all__ = [
     "load_dataset",
     "find_prediction_cases",
     "read_case",
+    "read_dataset_labels",
     "label_to_int",
 ]
 
@@ -259,6 +260,21 @@ def _parse_labels(path: Path, labels: object) -> tuple[dict[int, str] | None, di
     # nnU-Net requires "background": 0; without it every case's background would be an "unexpected value".
     out.setdefault(0, "background")
     return out, regions or None
+
+
+def read_dataset_labels(root: str | Path) -> tuple[dict[int, str] | None, dict[str, list[int]] | None,
+                                                   list[int] | None] | None:
+    """``(label_names, label_regions, region_labels)`` from ``root/dataset.json`` as :class:`Dataset` holds
+    them, or None when there is no dataset.json (e.g. to name what ``voxseg evaluate`` scores in labelsTr/).
+
+    Raises:
+        InputError: a dataset.json that cannot be read (one line naming it).
+    """
+    root = Path(root)
+    if not (root / "dataset.json").is_file():
+        return None
+    _, names, regions, paint = _read_dataset_json(root)
+    return names, regions, paint
 
 
 def _load_nnunet(root: Path, subset: str | None) -> Dataset:

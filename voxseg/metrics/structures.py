@@ -1,4 +1,4 @@
-"""Which structures to evaluate: label classes, or BraTS regions, from a run, a scheme or the references."""
+"""Which structures to evaluate: label classes, or regions, from a run, a scheme, a dataset.json or the references."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ import numpy as np
 
 from voxseg.data.labels import LabelScheme
 from voxseg.errors import InputError
+from voxseg.io.datasets import read_dataset_labels
 from voxseg.io.image import read_volume
 from voxseg.metrics.evaluate import _find_label_files
 from voxseg.plan.plan import RunPlan
@@ -19,7 +20,9 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
     """Structures (name -> label values) to evaluate.
 
     Priority: an explicit ``label_scheme``; else the run's plan (its labels and scheme, regions included);
-    else every nonzero value found in the reference files, one structure each.
+    else, for references in an nnU-Net ``labelsTr``/``labelsTs`` folder, the ``dataset.json`` beside it (its
+    regions, or its label names); else every nonzero value found in the reference files, one structure each.
+    ``"regions"`` takes its regions from the run, or from that ``dataset.json``.
     """
     names: dict[str, str] = {}
     values: list[int] | None = None
@@ -28,12 +31,23 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
         if not plan_path.exists():
             raise InputError(run_dir, "not a voxseg run folder (no plan.json)")
         plan = RunPlan.load(plan_path)
-        if label_scheme is None and plan.scheme.is_region_based:
+        if label_scheme in (None, "regions") and plan.scheme.is_region_based:
             return plan.scheme.structures()
         label_scheme = label_scheme or plan.label_scheme
         names, values = plan.label_names, plan.label_values
+    elif label_scheme in (None, "regions", "classes") and Path(ref_dir).name.startswith("labels"):
+        defined = read_dataset_labels(Path(ref_dir).parent)
+        if defined is not None:
+            label_names, regions, paint = defined
+            if regions and label_scheme != "classes":
+                try:
+                    return LabelScheme("regions", region_values=regions, region_labels=tuple(paint or ())).structures()
+                except ValueError as exc:
+                    raise InputError(Path(ref_dir).parent / "dataset.json", str(exc)) from None
+            names = {str(k): v for k, v in (label_names or {}).items()}
     if label_scheme == "regions":
-        raise InputError(ref_dir, "label scheme 'regions' takes its regions from a run: give --run RUN")
+        raise InputError(ref_dir, "label scheme 'regions' takes its regions from a run (--run RUN) or from the "
+                                  "dataset.json beside an nnU-Net labelsTr/ folder; neither declares any")
     if label_scheme and label_scheme != "classes":
         return LabelScheme(label_scheme).structures()
     if values is None:
