@@ -181,3 +181,8 @@ def test_regions_scheme_paints_the_given_region_labels_and_checks_them():
         LabelScheme("regions", region_values={"a": (0, 1)})
     with pytest.raises(ValueError, match="for scheme 'regions'"):
         LabelScheme("brats", region_values=NNUNET_BRATS)
+
+
+def test_regions_scheme_refuses_a_paint_order_that_moves_labels_between_regions():
+    with pytest.raises(ValueError, match=r"turn label 1 \(in \['whole tumor'\]\) into 2"):
+        LabelScheme("regions", region_values=NNUNET_BRATS, region_labels=(2, 2, 3))

@@ -149,9 +149,10 @@ def test_bad_dataset_json(tmp_path, content, match):
     assert "dataset.json" in str(info.value)
 
 
-def test_dataset_json_naming_two_channels_alike_is_one_error(tmp_path):
-    root = _make_nnunet(tmp_path / "ds", channels=("T1", "FLAIR", "T1"))
-    with pytest.raises(InputError, match=r'"T1" \(channels 0, 2\)') as info:
+@pytest.mark.parametrize("third", ["T1", "t1"])  # --channels t1 would not know which one it means
+def test_dataset_json_naming_two_channels_alike_is_one_error(tmp_path, third):
+    root = _make_nnunet(tmp_path / "ds", channels=("T1", "FLAIR", third))
+    with pytest.raises(InputError, match=r'"t1" \(channels 0, 2\)') as info:
         load_dataset(root)
     assert info.value.path == root / "dataset.json"
 

@@ -201,6 +201,14 @@ def _checked_regions(regions: dict[str, tuple[int, ...]], paint: tuple[int, ...]
         if value not in regions[name]:
             raise ValueError(f"region_labels gives region {name!r} label {value}, which is not one of its values "
                              f"{list(regions[name])}")
+    # Painting must keep every label in the regions that hold it, or predictions come back as wrong labels.
+    member = {v: {n for n in names if v in regions[n]} for v in values}
+    for v in sorted(member):
+        painted = paint[max(i for i, n in enumerate(names) if n in member[v])]
+        if member[painted] != member[v]:
+            raise ValueError(f"region_labels {list(paint)} turn label {v} (in {sorted(member[v])}) into {painted} "
+                             f"(in {sorted(member[painted])}): give each region the label only it and the regions "
+                             "before it hold (nnU-Net's regions_class_order)")
     return tuple(paint)
 
 

@@ -208,13 +208,15 @@ def _read_dataset_json(root: Path) -> tuple[list[str], dict[int, str] | None, di
     if [i for i, _ in indexed] != list(range(len(indexed))):
         raise InputError(path, f'"channel_names" indices must be 0..{len(indexed) - 1}; got {[i for i, _ in indexed]}')
     names = [name for _, name in indexed]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    lower = [n.lower() for n in names]  # channel subsets (--channels t1) match names in any case
+    twice = sorted({n for n in lower if lower.count(n) > 1})
     if twice:
-        where = ", ".join(f'"{n}" (channels {", ".join(str(i) for i, m in indexed if m == n)})' for n in twice)
+        where = ", ".join(f'"{n}" (channels {", ".join(str(i) for i, m in indexed if m.lower() == n)})' for n in twice)
         raise InputError(path, f'"channel_names" gives one name to several channels: {where}; each channel needs its own name')
     label_names, regions = _parse_labels(path, meta.get("labels"))
     order = meta.get("regions_class_order")
-    if order is not None and (not isinstance(order, list) or not all(isinstance(v, int) for v in order)):
+    if order is not None and (not isinstance(order, list)
+                              or not all(isinstance(v, int) and not isinstance(v, bool) for v in order)):
         raise InputError(path, f'"regions_class_order" must be a list of label values, got {order!r}')
     if order is not None and not regions:
         raise InputError(path, '"regions_class_order" is given but "labels" defines no regions (lists of values)')

@@ -1,6 +1,7 @@
 """Which structures to evaluate: label classes, or regions, from a run, a scheme, a dataset.json or the references."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,12 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
             return plan.scheme.structures()
         label_scheme = label_scheme or plan.label_scheme
         names, values = plan.label_names, plan.label_values
-    elif label_scheme in (None, "regions", "classes") and Path(ref_dir).name.startswith("labels"):
-        defined = read_dataset_labels(Path(ref_dir).parent)
+    elif label_scheme in (None, "regions", "classes") and Path(ref_dir).name in ("labelsTr", "labelsTs"):
+        try:
+            defined = read_dataset_labels(Path(ref_dir).parent)
+        except InputError as exc:  # not needed to evaluate: say so and score label values instead
+            warnings.warn(f"{exc}; scoring the label values found instead")
+            defined = None
         if defined is not None:
             label_names, regions, paint = defined
             if regions and label_scheme != "classes":

@@ -48,7 +48,7 @@ class PreparedCase:
         case_id: identifier.
         image: ``(C, Z, Y, X)`` float32, normalised; read-only and memory-mapped when it comes from the
             run's cache (patches are copied out, never written into it).
-        label: ``(Z, Y, X)`` uint8 consecutive classes (0 = background), or None.
+        label: ``(Z, Y, X)`` uint8 consecutive classes (0 = background), or None; treat it as read-only too.
     """
 
     case_id: str

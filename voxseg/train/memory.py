@@ -73,30 +73,53 @@ def estimate_training_memory(model: nn.Module, input_shape: Sequence[int], batch
                           FRAMEWORK_BYTES if device_type == "cpu" else 0)
 
 
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup memory limit (Docker, SLURM, Kubernetes), None without one."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),  # cgroup v2
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):  # cgroup v1
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or int(limit) >= 2**60:  # no limit set
+            return None
+        return max(0, int(limit) - usage)
+    return None
+
+
 def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes this process may use now: ``MemAvailable`` (RAM not needed by others, page cache included) on a
-    CPU, free memory of the GPU on CUDA; ``None`` when the system does not say."""
+    """Bytes this process can still take: on a CPU the smaller of ``MemAvailable`` (RAM not needed by others,
+    page cache included) and the room under a cgroup limit (a container or batch job); the free memory of
+    the GPU on CUDA; ``None`` when the system does not say."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    if free is None:
+        try:
+            free = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    room = _cgroup_room()
+    return free if room is None else min(free, room)
 
 
 def fit_patch_to_memory(model: nn.Module, in_channels: int, patch: Sequence[int], batch_size: int, budget: int,
                         divisor: Sequence[int], optimizer: str = "sgd", device_type: str = "cpu",
                         min_side: int = 32) -> tuple[list[int], int, MemoryEstimate]:
-    """The largest patch and batch, starting from ``patch`` and ``batch_size``, whose step fits ``budget``.
+    """A patch and batch whose step fits ``budget``, shrunk greedily from ``patch`` and ``batch_size``.
 
     The longest axis shrinks first, one ``divisor`` step at a time, down to ``min_side`` voxels (or the
     divisor when larger); then the batch shrinks to 1, as a larger patch gives the network more context

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,7 +42,8 @@ from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_
                               save_json_atomic)
 from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
-from voxseg.train.memory import GIB, available_memory, estimate_training_memory, fit_patch_to_memory
+from voxseg.train.memory import (FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory,
+                                 fit_patch_to_memory)
 from voxseg.train.optim import build_optimizer
 from voxseg.train.schedules import lr_factor
 
@@ -166,37 +168,85 @@ def _save_atomic(array: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load_cached(cache_dir: Path, case_id: str, stamp: str) -> PreparedCase | None:
-    """The cached case memory-mapped read-only, or None when absent, partial or made with other settings."""
+def _convert_old_cache(cache_dir: Path, case_id: str, stamp: str) -> None:
+    """A ``<case>.npz`` cached before 2026-11-25 with the same settings becomes .npy files (not redone)."""
+    old = cache_dir / f"{case_id}.npz"
+    if not old.exists():
+        return
+    with np.load(old, allow_pickle=False) as npz:
+        if str(npz["stamp"]) != stamp:
+            return
+        image_path, label_path, meta_path = _cache_files(cache_dir, case_id)
+        _save_atomic(npz["image"], image_path)
+        if npz["label"].size:
+            _save_atomic(npz["label"], label_path)
+        save_json_atomic({"stamp": stamp, "has_label": bool(npz["label"].size),
+                          "record": json.loads(str(npz["record"]))}, meta_path)
+    old.unlink()
+
+
+def _load_cached(cache_dir: Path, case_id: str, stamp: str, mapped: bool = True) -> PreparedCase | None:
+    """The cached case, its image memory-mapped read-only (``mapped``; the label, 1/16 of the bytes, is read
+    into memory so each case holds one open file); None when absent, partial or made with other settings.
+
+    Raises:
+        OSError: other than a missing file, e.g. too many open files (EMFILE).
+    """
     image_path, label_path, meta_path = _cache_files(cache_dir, case_id)
     try:
         meta = json.loads(meta_path.read_text())
         if meta.get("stamp") != stamp:
             return None
-        image = np.load(image_path, mmap_mode="r", allow_pickle=False)
-        label = np.load(label_path, mmap_mode="r", allow_pickle=False) if meta.get("has_label") else None
-    except (OSError, ValueError):
+        image = np.load(image_path, mmap_mode="r" if mapped else None, allow_pickle=False)
+        label = np.load(label_path, allow_pickle=False) if meta.get("has_label") else None
+    except (FileNotFoundError, ValueError):
         return None
     return PreparedCase(case_id, image, label)
+
+
+def _raise_open_file_limit(wanted: int) -> int:
+    """Raise the soft limit of open files towards the hard one (a mapped case keeps one open); the limit."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return soft
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep what there is
+        return -1
 
 
 def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMapping, cache_dir: Path,
                   progress: bool = True) -> list[PreparedCase]:
     """Read and preprocess cases, reusing the cache in ``cache_dir`` when the settings are unchanged.
 
-    Cached arrays are uncompressed ``.npy`` files opened memory-mapped (read-only): the cases of a dataset
+    Cached images are uncompressed ``.npy`` files opened memory-mapped (read-only): the cases of a dataset
     larger than RAM are paged in as patches are drawn, instead of all being held in memory (a BraTS case is
-    ~50 MB preprocessed, a thousand of them more than most machines have). The settings file is written
-    last, so an interrupted write is redone, never half read.
+    ~50 MB preprocessed, a thousand of them more than most machines have). Labels (uint8, 1/16 of the bytes)
+    are held in memory. Each mapped case keeps a file open: the soft open-file limit is raised towards the
+    hard one, and cases beyond it are held in memory with a warning. The settings file is written last, so
+    an interrupted write is redone, never half read. (``--channels`` subsets and ``--minicubes`` copy the
+    cases they use into memory.)
 
     Returns:
         cases with ``(C, Z, Y, X)`` float32 images and ``(Z, Y, X)`` uint8 consecutive labels.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     stamp = json.dumps({"preprocess": config.to_dict(), "labels": mapping.values}, sort_keys=True)
+    _raise_open_file_limit(len(cases) + 1024)
+    mapped = True
     prepared = []
     for case in tqdm(cases, desc="preprocess", unit="case", disable=not progress):
-        cached = _load_cached(cache_dir, case.case_id, stamp)
+        _convert_old_cache(cache_dir, case.case_id, stamp)
+        try:
+            cached = _load_cached(cache_dir, case.case_id, stamp, mapped)
+        except OSError as exc:  # out of open files even after raising the limit: hold the rest in memory
+            mapped = False
+            warnings.warn(f"{cache_dir}: cannot map more cached cases ({exc.strerror}); the remaining "
+                          f"{len(cases) - len(prepared)} are held in memory (raise 'ulimit -n' to map them all)")
+            cached = _load_cached(cache_dir, case.case_id, stamp, mapped)
         if cached is not None:
             prepared.append(cached)
             continue
@@ -210,7 +260,7 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
             _save_atomic(np.ascontiguousarray(result.label), label_path)
         save_json_atomic({"stamp": stamp, "has_label": result.label is not None,
                           "record": result.record.to_dict()}, meta_path)
-        cached = _load_cached(cache_dir, case.case_id, stamp)
+        cached = _load_cached(cache_dir, case.case_id, stamp, mapped)
         prepared.append(cached if cached is not None else PreparedCase(case.case_id, result.image, result.label))
     return prepared
 
@@ -331,9 +381,11 @@ def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, lo
         free = available_memory(device_type)
         if free is None:
             return
-        world = rank_and_world()[1] if device_type == "cpu" else 1  # CPU processes share the RAM
-        budget = int(0.8 * free / world)
-        source = f"the {budget / GIB:.1f} GiB budget (80% of the memory free{' / processes' if world > 1 else ''})"
+        # Processes on this machine share its RAM; torchrun says how many in LOCAL_WORLD_SIZE.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", rank_and_world()[1])) if device_type == "cpu" else 1
+        # This process (torch loaded) already runs: the framework share of an estimate is not new memory.
+        budget = int(0.8 * free / max(local, 1)) + (FRAMEWORK_BYTES if device_type == "cpu" else 0)
+        source = f"the {budget / GIB:.1f} GiB budget (80% of the memory free{' / processes' if local > 1 else ''})"
     t = plan.train
     if options.patch_size is not None or t.minicube:
         spatial = t.patch_size[-plan.network.spatial_dims:]
