@@ -5,8 +5,8 @@ Run folder layout::
     RUN/plan.json            the typed plan (channels, labels, preprocessing, network, training)
     RUN/split.json           case ids for training and validation (seeded; editable before --resume)
     RUN/dataset.json         the dataset as voxseg saw it (layout, channel order, cases)
-    RUN/preprocessed/        cached preprocessed cases: CASE.image.npy, CASE.label.npy (memory-mapped while
-                             training, so a dataset larger than RAM trains) and CASE.json (settings, record)
+    RUN/preprocessed/        cached preprocessed cases: CASE.image.npy (memory-mapped while training, so a
+                             dataset larger than RAM trains), CASE.label.npy, CASE.json (settings, record)
     RUN/log.csv              one row per epoch
     RUN/checkpoint_{last,best}.pt
 """
