@@ -105,6 +105,10 @@ def test_regions_scheme_trains_and_predicts_brats_labels(phantoms, tmp_path):
     result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--label-scheme", "brats", *TINY])
     assert result.exit_code == 0, result.output
     assert RunPlan.load(run / "plan.json").num_outputs == 3
+    # validation scores the regions the network predicts (checkpoints are chosen on them)
+    header = (run / "log.csv").read_text().splitlines()[0].split(",")
+    assert [h for h in header if h.startswith("val_dice_")] == ["val_dice_WT", "val_dice_TC", "val_dice_ET",
+                                                                "val_dice_mean"]
     out = tmp_path / "pred"
     assert CliRunner().invoke(main, ["predict", str(run), str(phantoms), str(out)]).exit_code == 0
     pred = np.asanyarray(nib.load(sorted(out.glob("*.nii.gz"))[0]).dataobj)

@@ -79,17 +79,24 @@ def _targets(labels: np.ndarray, plan: RunPlan) -> torch.Tensor:
 
 
 def _validation_dice(model, plan, cases: list[PreparedCase], device) -> dict[str, float]:
-    """Mean Dice per foreground class over the validation cases (preprocessed space)."""
+    """Mean Dice per foreground class, or per region for region schemes (what the network predicts, e.g.
+    BraTS WT/TC/ET, as nnU-Net selects region models), over the validation cases (preprocessed space)."""
     model.eval()
-    per_class: dict[str, list[float]] = {}
+    scheme = plan.scheme
+    index = {v: k for k, v in enumerate(plan.label_values)}  # original value -> consecutive class
+    if scheme.is_region_based:
+        structures = [(name, [index[v] for v in values if v in index]) for name, values in scheme.regions.items()]
+    else:
+        structures = [(plan.label_names.get(str(v), f"label_{v}"), [k]) for k, v in enumerate(plan.label_values) if k]
+    per_structure: dict[str, list[float]] = {}
     for case in cases:
         pred = probabilities_to_labels(predict_volume(model, plan, case.image, device), plan)
-        for k in range(1, len(plan.label_values)):
-            name = plan.label_names.get(str(plan.label_values[k]), f"label_{plan.label_values[k]}")
-            dice = overlap_metrics(pred == k, case.label == k, (1.0,) * pred.ndim)["dice"]  # same empty policy
-            per_class.setdefault(name, []).append(dice)
+        for name, classes in structures:
+            dice = overlap_metrics(np.isin(pred, classes), np.isin(case.label, classes),
+                                   (1.0,) * pred.ndim)["dice"]  # the evaluation's empty-mask policy
+            per_structure.setdefault(name, []).append(dice)
     model.train()
-    return {name: float(np.mean(v)) for name, v in per_class.items()}
+    return {name: float(np.mean(v)) for name, v in per_structure.items()}
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
