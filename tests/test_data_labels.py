@@ -186,3 +186,19 @@ def test_regions_scheme_paints_the_given_region_labels_and_checks_them():
 def test_regions_scheme_refuses_a_paint_order_that_moves_labels_between_regions():
     with pytest.raises(ValueError, match=r"turn label 1 \(in \['whole tumor'\]\) into 2"):
         LabelScheme("regions", region_values=NNUNET_BRATS, region_labels=(2, 2, 3))
+
+
+@pytest.mark.parametrize("scheme, values, regions", [
+    ("brats", [0, 1, 2, 4], {}),
+    ("regions", [0, 1, 2, 3], {k: list(v) for k, v in NNUNET_BRATS.items()}),
+])
+def test_training_region_targets_match_labels_to_regions(scheme, values, regions):
+    from voxseg.plan import RunPlan
+    from voxseg.train.loop import _targets
+
+    plan = RunPlan(channel_names=["t1"], label_values=values, label_scheme=scheme, label_regions=regions)
+    consecutive = np.random.default_rng(0).integers(0, len(values), (2, 5, 6, 7)).astype(np.uint8)
+    expected = np.stack([labels_to_regions(np.asarray(values)[c], plan.scheme) for c in consecutive])
+    targets = _targets(consecutive, plan)
+    assert targets.dtype.is_floating_point and targets.is_contiguous()
+    assert np.array_equal(targets.numpy(), expected.astype(np.float32))

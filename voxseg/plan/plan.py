@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from voxseg.data.labels import LabelScheme
 from voxseg.data.preprocess import PreprocessConfig
 
 __all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "save_json_atomic",
-           "augmentation_preset", "AUGMENTATION_PRESETS"]
+           "write_atomic", "augmentation_preset", "AUGMENTATION_PRESETS"]
 
 AUGMENTATION_PRESETS = ("none", "flips", "default")
 
@@ -39,13 +39,19 @@ def augmentation_preset(name: str) -> AugmentConfig:
     raise ValueError(f"unknown augmentation preset {name!r}; choose one of {', '.join(AUGMENTATION_PRESETS)}")
 
 
-def save_json_atomic(obj: Any, path: str | Path) -> Path:
-    """Write JSON to a temporary name beside ``path``, then rename (never half-written)."""
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path`` (never half-written)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    with open(tmp, "wb") as f:
+        write(f)
     os.replace(tmp, path)
     return path
+
+
+def save_json_atomic(obj: Any, path: str | Path) -> Path:
+    """Write JSON to a temporary name beside ``path``, then rename (never half-written)."""
+    return write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()))
 
 
 @dataclass

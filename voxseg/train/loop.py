@@ -8,6 +8,7 @@ only on the seed and ``i``) and the torch RNG state, so ``resume`` continues the
 from __future__ import annotations
 
 import csv
+import functools
 import itertools
 import math
 import os
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxseg.data.labels import labels_to_regions
+
 from voxseg.data.augment import build_augmentation
 from voxseg.data.loader import PatchLoader
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
@@ -68,13 +69,19 @@ class TrainResult:
     model: torch.nn.Module | None = field(default=None, repr=False)  # the final network (this rank's copy)
 
 
+@functools.lru_cache(maxsize=8)
+def _region_table(label_values: tuple[int, ...], regions: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """``(K, R)`` float32: 1 where consecutive class ``k``'s label value lies in region ``r``."""
+    return np.array([[v in region for region in regions] for v in label_values], dtype=np.float32)
+
+
 def _targets(labels: np.ndarray, plan: RunPlan) -> torch.Tensor:
-    """Batch ``(B, *spatial)`` consecutive labels -> loss targets (indices, or region masks)."""
+    """Batch ``(B, *spatial)`` consecutive labels -> loss targets: ``(B, 1, ...)`` indices, or ``(B, R, ...)``
+    region masks (one table lookup per voxel; the labels were checked against the scheme when preprocessed)."""
     scheme = plan.scheme
     if scheme.is_region_based:
-        values = np.asarray(plan.label_values)[labels]
-        regions = np.stack([labels_to_regions(v, scheme) for v in values])
-        return torch.from_numpy(regions.astype(np.float32))
+        table = _region_table(tuple(plan.label_values), tuple(scheme.regions.values()))
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(table[labels], -1, 1)))
     return torch.from_numpy(labels.astype(np.int64))[:, None]
 
 

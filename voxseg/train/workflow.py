@@ -39,7 +39,7 @@ from voxseg.io.validate import validate_dataset
 from voxseg.losses import build_loss
 from voxseg.nets import check_spatial_size, freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
-                              save_json_atomic)
+                              save_json_atomic, write_atomic)
 from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
 from voxseg.train.memory import (FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory,
@@ -162,10 +162,7 @@ def _cache_files(cache_dir: Path, case_id: str) -> tuple[Path, Path, Path]:
 
 
 def _save_atomic(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
 def _convert_old_cache(cache_dir: Path, case_id: str, stamp: str) -> None:
@@ -204,8 +201,8 @@ def _load_cached(cache_dir: Path, case_id: str, stamp: str, mapped: bool = True)
     return PreparedCase(case_id, image, label)
 
 
-def _raise_open_file_limit(wanted: int) -> int:
-    """Raise the soft limit of open files towards the hard one (a mapped case keeps one open); the limit."""
+def _raise_open_file_limit(wanted: int) -> None:
+    """Raise the soft limit of open files towards the hard one (a mapped case keeps one open)."""
     try:
         import resource
 
@@ -213,9 +210,8 @@ def _raise_open_file_limit(wanted: int) -> int:
         if soft != resource.RLIM_INFINITY and soft < wanted:
             soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        return soft
     except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep what there is
-        return -1
+        pass
 
 
 def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMapping, cache_dir: Path,
@@ -310,9 +306,10 @@ def _new_run_dir(run_dir: Path):
     staging.rename(run_dir)
 
 
-def _check_plan(plan: RunPlan, run_dir: Path) -> None:
+def _check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = None) -> None:
     """Build what training will build (network, loss, optimiser, schedule) and check the numbers, so that a
-    bad option is one line here, before the run folder exists, not a traceback after it was made."""
+    bad option is one line here, before the run folder exists, not a traceback after it was made. ``model``:
+    the network planning already built for this plan (a throwaway copy: frozen here to check the option)."""
     t = plan.train
     problems = [f"{flag} must be {rule}, got {value}" for flag, value, ok, rule in [
         ("--epochs", t.epochs, t.epochs >= 1, ">= 1"),
@@ -329,7 +326,7 @@ def _check_plan(plan: RunPlan, run_dir: Path) -> None:
     if problems:
         raise InputError(run_dir, "; ".join(problems))
     try:
-        model = build_model(plan)
+        model = build_model(plan) if model is None else model
         if len(t.patch_size) != 3:
             raise ValueError(f"patch {t.patch_size} must be 3 sizes (Z, Y, X; 1 x Y x X for 2-D)")
         check_spatial_size(t.patch_size[-plan.network.spatial_dims:], model.size_divisor)
@@ -411,17 +408,19 @@ def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[in
                   log: Callable[[str], None], run_dir: Path) -> RunPlan:
     """:func:`_plan_from_data` then :func:`_check_plan`; an option that cannot be planned is one line naming the run."""
     try:
-        plan = _plan_from_data(options, dataset, label_values, prepared, log)
+        plan, model = _plan_from_data(options, dataset, label_values, prepared, log)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise InputError(run_dir, f"cannot train with these options: {str(exc).strip(chr(39))}") from None
-    _check_plan(plan, run_dir)
+    _check_plan(plan, run_dir, model)
     return plan
 
 
 def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[int],
-                    prepared: list[PreparedCase], log: Callable[[str], None] = print) -> RunPlan:
+                    prepared: list[PreparedCase], log: Callable[[str], None] = print
+                    ) -> tuple[RunPlan, torch.nn.Module]:
     """The run plan: the user's options, with the patch planned from the median case shape, and the network
-    size and patch cap chosen for the hardware where the user did not set them."""
+    size and patch cap chosen for the hardware where the user did not set them; and the network it planned
+    with (built once, checked again by :func:`_check_plan`)."""
     lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
     train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
                         lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
@@ -466,7 +465,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     if too_big and options.patch_size:  # a planned patch is the median shape rounded up to the divisor: by design
         log(f"warning: patch {plan.train.patch_size} is larger than every (cropped) case along {', '.join(too_big)} "
             f"(largest {'x'.join(str(int(n)) for n in largest)}): the rest is zero padding, computed for nothing")
-    return plan
+    return plan, model
 
 
 def kfold_splits(case_ids: list[str], k: int, seed: int) -> list[dict[str, list[str]]]:
