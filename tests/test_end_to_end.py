@@ -33,7 +33,7 @@ def trained(phantoms, tmp_path_factory):
 
 def test_run_folder_reproduces_the_run(trained, phantoms):
     for name in ["plan.json", "split.json", "dataset.json", "log.csv", "checkpoint_last.pt", "checkpoint_best.pt",
-                 "learning_curves.png"]:
+                 "learning_curves.png", "report.html"]:
         assert (trained / name).exists(), name
     plan = RunPlan.load(trained / "plan.json")
     assert plan.channel_names == ["FLAIR", "T1", "T1ce", "T2"]
@@ -67,6 +67,8 @@ def test_predict_writes_labels_in_input_geometry_and_evaluate(trained, phantoms,
     summary = json.loads((out / "metrics_summary.json").read_text())
     assert summary["summary"]["n_cases"] == 5
     assert set(summary["summary"]["metrics"]) == {"necrosis", "edema", "enhancing"}
+    page = (out / "report.html").read_text()  # the evaluation, and the run it evaluates (--run)
+    assert 'id="plan"' in page and 'id="evaluation0"' in page and summary["summary"]["cases"]["worst"] in page
 
 
 def test_predict_single_file_output(trained, phantoms, tmp_path):
@@ -266,7 +268,7 @@ def test_demo_runs_the_whole_chain_on_phantoms(tmp_path):
     summary = run_demo(tmp_path / "demo", n_train=4, n_test=2, options=options, log=lines.append, progress=False)
     assert summary["n_cases"] == 2
     for name in ["overlay.png", "metrics_summary.json", "metrics_per_case.csv", "run/learning_curves.png",
-                 "predictions/phantom_000.nii.gz"]:
+                 "predictions/phantom_000.nii.gz", "report.html"]:
         assert (tmp_path / "demo" / name).exists(), name
     assert any("necrosis" in line for line in lines)
     # Never overwrites a folder it did not create.

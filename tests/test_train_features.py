@@ -78,6 +78,11 @@ def test_cross_validation_trains_every_fold_and_evaluates_out_of_fold(phantoms, 
         assert json.loads((run / f"fold_{k}" / "split.json").read_text()) == splits[k]
     summary = json.loads((run / "oof" / "metrics_summary.json").read_text())
     assert summary["summary"]["n_cases"] == 4  # every case once, by the fold that did not train on it
+    from voxseg.report import write_report
+
+    page = write_report(run / "report.html", run).read_text()
+    assert "<h3>fold_0</h3>" in page and "<h3>fold_1</h3>" in page and 'id="oof"' in page
+    assert page.count("<tr><td>fold ") == 2  # the data section lists both folds' splits
 
 
 def test_transfer_learning_loads_matching_weights_and_freezes(phantoms, tmp_path):

@@ -275,7 +275,7 @@ def _training_flags(func):
 @user_errors
 def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> None:
     """Train a segmentation network on DATA into the run folder --out."""
-    from voxseg.report import plot_learning_curves
+    from voxseg.report import REPORT_NAME, plot_learning_curves, write_report
     from voxseg.train.workflow import run_training
 
     from voxseg.train.distributed import rank_and_world
@@ -296,6 +296,7 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
         png = plot_learning_curves(log_csv, log_csv.parent / "learning_curves.png")
         if png:
             click.echo(f"learning curves: {png}")
+    click.echo(f"report: {write_report(run_dir / REPORT_NAME, run_dir)}")
     click.echo(f"run folder: {run_dir} (best validation Dice of the last model trained: {result.best_metric:.4f})")
 
 
@@ -374,15 +375,42 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
     """Compare predicted label maps in PRED with references in GT; per case and summarised."""
     from voxseg.metrics import evaluate_folders, format_summary
     from voxseg.metrics.structures import structures_for
+    from voxseg.report import REPORT_NAME, write_report
 
     for folder, role in ((pred, "prediction"), (gt, "reference")):
         if not folder.is_dir():
             raise InputError(folder, f"{role} folder not found" if not folder.exists() else f"{role} path is not a folder")
     structures = structures_for(gt, run_dir, label_scheme)
-    _, summary = evaluate_folders(pred, gt, out_dir or pred, structures, lesionwise=lesionwise)
+    out_dir = out_dir or pred
+    _, summary = evaluate_folders(pred, gt, out_dir, structures, lesionwise=lesionwise)
     columns = ("dice", "hd95_mm", "assd_mm", "surface_dice", "rel_vol_diff")
     click.echo(format_summary(summary, columns + (("lesion_dice", "lesion_hd95_mm") if lesionwise else ())))
-    click.echo(f"written: {(out_dir or pred) / 'metrics_per_case.csv'}, {(out_dir or pred) / 'metrics_summary.json'}")
+    page = write_report(out_dir / REPORT_NAME, run_dir, [out_dir])
+    click.echo(f"written: {out_dir / 'metrics_per_case.csv'}, {out_dir / 'metrics_summary.json'}, {page}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("evaluations", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out_file", type=click.Path(path_type=Path), default=None,
+              help="HTML file to write [default: FOLDER/report.html]")
+@user_errors
+def report(folder: Path, evaluations: tuple[Path, ...], out_file: Path | None) -> None:
+    """One self-contained HTML page (pictures embedded) about FOLDER, a run folder (plan, data, learning
+    curves, out-of-fold metrics; also while it trains) or an evaluation folder, and about EVALUATIONS of
+    its predictions (metrics, Dice per case, best/median/worst case overlays)."""
+    from voxseg.metrics.evaluate import JSON_NAME
+    from voxseg.report import REPORT_NAME, write_report
+
+    for path in (folder, *evaluations):
+        if not path.is_dir():
+            raise InputError(path, "folder not found" if not path.exists() else "not a folder")
+    is_run = (folder / "plan.json").exists()
+    if not is_run and not (folder / JSON_NAME).exists():
+        raise InputError(folder, f"neither a run folder (plan.json) nor an evaluation folder ({JSON_NAME})")
+    evaluations = tuple(evaluations) if is_run else (folder, *evaluations)
+    written = write_report(out_file or folder / REPORT_NAME, folder if is_run else None, evaluations)
+    click.echo(f"report: {written}")
 
 
 @main.command()

@@ -21,7 +21,7 @@ from voxseg.io.datasets import load_dataset, read_case
 from voxseg.io.image import read_volume
 from voxseg.metrics import evaluate_folders, format_summary
 from voxseg.metrics.structures import structures_for
-from voxseg.report import plot_learning_curves, plot_overlay
+from voxseg.report import REPORT_NAME, plot_learning_curves, plot_overlay, write_report
 from voxseg.train.workflow import TrainOptions, checked_cases, run_training, split_cases
 
 __all__ = ["run_demo"]
@@ -47,7 +47,8 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
     """Train for ``minutes``, predict the held-out cases, evaluate, print and return the summary.
 
     Args:
-        out_dir: demo folder (``data/``, ``run/``, ``predictions/``, ``test_labels/``, ``overlay.png``).
+        out_dir: demo folder (``data/``, ``run/``, ``predictions/``, ``test_labels/``, ``overlay.png``,
+            ``report.html``).
         data: a real dataset folder; None makes synthetic phantoms.
         minutes: training time budget.
         n_train / n_test: number of synthetic training / held-out phantoms.
@@ -95,10 +96,12 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
     first = test_cases[0]
     image, reference, _ = read_case(first, with_label=True)
     prediction, _ = read_volume(pred_dir / f"{first.case_id}.nii.gz", dtype=np.int32)
-    plot_overlay(image[0], reference, prediction, out_dir / "overlay.png", title=first.case_id)
+    names = {int(v): n for v, n in plan.label_names.items() if int(v) != 0}
+    plot_overlay(image[0], reference, prediction, out_dir / "overlay.png", title=first.case_id, label_names=names)
+    report = write_report(out_dir / REPORT_NAME, run_dir, [out_dir])
     log(format_summary(summary))
     log(f"trained {result.elapsed_minutes:.1f} min ({result.epochs_done} epochs, stopped by {result.stopped_by}); "
         f"best validation Dice {result.best_metric:.3f}")
     log(f"results in {out_dir}: run/ (plan.json, checkpoints, log.csv, learning_curves.png), predictions/, "
-        f"metrics_per_case.csv, metrics_summary.json, overlay.png")
+        f"metrics_per_case.csv, metrics_summary.json, overlay.png; open {report} in a browser")
     return summary

@@ -8,7 +8,7 @@ from voxseg.metrics.aggregate import confusion_summary, format_summary, summaris
 from voxseg.metrics.case import METRIC_NAMES, binary_metrics, case_metrics, confusion_matrix
 from voxseg.metrics.lesionwise import (BRATS2023_LESION_PARAMETERS, BRATS_HD95_PENALTY_MM, LESION_METRIC_NAMES,
                                       lesionwise_metrics)
-from voxseg.metrics.evaluate import case_id_from_name, evaluate_folders
+from voxseg.metrics.evaluate import case_id_from_name, evaluate_folders, find_label_files
 from voxseg.metrics.overlap import confusion_counts, overlap_metrics
 from voxseg.metrics.policy import EMPTY_MASK_POLICY, default_penalty_mm
 from voxseg.metrics.surface import surface_distances, surface_metrics, surface_voxels
@@ -28,6 +28,7 @@ __all__ = [
     "confusion_counts",
     "default_penalty_mm",
     "evaluate_folders",
+    "find_label_files",
     "format_summary",
     "overlap_metrics",
     "summarise",

@@ -33,7 +33,7 @@ from voxseg.metrics.lesionwise import __doc__ as _LESIONWISE_DOC
 from voxseg.metrics.policy import EMPTY_MASK_POLICY
 from voxseg.metrics.surface import __doc__ as _SURFACE_DOC
 
-__all__ = ["case_id_from_name", "evaluate_folders", "CSV_NAME", "JSON_NAME"]
+__all__ = ["case_id_from_name", "evaluate_folders", "find_label_files", "CSV_NAME", "JSON_NAME"]
 
 CSV_NAME = "metrics_per_case.csv"
 JSON_NAME = "metrics_summary.json"
@@ -69,7 +69,7 @@ def _label_files_in(folder: Path, only_tagged: bool) -> list[Path]:
     return tagged + clash
 
 
-def _find_label_files(folder: str | Path, role: str) -> dict[str, Path]:
+def find_label_files(folder: str | Path, role: str) -> dict[str, Path]:
     """Case id -> label file in a flat folder or in per-subject sub-folders."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -235,8 +235,8 @@ def evaluate_folders(
         raise ValueError("structures is empty: give at least one {name: [label values]}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output path exists and is not a folder")
-    refs = _find_label_files(ref_dir, "reference")
-    preds = _find_label_files(pred_dir, "prediction")
+    refs = find_label_files(ref_dir, "reference")
+    preds = find_label_files(pred_dir, "prediction")
     missing = sorted(set(refs) - set(preds))
     if missing:
         raise InputError(pred_dir, f"no prediction for {len(missing)} of {len(refs)} reference case(s): {_listing(missing)}")

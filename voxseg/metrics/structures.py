@@ -10,7 +10,7 @@ from voxseg.data.labels import LabelScheme
 from voxseg.errors import InputError
 from voxseg.io.datasets import read_dataset_labels
 from voxseg.io.image import read_volume
-from voxseg.metrics.evaluate import _find_label_files
+from voxseg.metrics.evaluate import find_label_files
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["structures_for"]
@@ -57,7 +57,7 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
         return LabelScheme(label_scheme).structures()
     if values is None:
         found: set[int] = set()
-        files = sorted(_find_label_files(ref_dir, "reference").values())  # the files evaluate will read
+        files = sorted(find_label_files(ref_dir, "reference").values())  # the files evaluate will read
         if not files:
             raise InputError(ref_dir, "no reference NIfTI files found")
         for path in files:

@@ -1,4 +1,6 @@
-"""Pictures and reports of runs (learning curves, slice overlays)."""
+"""Pictures and reports of runs: learning curves, slice overlays, and one self-contained HTML page per run
+or evaluation (``report.html``)."""
 from voxseg.report.curves import plot_learning_curves, plot_overlay
+from voxseg.report.html import REPORT_NAME, write_report
 
-__all__ = ["plot_learning_curves", "plot_overlay"]
+__all__ = ["REPORT_NAME", "plot_learning_curves", "plot_overlay", "write_report"]
