@@ -133,7 +133,7 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     sigmoid = plan.activation == "sigmoid"
     start = time.perf_counter()
     if method == "voxseg":
-        pre = preprocess_case(image, geometry.spacing, plan.preprocess)
+        pre = preprocess_case(image, geometry.spacing, plan.preprocess, affine=geometry.affine)
         with torch.inference_mode():
             probs = predict_volume(model, plan, pre.image, torch.device("cpu"))
     if method == "voxseg":
@@ -148,7 +148,7 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
         # background outside the head): only the inference differs. "monai_crop": no padding (the same
         # windows as voxseg). "monai_shifted": `shift` more voxels of padding before each axis, so only
         # MONAI's window grid moves against the anatomy.
-        pre = preprocess_case(image, geometry.spacing, plan.preprocess)
+        pre = preprocess_case(image, geometry.spacing, plan.preprocess, affine=geometry.affine)
         record = pre.record
         if method == "monai_crop" or not plan.preprocess.crop_to_nonzero:
             pads = [(0, 0)] * 3

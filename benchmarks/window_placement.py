@@ -55,7 +55,7 @@ def _prepared(case_dir: Path, plan):
 
     image, _, geometry = read_case(find_prediction_cases(case_dir, CHANNELS)[0], with_label=False)
     label = read_volume(next(case_dir.glob("*seg.nii*")))[0]
-    pre = preprocess_case(image, geometry.spacing, plan.preprocess, label=label)
+    pre = preprocess_case(image, geometry.spacing, plan.preprocess, label=label, affine=geometry.affine)
     r = pre.record
     pads = [(round(a * n / c), round((o - b) * n / c)) for (a, b), o, c, n in
             zip(r.crop_bbox, r.original_shape, r.cropped_shape, r.resampled_shape)]

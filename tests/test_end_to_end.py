@@ -1,6 +1,7 @@
 """End to end on tiny synthetic phantoms: train a few iterations, predict, evaluate, through the CLI
 and the Python API; run-folder contents, geometry of the output, resume and refusals."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -501,3 +502,68 @@ def test_regions_scheme_without_regions_is_one_line(phantoms, tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {phantoms / 'dataset.json'}: --label-scheme "
                                                             "regions takes its regions from an nnU-Net dataset.json")
     assert not (tmp_path / "run").exists()
+
+
+def _store_as(src, dst, code):
+    """Write the NIfTI ``src`` to ``dst`` with its voxels in orientation ``code`` (same scan, same world)."""
+    img = nib.load(src)
+    ornt = nib.orientations.ornt_transform(nib.io_orientation(img.affine), nib.orientations.axcodes2ornt(tuple(code)))
+    nib.save(img.as_reoriented(ornt), dst)
+
+
+def test_a_scan_stored_in_another_voxel_order_gets_the_same_segmentation(trained, phantoms, tmp_path):
+    from voxseg.data.orientation import orientation_code
+
+    plan = RunPlan.load(trained / "plan.json")
+    native = orientation_code(nib.load(next((phantoms / "imagesTr").glob("*_0000.nii.gz"))).affine)
+    assert plan.preprocess.orientation == native  # "auto": the order the training cases are stored in
+    case = "phantom_001"
+    other = "PSR" if native != "PSR" else "RAS"
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    for src in sorted((phantoms / "imagesTr").glob(f"{case}_*.nii.gz")):
+        _store_as(src, flipped / src.name, other)
+    outs = {}
+    for name, folder in (("native", phantoms / "imagesTr"), ("flipped", flipped)):
+        outs[name] = tmp_path / f"pred_{name}"
+        result = CliRunner().invoke(main, ["predict", str(trained), str(folder), str(outs[name])])
+        assert result.exit_code == 0, result.output
+    native_pred = nib.load(outs["native"] / f"{case}.nii.gz")
+    flipped_pred = nib.load(outs["flipped"] / f"{case}.nii.gz")
+    # Written in the flipped file's own geometry, and the same labels at the same places in the world.
+    np.testing.assert_allclose(flipped_pred.affine, nib.load(flipped / f"{case}_0000.nii.gz").affine)
+    assert orientation_code(flipped_pred.affine) == other
+    back = nib.as_closest_canonical(flipped_pred)
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), np.asanyarray(nib.as_closest_canonical(native_pred).dataobj))
+    assert np.count_nonzero(np.asanyarray(native_pred.dataobj)) > 0
+
+
+def test_training_cases_stored_in_another_voxel_order_are_named_and_brought_to_the_majority(phantoms, tmp_path):
+    from voxseg.data.orientation import orientation_code
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(phantoms, mixed)
+    native = orientation_code(nib.load(next((mixed / "imagesTr").glob("*_0000.nii.gz"))).affine)
+    other = "LPI" if native != "LPI" else "RAS"
+    for case in ("phantom_000", "phantom_003"):
+        for src in [*(mixed / "imagesTr").glob(f"{case}_*.nii.gz"), mixed / "labelsTr" / f"{case}.nii.gz"]:
+            _store_as(src, src, other)
+    checked = CliRunner().invoke(main, ["validate", str(mixed)])
+    assert checked.exit_code == 0
+    assert (f"note: the cases are stored in 2 voxel orders, {native} for 3 of them, others {other}: phantom_000, "
+            f"phantom_003;") in checked.output
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(mixed), "--out", str(run), *TINY])
+    assert result.exit_code == 0, result.output
+    assert (f"orientation: 2 of 5 cases are stored in another voxel order than {native}: phantom_000 ({other}), "
+            f"phantom_003 ({other})") in result.output
+    assert RunPlan.load(run / "plan.json").preprocess.orientation == native
+    same = json.loads((tmp_path / "run" / "fingerprint.json").read_text())
+    assert same["shape_min"] == same["shape_max"]  # the phantoms share one shape once in one voxel order
+    kept = CliRunner().invoke(main, ["train", str(mixed), "--out", str(tmp_path / "kept"), "--orientation", "none",
+                                     *TINY])
+    assert kept.exit_code == 0 and "orientation:" not in kept.output
+    assert RunPlan.load(tmp_path / "kept" / "plan.json").preprocess.orientation is None
+    bad = CliRunner().invoke(main, ["train", str(mixed), "--out", str(tmp_path / "bad"), "--orientation", "RAR"])
+    assert bad.exit_code == 2 and "one of each of L/R, P/A, I/S" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -247,10 +247,11 @@ def test_format_table_is_fixed_width_and_lists_problems(clean):
     report = validate_dataset(load_dataset(clean), progress=True)
     text = format_table(report)
     lines = text.splitlines()
-    assert lines[0].split() == ["case", "channels", "shape", "(Z,Y,X)", "spacing", "(mm)", "labels"]
+    assert lines[0].split() == ["case", "channels", "shape", "(Z,Y,X)", "spacing", "(mm)", "voxel", "order", "labels"]
     col = lines[0].index("shape")
     assert all(line[col - 2 : col] == "  " for line in lines[1:4])  # columns line up
     assert "8x10x12" in lines[2] and "2.5x1.2x0.8" in lines[2] and lines[2].endswith("0,1")
+    assert lines[2].split()[-2] == report.rows[0].orientation  # the voxel order of the case's files
     assert lines[-2] == "1 problem:"
     assert lines[-1] == str(report.problems[0])
 

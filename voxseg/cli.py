@@ -135,6 +135,14 @@ def validate(data: Path) -> None:
     if n := report.background_only():
         click.echo(f"warning: the label maps of all {n} case(s) hold only background (0): nothing to train on "
                    "(voxseg train refuses this dataset)", err=True)
+    orders = report.orientations()
+    if len(orders) > 1:  # valid, and handled by train, but worth knowing
+        majority, *others = orders
+        listed = "; ".join(f"{code}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
+                           for code, ids in orders.items() if code != majority)
+        click.echo(f"note: the cases are stored in {len(orders)} voxel orders, {majority} for {len(orders[majority])} "
+                   f"of them, others {listed}; voxseg train flips / permutes every scan to {majority} exactly "
+                   "(--orientation to choose another)")
     click.echo(f"ok: {len(dataset.cases)} cases, no problems")
 
 
@@ -173,7 +181,7 @@ def _train_options(**kw):
         loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parsed("--patch", _parse_ints, kw["patch"]),
-        val_fraction=kw["val_fraction"], preprocess=pre, skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
+        val_fraction=kw["val_fraction"], preprocess=pre, orientation=kw["orientation"], skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
         folds=kw["folds"], fold=kw["fold"], init_from=str(kw["init_from"]) if kw["init_from"] else None,
         freeze_stages=kw["freeze_stages"], unfreeze_after_epochs=kw["unfreeze_after"], val_every=kw["val_every"],
         train_overrides={"optimizer_kwargs": _parsed("--optimizer-args", _parse_kv, kw["optimizer_args"]), "schedule": kw["schedule"],
@@ -185,6 +193,17 @@ def _train_options(**kw):
                          "flag_cases": kw["flag_hard_cases"], "minicube": _parsed("--minicubes", _parse_ints, kw["minicubes"], count=3),
                          "minicube_context": kw["minicube_context"], "patch_overhang": kw["patch_overhang"]},
         exclude_cases=_parsed("--exclude-cases", _exclusions, kw["exclude_cases"]))
+
+
+def _check_orientation(ctx, param, value: str) -> str:
+    from voxseg.data.orientation import check_orientation_code
+
+    if value.lower() in ("auto", "none"):
+        return value.lower()
+    try:
+        return check_orientation_code(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}; or auto, none") from None
 
 
 def _training_flags(func):
@@ -226,6 +245,10 @@ def _training_flags(func):
         click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
         click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,
                      help="anisotropic diffusion denoising (Perona-Malik gradient or curvature flow)"),
+        click.option("--orientation", default="auto", show_default=True, callback=_check_orientation,
+                     help="voxel order every scan is flipped / permuted to first, exactly, and back on output: "
+                          "auto (the one most training cases are stored in), none (each file's own), or axis "
+                          "codes such as RAS or LPS"),
         click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: all cores)"),

@@ -1,4 +1,5 @@
-"""Per-case preprocessing: crop to the nonzero region, normalise intensities, resample to a target spacing.
+"""Per-case preprocessing: bring the voxel axes to the run's orientation, crop to the nonzero region,
+normalise intensities, resample to a target spacing.
 
 Everything here works on arrays: images are ``(C, Z, Y, X)`` float32, labels ``(Z, Y, X)`` integers,
 spacings ``(sz, sy, sx)`` in mm. Each step records what it did in a :class:`PreprocessRecord` so that
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from voxseg.data.enhance import DENOISERS, enhance_image
+from voxseg.data.orientation import check_orientation_code, orientation_code, reorient, reoriented_spacing
 
 __all__ = [
     "NORMALIZATIONS",
@@ -76,6 +78,9 @@ class PreprocessConfig:
         denoise_time_step: step per iteration; ``None`` = the stability limit for the case's
             spacing, ``min(spacing) / 2**(3 + 1)`` (0.0625 at 1 mm).
         enhance_channels: channel indices that N4/diffusion apply to; ``None`` = all channels.
+        orientation: axis codes (e.g. ``"RAS"``, see :mod:`voxseg.data.orientation`) every case is flipped
+            and permuted to before anything else (exactly, no interpolation); ``None`` keeps each file's
+            own voxel order. New runs take the orientation most of their training cases are stored in.
 
     Enhancement runs on the original voxel grid (with the case's spacing) before normalisation and
     resampling, on the crop to the nonzero region (same grid, fewer voxels); background voxels stay 0.
@@ -96,6 +101,7 @@ class PreprocessConfig:
     denoise_conductance: float = 1.0
     denoise_time_step: float | None = None
     enhance_channels: tuple[int, ...] | None = None
+    orientation: str | None = None
 
     def __post_init__(self) -> None:
         # Normalise JSON lists to tuples so from_dict(to_dict()) compares equal.
@@ -126,6 +132,8 @@ class PreprocessConfig:
             raise ValueError(f"denoise_time_step must be > 0 or None, got {self.denoise_time_step}")
         if self.enhance_channels is not None and any(c < 0 for c in self.enhance_channels):
             raise ValueError(f"enhance_channels must be channel indices >= 0, got {self.enhance_channels}")
+        if self.orientation is not None:
+            self.orientation = check_orientation_code(self.orientation)
         if self.ct_window is not None:
             self.ct_window = tuple(float(v) for v in self.ct_window)  # type: ignore[assignment]
         if self.target_spacing is not None:
@@ -166,6 +174,8 @@ class PreprocessConfig:
             "denoise_conductance": self.denoise_conductance,
             "denoise_time_step": self.denoise_time_step,
             "enhance_channels": None if self.enhance_channels is None else list(self.enhance_channels),
+            # Only when set: the cache stamps of runs made before this field existed stay valid.
+            **({"orientation": self.orientation} if self.orientation else {}),
         }
 
     @classmethod
@@ -296,6 +306,9 @@ class PreprocessRecord:
         resampled_shape: ``(Z, Y, X)`` voxels after resampling (the shape the network sees).
         label_voxels_outside_crop: nonzero label voxels that fell outside the crop and were lost
             (should be 0; nonzero flags a label that extends beyond the image's nonzero region).
+        reoriented: ``(input's axis codes, run's axis codes)`` when the case was flipped / permuted
+            first (then ``original_shape``, ``crop_bbox`` and ``original_spacing`` are in the run's
+            orientation); ``None`` when its voxel order was kept.
     """
 
     original_shape: tuple[int, int, int]
@@ -305,6 +318,7 @@ class PreprocessRecord:
     cropped_shape: tuple[int, int, int]
     resampled_shape: tuple[int, int, int]
     label_voxels_outside_crop: int = 0
+    reoriented: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.original_shape = tuple(int(v) for v in self.original_shape)  # type: ignore[assignment]
@@ -314,6 +328,8 @@ class PreprocessRecord:
         self.cropped_shape = tuple(int(v) for v in self.cropped_shape)  # type: ignore[assignment]
         self.resampled_shape = tuple(int(v) for v in self.resampled_shape)  # type: ignore[assignment]
         self.label_voxels_outside_crop = int(self.label_voxels_outside_crop)
+        if self.reoriented is not None:
+            self.reoriented = (str(self.reoriented[0]), str(self.reoriented[1]))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""
@@ -325,6 +341,7 @@ class PreprocessRecord:
             "cropped_shape": list(self.cropped_shape),
             "resampled_shape": list(self.resampled_shape),
             "label_voxels_outside_crop": self.label_voxels_outside_crop,
+            "reoriented": None if self.reoriented is None else list(self.reoriented),
         }
 
     @classmethod
@@ -554,15 +571,18 @@ def preprocess_case(
     spacing: Sequence[float],
     config: PreprocessConfig,
     label: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
 ) -> PreprocessedCase:
-    """Crop, enhance (optional N4 / diffusion), normalise and resample one case (in that order:
-    statistics are taken before interpolation blurs the background edge into the brain).
+    """Reorient (``config.orientation``), crop, enhance (optional N4 / diffusion), normalise and resample one
+    case (in that order: statistics are taken before interpolation blurs the background edge into the brain).
 
     Args:
         image: ``(C, Z, Y, X)`` intensities.
         spacing: ``(sz, sy, sx)`` in mm.
         config: preprocessing settings.
         label: optional ``(Z, Y, X)`` integer label (original or consecutive values; kept as given).
+        affine: the file's 4x4 voxel-to-world affine (NIfTI ``(i, j, k)`` voxel axes); needed when
+            ``config.orientation`` is set, to know how the voxels are stored.
 
     Returns:
         :class:`PreprocessedCase` with image ``(C, Z', Y', X')`` float32, label ``(Z', Y', X')`` (input
@@ -580,6 +600,17 @@ def preprocess_case(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or any(not s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive mm values (sz, sy, sx), got {spacing}")
+    reoriented = None
+    if config.orientation is not None:
+        if affine is None:
+            raise ValueError(f"orientation {config.orientation} needs the case's affine")
+        source = orientation_code(affine)
+        if source is not None and source != config.orientation:
+            reoriented = (source, config.orientation)
+            image = reorient(image, *reoriented, channel_first=True)
+            label = None if label is None else reorient(label, *reoriented)
+            spacing = reoriented_spacing(spacing, *reoriented)
+            spatial = tuple(int(s) for s in image.shape[1:])
 
     bbox = nonzero_bbox(image) if config.crop_to_nonzero else [(0, s) for s in spatial]
     sl = _bbox_slices(bbox)
@@ -611,6 +642,7 @@ def preprocess_case(
         cropped_shape=cropped_shape,
         resampled_shape=new_shape,
         label_voxels_outside_crop=lost,
+        reoriented=reoriented,
     )
     return PreprocessedCase(out_image, out_label, record)
 
@@ -621,7 +653,7 @@ def restore_to_original(
     is_label: bool,
     background_channel: int | None = 0,
 ) -> np.ndarray:
-    """Undo resampling and cropping: put a prediction back on the original voxel grid.
+    """Undo resampling, cropping and reorientation: put a prediction back on the original voxel grid.
 
     Args:
         array: a label ``(Z', Y', X')`` (``is_label=True``) or probabilities ``(C, Z', Y', X')``
@@ -634,7 +666,7 @@ def restore_to_original(
 
     Returns:
         Label ``(Z, Y, X)`` (input dtype; 0 outside the crop) or probabilities ``(C, Z, Y, X)`` float32
-        of ``record.original_shape``. Without resampling the crop region is copied bit for bit.
+        in the input's voxel order and shape. Without resampling the crop region is copied bit for bit.
     """
     array = np.asarray(array)
     expected = tuple(record.resampled_shape)
@@ -646,10 +678,13 @@ def restore_to_original(
         restored = resample_label(array, record.cropped_shape)
         out = np.zeros(record.original_shape, dtype=array.dtype)
         out[sl] = restored
-        return out
-    restored = resample_probabilities(array, record.cropped_shape)
-    out = np.zeros((array.shape[0],) + tuple(record.original_shape), dtype=np.float32)
-    if background_channel is not None:
-        out[background_channel] = 1.0
-    out[(slice(None),) + sl] = restored
+    else:
+        restored = resample_probabilities(array, record.cropped_shape)
+        out = np.zeros((array.shape[0],) + tuple(record.original_shape), dtype=np.float32)
+        if background_channel is not None:
+            out[background_channel] = 1.0
+        out[(slice(None),) + sl] = restored
+    if record.reoriented is not None:  # back to the input's voxel order (a view made contiguous)
+        source, target = record.reoriented
+        out = np.ascontiguousarray(reorient(out, target, source, channel_first=not is_label))
     return out

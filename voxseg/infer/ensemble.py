@@ -195,6 +195,7 @@ def ensemble_predict(
     uncertainty: bool = False,
     device: torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    affine: np.ndarray | None = None,
 ) -> EnsemblePrediction:
     """Average the TTA predictions of every member, on the case's original voxel grid.
 
@@ -211,18 +212,21 @@ def ensemble_predict(
         uncertainty: also track per-prediction entropies (for :meth:`EnsemblePrediction.uncertainty`).
         device: torch device (default CPU).
         progress: called with the number of windows just predicted.
+        affine: the file's voxel-to-world affine; needed by members whose runs reorient every scan
+            (``plan.preprocess.orientation``).
 
     Returns:
         :class:`EnsemblePrediction` in the original geometry.
     """
-    return predict_groups(prepare_groups(members, image, spacing), tta, uncertainty, device, progress)
+    return predict_groups(prepare_groups(members, image, spacing, affine), tta, uncertainty, device, progress)
 
 
-def prepare_groups(members: Sequence[EnsembleMember], image: np.ndarray,
-                   spacing: Sequence[float]) -> list[tuple[list[EnsembleMember], PreprocessedCase]]:
+def prepare_groups(members: Sequence[EnsembleMember], image: np.ndarray, spacing: Sequence[float],
+                   affine: np.ndarray | None = None) -> list[tuple[list[EnsembleMember], PreprocessedCase]]:
     """Preprocess ``image`` once per distinct preprocessing among ``members``.
 
     Split from :func:`predict_groups` so a caller can drop the full-size image before predicting.
+    ``affine``: the file's voxel-to-world affine (runs that reorient every scan need it).
 
     Returns:
         ``[(members sharing a preprocessing, their preprocessed case), ...]``.
@@ -231,7 +235,8 @@ def prepare_groups(members: Sequence[EnsembleMember], image: np.ndarray,
     groups: dict[str, list[EnsembleMember]] = {}
     for member in members:
         groups.setdefault(json.dumps(member.plan.preprocess.to_dict(), sort_keys=True), []).append(member)
-    return [(group, preprocess_case(image, spacing, group[0].plan.preprocess)) for group in groups.values()]
+    return [(group, preprocess_case(image, spacing, group[0].plan.preprocess, affine=affine))
+            for group in groups.values()]
 
 
 def count_windows(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],

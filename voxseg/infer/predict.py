@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from voxseg.data.orientation import orientation_code, reoriented_spacing
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
@@ -25,7 +26,7 @@ from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postpr
 from voxseg.infer.runtime import probabilities_to_labels
 from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, find_prediction_cases, read_case
-from voxseg.io.image import is_nifti, write_volume
+from voxseg.io.image import ImageGeometry, is_nifti, write_volume
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path"]
@@ -77,12 +78,16 @@ def _as_pipelines(model, plan: RunPlan | None) -> list[list[EnsembleMember]]:
 
 
 def _warn_if_unseen_spacing(pipelines: Sequence[Sequence[EnsembleMember]], case: Case,
-                            spacing: Sequence[float]) -> None:
-    """Say when a run that does not resample gets a scan whose voxel size its training cases did not have."""
+                            geometry: ImageGeometry) -> None:
+    """Say when a run that does not resample gets a scan whose voxel size its training cases did not have
+    (compared in the run's orientation, where the run reorients scans)."""
     said: set[str] = set()
+    source = orientation_code(geometry.affine)
     for member in (m for members in pipelines for m in members):
         if member.plan.preprocess.target_spacing or member.fingerprint is None:
             continue  # the run resamples every scan to its spacing, or it saved no fingerprint
+        target = member.plan.preprocess.orientation
+        spacing = (reoriented_spacing(geometry.spacing, source, target) if target and source else geometry.spacing)
         problem = member.fingerprint.spacing_problem(spacing)
         if problem and problem not in said:
             said.add(problem)
@@ -114,8 +119,8 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
     device = device or torch.device("cpu")
     start = time.perf_counter()
     image, _, geometry = read_case(case, with_label=False)
-    _warn_if_unseen_spacing(pipelines, case, geometry.spacing)
-    prepared = [prepare_groups(members, image, geometry.spacing) for members in pipelines]
+    _warn_if_unseen_spacing(pipelines, case, geometry)
+    prepared = [prepare_groups(members, image, geometry.spacing, geometry.affine) for members in pipelines]
     del image  # only the cropped, preprocessed copies are needed from here on
     bar = tqdm(desc=case.case_id, unit="win", disable=not progress, leave=False,
                total=sum(count_windows(groups, options.tta) for groups in prepared))

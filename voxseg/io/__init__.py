@@ -10,7 +10,8 @@ from voxseg.io.datasets import (
     read_case,
     read_dataset_labels,
 )
-from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix, write_volume
+from voxseg.io.image import (ImageGeometry, is_nifti, orientation_code, read_geometry, read_volume, strip_nifti_suffix,
+                             write_volume)
 from voxseg.io.validate import (
     DIRECTION_TOLERANCE_DEG,
     ORIGIN_TOLERANCE_MM,
@@ -26,6 +27,7 @@ from voxseg.io.validate import (
 __all__ = [
     # image.py
     "ImageGeometry",
+    "orientation_code",
     "read_volume",
     "read_geometry",
     "write_volume",

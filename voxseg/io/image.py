@@ -57,10 +57,22 @@ class ImageGeometry:
         return (k, j, i)
 
     @property
+    def orientation(self) -> str | None:
+        """Axis codes of the voxel axes ``(i, j, k)``, e.g. ``"RAS"`` (see :func:`orientation_code`)."""
+        return orientation_code(self.affine)
+
+    @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size ``(sz, sy, sx)`` in mm, from the affine's column norms."""
         norms = np.sqrt((np.asarray(self.affine)[:3, :3] ** 2).sum(axis=0))
         return (float(norms[2]), float(norms[1]), float(norms[0]))
+
+
+def orientation_code(affine: np.ndarray) -> str | None:
+    """Axis codes of the voxel axes ``(i, j, k)`` of a NIfTI affine, e.g. ``"RAS"``: ``i`` runs towards the
+    Right, ``j`` Anterior, ``k`` Superior; None when an axis has no direction (a degenerate affine)."""
+    codes = nib.aff2axcodes(np.asarray(affine, dtype=np.float64))
+    return None if any(c is None for c in codes) else "".join(codes)
 
 
 def _load(path: Path) -> nib.Nifti1Image:

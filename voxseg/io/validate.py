@@ -46,6 +46,8 @@ class CaseSummary:
             when nothing was readable.
         spacing: ``(sz, sy, sx)`` in mm, from the same file as ``shape``.
         label_values: sorted distinct label values, ``None`` without a readable integer label.
+        orientation: axis codes of the voxel order, e.g. ``"RAS"`` (see :func:`voxseg.io.orientation_code`),
+            from the same file as ``shape``.
     """
 
     case_id: str
@@ -53,6 +55,7 @@ class CaseSummary:
     shape: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
     label_values: list[int] | None = None
+    orientation: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -62,6 +65,7 @@ class CaseSummary:
             "shape": None if self.shape is None else list(self.shape),
             "spacing": None if self.spacing is None else list(self.spacing),
             "label_values": None if self.label_values is None else list(self.label_values),
+            "orientation": self.orientation,
         }
 
 
@@ -113,6 +117,14 @@ class ValidationReport:
         values = [r.label_values for r in self.rows
                   if r.label_values is not None and (case_ids is None or r.case_id in case_ids)]
         return len(values) if values and all(set(v) <= {0} for v in values) else 0
+
+    def orientations(self) -> dict[str, list[str]]:
+        """Voxel order (axis codes) -> the case ids stored in it, most common first."""
+        out: dict[str, list[str]] = {}
+        for r in self.rows:
+            if r.orientation:
+                out.setdefault(r.orientation, []).append(r.case_id)
+        return dict(sorted(out.items(), key=lambda item: -len(item[1])))
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -269,6 +281,7 @@ def _validate_case(
         if reference is None:
             reference = (name, path, geometry)
             row.shape, row.spacing = geometry.shape, _round_spacing(geometry.spacing)
+            row.orientation = geometry.orientation
             continue
         ref_name, _, ref_geometry = reference
         if geometry.shape != ref_geometry.shape:
@@ -288,6 +301,7 @@ def _validate_case(
     problems.extend(label_problems)
     if reference is None:
         row.shape, row.spacing = label_geometry.shape, _round_spacing(label_geometry.spacing)
+        row.orientation = label_geometry.orientation
         return row, problems
     _, ref_path, ref_geometry = reference
     if label_geometry.shape != ref_geometry.shape:
@@ -350,13 +364,14 @@ def format_table(report: ValidationReport, with_problems: bool = True) -> str:
     Returns:
         Multi-line text without a trailing newline.
     """
-    header = ("case", "channels", "shape (Z,Y,X)", "spacing (mm)", "labels")
+    header = ("case", "channels", "shape (Z,Y,X)", "spacing (mm)", "voxel order", "labels")
     body = [
         (
             r.case_id,
             str(r.n_channels),
             "-" if r.shape is None else "x".join(str(s) for s in r.shape),
             "-" if r.spacing is None else "x".join(f"{s:.4g}" for s in r.spacing),
+            r.orientation or "-",
             "-" if r.label_values is None else ",".join(str(v) for v in r.label_values),
         )
         for r in report.rows

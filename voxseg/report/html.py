@@ -173,7 +173,9 @@ def _plan_body(plan: RunPlan, run_dir: Path) -> str:
     if plan.scheme.is_region_based:
         scheme += " (sigmoid: " + ", ".join(f"{name} = {{{', '.join(map(str, values))}}}"
                                             for name, values in plan.scheme.regions.items()) + ")"
-    steps = [f"crop to the nonzero box" if pre.crop_to_nonzero else "no crop",
+    steps = [f"voxel order {pre.orientation} (every scan flipped / permuted to it)" if pre.orientation else
+             "each file's own voxel order",
+             "crop to the nonzero box" if pre.crop_to_nonzero else "no crop",
              f"normalisation {pre.normalization}",
              f"resampled to {' x '.join(f'{s:g}' for s in pre.target_spacing)} mm" if pre.target_spacing else
              "no resampling"]

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
+from voxseg.data.orientation import check_orientation_code, orientation_code, reoriented_spacing
 from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
 from voxseg.plan.fingerprint import DatasetFingerprint, dataset_fingerprint
 from voxseg.data.sampling import minicube_partition
@@ -74,6 +76,9 @@ class TrainOptions:
             a GPU (see :data:`CPU_DEFAULTS`).
         val_fraction: share of cases held out for validation.
         preprocess: cropping, normalisation and resampling.
+        orientation: the voxel order every scan is brought to first (exact flips / permutations, undone on
+            output): ``"auto"`` the one most training cases are stored in, ``"none"`` each file's own, or axis
+            codes such as ``"RAS"``. An orientation set in ``preprocess`` wins over ``"auto"``.
         skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
         include_cases: train only on these case ids (others are not used; e.g. the demo's test split).
         folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
@@ -102,6 +107,7 @@ class TrainOptions:
     max_patch_voxels: int | None = None
     val_fraction: float = 0.2
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    orientation: str | None = "auto"
     skip_invalid: bool = False
     include_cases: list[str] | None = None
     num_threads: int | None = None
@@ -248,7 +254,7 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
             continue
         image, label, geometry = read_case(case, with_label=True)
         consecutive = mapping.to_consecutive(label) if label is not None else None
-        result = preprocess_case(image, geometry.spacing, config, label=consecutive)
+        result = preprocess_case(image, geometry.spacing, config, label=consecutive, affine=geometry.affine)
         image_path, label_path, meta_path = _cache_files(cache_dir, case.case_id)
         meta_path.unlink(missing_ok=True)  # the arrays below are not valid until the settings name them
         _save_atomic(np.ascontiguousarray(result.image, dtype=np.float32), image_path)
@@ -489,10 +495,41 @@ def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, di
     return plan, split, cases
 
 
-def _fingerprint(cases: list[Case]) -> DatasetFingerprint:
-    """Spacings and shapes of the run's cases, from their headers (prediction compares scans with them)."""
-    geometries = [read_geometry(c.image_paths[0]) for c in cases]
-    return dataset_fingerprint([g.spacing for g in geometries], [g.shape for g in geometries])
+def _fingerprint(cases: list[Case], orientation: str | None) -> DatasetFingerprint:
+    """Spacings and shapes of the run's cases, from their headers, in the run's orientation (prediction
+    compares scans with them)."""
+    spacings, shapes = [], []
+    for case in cases:
+        geometry = read_geometry(case.image_paths[0])
+        spacing, shape = geometry.spacing, geometry.shape
+        source = orientation_code(geometry.affine)
+        if orientation and source and source != orientation:
+            spacing = reoriented_spacing(spacing, source, orientation)
+            # axis lengths move between axes as the spacings do
+            shape = tuple(int(round(v)) for v in reoriented_spacing(shape, source, orientation))
+        spacings.append(spacing)
+        shapes.append(shape)
+    return dataset_fingerprint(spacings, shapes)
+
+
+def _resolve_orientation(options: TrainOptions, cases: list[Case], log) -> TrainOptions:
+    """``options`` with the voxel order of its preprocessing decided (see ``TrainOptions.orientation``);
+    the cases stored in another order are named, as they are flipped / permuted to it."""
+    choice = options.orientation
+    target = options.preprocess.orientation
+    if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
+        target = check_orientation_code(choice)
+    codes = {c.case_id: orientation_code(read_geometry(c.image_paths[0]).affine) for c in cases}
+    if target is None and str(choice).lower() == "auto":
+        counts = Counter(code for code in codes.values() if code)
+        target = counts.most_common(1)[0][0] if counts else None  # a tie goes to the first case's order
+    if target is not None:
+        others = sorted(f"{case_id} ({code})" for case_id, code in codes.items() if code and code != target)
+        if others:
+            log(f"orientation: {len(others)} of {len(cases)} cases are stored in another voxel order than "
+                f"{target}: {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}; they are flipped / "
+                f"permuted to {target} (exactly, no interpolation) for training, as every scan is at prediction")
+    return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, orientation=target))
 
 
 def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[Case], LabelMapping]:
@@ -596,6 +633,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
                                  progress)
     else:
         cases, mapping = _checked_setup(dataset, options, log)
+        options = _resolve_orientation(options, cases, log)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
@@ -603,7 +641,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
             plan.save(staging / "plan.json")
             save_json_atomic(split, staging / "split.json")
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
-            _fingerprint(cases).save(staging)
+            _fingerprint(cases, plan.preprocess.orientation).save(staging)
         log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
             f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
             f"split {len(split['train'])} train / {len(split['val'])} validation cases")
@@ -632,6 +670,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
     else:
         _check_run_dir(run_dir, overwrite, resume=False)
         cases, mapping = _checked_setup(dataset, options, log)
+        options = _resolve_orientation(options, cases, log)
         if not 2 <= options.folds <= len(cases):
             raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
                                       f"got {options.folds}")
@@ -643,7 +682,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
             plan.save(staging / "plan.json")
             save_json_atomic(splits, staging / splits_path.name)
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
-            _fingerprint(cases).save(staging)
+            _fingerprint(cases, plan.preprocess.orientation).save(staging)
         log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
             f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
