@@ -11,6 +11,7 @@ from voxseg.data.preprocess import (
     LabelMapping,
     PreprocessConfig,
     PreprocessRecord,
+    foreground_intensity_statistics,
     nonzero_bbox,
     normalize_image,
     preprocess_case,
@@ -39,6 +40,7 @@ def _dice(a, b):
         PreprocessConfig(),
         PreprocessConfig("percentile", 1.0, 99.0, None, (1.0, 0.5, 0.5), False),
         PreprocessConfig("ct", ct_window=(-100, 240.5), target_spacing=(3, 1, 1)),
+        PreprocessConfig("ct", ct_window=(-100, 240.5), ct_mean=60.0, ct_std=40.0),
         PreprocessConfig("none", crop_to_nonzero=False),
     ],
 )
@@ -50,7 +52,7 @@ def test_config_json_round_trip(config):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"normalization": "minmax"}, {"normalization": "ct"}, {"percentile_low": 60, "percentile_high": 40},
+    [{"normalization": "minmax"}, {"normalization": "ct", "ct_std": 0.0}, {"percentile_low": 60, "percentile_high": 40},
      {"target_spacing": (1.0, 1.0)}, {"target_spacing": (1.0, 0.0, 1.0)}],
 )
 def test_config_rejects_bad_values(kwargs):
@@ -95,7 +97,47 @@ def test_ct_window_then_zscore():
     np.testing.assert_allclose(out, [-1, -1, 1, 1], atol=1e-6)
 
 
-def test_constant_and_empty_channels_do_not_divide_by_zero():
+def test_ct_with_the_training_foreground_statistics_and_without_a_window():
+    image = np.array([-1000, 0, 100, 3000], np.float32).reshape(1, 1, 1, 4)
+    out = normalize_image(image, PreprocessConfig("ct", ct_window=(0, 100), ct_mean=20.0, ct_std=40.0))[0, 0, 0]
+    np.testing.assert_allclose(out, [-0.5, -0.5, 2.0, 2.0], atol=1e-6)  # (clip - 20) / 40, whatever the case holds
+    with pytest.raises(ValueError, match="needs ct_window"):
+        normalize_image(image, PreprocessConfig("ct"))
+
+
+def test_foreground_intensity_statistics_pool_the_labelled_voxels():
+    rng = np.random.default_rng(1)
+    cases = []
+    for k in range(3):
+        image = rng.normal(40 * k, 10, (2, 6, 7, 8)).astype(np.float32)
+        label = (rng.random((6, 7, 8)) > 0.6).astype(np.uint8)
+        cases.append((image, label))
+    stats = foreground_intensity_statistics(cases)  # fewer voxels than the sample size: every one counts
+    pooled = np.concatenate([img[:, lab > 0].ravel() for img, lab in cases]).astype(np.float64)
+    assert stats["n"] == pooled.size
+    assert stats["mean"] == pytest.approx(pooled.mean()) and stats["std"] == pytest.approx(pooled.std())
+    assert [stats["p00_5"], stats["p99_5"]] == pytest.approx(np.percentile(pooled, [0.5, 99.5]))
+    sampled = foreground_intensity_statistics(cases, samples_per_case=50, seed=3)
+    assert sampled["n"] == 150 and sampled == foreground_intensity_statistics(cases, samples_per_case=50, seed=3)
+    with pytest.raises(ValueError, match="no foreground"):
+        foreground_intensity_statistics([(cases[0][0], np.zeros((6, 7, 8), np.uint8))])
+
+
+def test_real_ct_liver_window_lies_in_soft_tissue():
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalseg"
+    if not (folder / "example_ct_sm.nii.gz").exists():
+        pytest.skip("../shared/data/totalseg (CT example with a liver mask) is absent")
+    from voxseg.io import read_volume
+
+    image, _ = read_volume(folder / "example_ct_sm.nii.gz")
+    liver, _ = read_volume(folder / "example_seg_fast_liver.nii.gz", dtype=np.int16)
+    stats = foreground_intensity_statistics([(image[None], liver)])
+    # Liver parenchyma is ~40-80 HU; the 0.5-99.5% window of the mask stays inside soft tissue, far from air
+    # (-1000) and bone (> 400), which is what a window taken over the whole CT would reach.
+    assert -200 < stats["p00_5"] < stats["mean"] < stats["p99_5"] < 400
+    assert 20 < stats["mean"] < 150
+    assert np.percentile(image, 0.5) < -500
+
     for mode in ("zscore", "percentile"):
         for value in (0.0, 5.0):
             out = normalize_image(np.full((1, 2, 2, 2), value, np.float32), PreprocessConfig(mode))

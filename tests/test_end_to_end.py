@@ -567,3 +567,59 @@ def test_training_cases_stored_in_another_voxel_order_are_named_and_brought_to_t
     bad = CliRunner().invoke(main, ["train", str(mixed), "--out", str(tmp_path / "bad"), "--orientation", "RAR"])
     assert bad.exit_code == 2 and "one of each of L/R, P/A, I/S" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def _ct_dataset(root, n_cases=4):
+    """nnU-Net layout, one channel named CT: air -1000 HU, body 0-60 HU, a 'liver' (label 1) near 60 HU and
+    bone at 700 HU."""
+    rng = np.random.default_rng(7)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    shape = (20, 24, 20)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    for k in range(n_cases):
+        body = ((zz - 10) ** 2 / 81 + (yy - 12) ** 2 / 100 + (xx - 10) ** 2 / 81) < 1
+        liver = ((zz - 10) ** 2 + (yy - 10 - k % 2) ** 2 + (xx - 8) ** 2) < 16
+        image = np.full(shape, -1000.0) + body * (1000 + rng.normal(20, 10, shape)) + liver * 40
+        image[body & (xx > 15)] = 700
+        for array, folder, name in ((image.astype(np.int16), "imagesTr", f"ct_{k:03d}_0000"),
+                                    (liver.astype(np.uint8), "labelsTr", f"ct_{k:03d}")):
+            nib.save(nib.Nifti1Image(array.transpose(2, 1, 0), np.diag([1.5, 1.5, 2.0, 1.0])),
+                     root / folder / f"{name}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
+                                                   "numTraining": n_cases, "file_ending": ".nii.gz"}))
+    return root
+
+
+def test_ct_datasets_are_normalised_with_their_foreground_statistics(tmp_path):
+    from voxseg.data.preprocess import foreground_intensity_statistics
+    from voxseg.io import load_dataset, read_case
+
+    data = _ct_dataset(tmp_path / "ct")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(run), *TINY])
+    assert result.exit_code == 0, result.output
+    pre = RunPlan.load(run / "plan.json").preprocess
+    assert pre.normalization == "ct" and "CT normalisation: clip to" in result.output
+    pairs = [read_case(c, with_label=True)[:2] for c in load_dataset(data).cases]
+    stats = foreground_intensity_statistics(pairs, seed=0)
+    assert pre.ct_window == pytest.approx((stats["p00_5"], stats["p99_5"]), abs=0.01)
+    assert 20 < pre.ct_window[0] < pre.ct_mean < pre.ct_window[1] < 120  # the liver (60 +- 10 HU), not air or bone
+    # The cached network input is (clip(HU) - mean) / std, with the dataset's numbers.
+    image, _, _ = read_case(load_dataset(data).cases[0], with_label=True)
+    cached = np.load(next((run / "preprocessed").glob("ct_000*.image.npy")))
+    lo, hi = pre.ct_window
+    expected = (np.clip(image[0].astype(np.float64), lo, hi) - pre.ct_mean) / pre.ct_std
+    assert cached.shape[1:] == expected.shape  # (all voxels nonzero: -1000 HU is not 0, nothing is cropped)
+    np.testing.assert_allclose(cached[0], expected, atol=1e-4)
+    out = tmp_path / "pred"
+    assert CliRunner().invoke(main, ["predict", str(run), str(data / "imagesTr"), str(out)]).exit_code == 0
+    zscore = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "z"), "--normalization", "zscore",
+                                       *TINY])
+    assert zscore.exit_code == 0 and RunPlan.load(tmp_path / "z" / "plan.json").preprocess.normalization == "zscore"
+    window = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "w"), "--ct-window", "-100,200",
+                                       *TINY])
+    assert window.exit_code == 0, window.output
+    assert RunPlan.load(tmp_path / "w" / "plan.json").preprocess.ct_window == (-100.0, 200.0)
+    bad = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "b"), "--ct-window", "200,-100"])
+    assert bad.exit_code == 2 and "LO < HI" in bad.output and not (tmp_path / "b").exists()

@@ -94,6 +94,16 @@ def _parse_floats(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    """``"-100,200"`` -> ``(-100.0, 200.0)`` (two numbers, low < high)."""
+    if not text:
+        return None
+    values = tuple(float(v) for v in text.split(",") if v.strip())
+    if len(values) != 2 or not values[0] < values[1]:
+        raise ValueError(f"expected LO,HI with LO < HI, such as -100,200, got {text!r}")
+    return values
+
+
 def _parsed(flag: str, parse, text, count: int | None = None):
     """``parse(text)``, with a malformed value reported as a usage error naming ``flag`` (exit 2)."""
     try:
@@ -174,14 +184,15 @@ def _train_options(**kw):
     dims = 2 if mode in ("2d", "2.5d") else kw["dims"]
     augment = _parsed("--augment-args", lambda t: augmentation_preset(kw["augment"]).replace(**_parse_kv(t)),
                       kw["augment_args"])
-    pre = PreprocessConfig(normalization=kw["normalization"], n4=kw["n4"], denoise=kw["denoise"],
+    pre = PreprocessConfig(normalization=kw["normalization"] or "zscore", n4=kw["n4"], denoise=kw["denoise"],
+                           ct_window=_parsed("--ct-window", _parse_window, kw["ct_window"]),
                            target_spacing=_parsed("--spacing", _parse_floats, kw["spacing"], count=3))
     return TrainOptions(
         net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
         loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parsed("--patch", _parse_ints, kw["patch"]),
-        val_fraction=kw["val_fraction"], preprocess=pre, orientation=kw["orientation"], skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
+        val_fraction=kw["val_fraction"], preprocess=pre, orientation=kw["orientation"], normalization=kw["normalization"], skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
         folds=kw["folds"], fold=kw["fold"], init_from=str(kw["init_from"]) if kw["init_from"] else None,
         freeze_stages=kw["freeze_stages"], unfreeze_after_epochs=kw["unfreeze_after"], val_every=kw["val_every"],
         train_overrides={"optimizer_kwargs": _parsed("--optimizer-args", _parse_kv, kw["optimizer_args"]), "schedule": kw["schedule"],
@@ -239,8 +250,11 @@ def _training_flags(func):
         click.option("--grad-clip", type=click.FloatRange(min=0), default=12.0, show_default=True),
         click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default="auto", show_default=True,
                      help="mixed precision; auto measures whether bf16 is faster on this CPU"),
-        click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default="zscore",
-                     show_default=True),
+        click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default=None,
+                     help="intensity normalisation [default: ct when dataset.json names every channel CT, as "
+                          "nnU-Net does, else zscore]"),
+        click.option("--ct-window", default=None, help="with ct: clip to LO,HI in HU [default: the 0.5th and 99.5th "
+                     "percentiles of the training cases' labelled voxels]"),
         click.option("--spacing", default=None, help="resample to this spacing in mm, z,y,x (e.g. 1,1,1)"),
         click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
         click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,

@@ -30,6 +30,7 @@ __all__ = [
     "PreprocessedCase",
     "preprocess_case",
     "restore_to_original",
+    "foreground_intensity_statistics",
     "resample_probabilities",
     "resample_image",
     "resample_label",
@@ -56,11 +57,15 @@ class PreprocessConfig:
             outside the mask stay exactly 0.
             ``"percentile"``: per channel, clip to the ``percentile_low``/``percentile_high``
             percentiles of the (cropped) channel, then scale min-max to ``[0, 1]``.
-            ``"ct"``: clip to ``ct_window`` (HU), then z-score over the whole (cropped) channel.
+            ``"ct"``: clip to ``ct_window`` (HU), then subtract ``ct_mean`` and divide by ``ct_std`` (the
+            training foreground's, as nnU-Net does, see :func:`foreground_intensity_statistics`; without
+            them, the clipped channel's own mean and std).
             ``"none"``: leave intensities as they are.
         percentile_low: lower percentile (0-100) for ``"percentile"``; default 0.5.
         percentile_high: upper percentile (0-100) for ``"percentile"``; default 99.5.
-        ct_window: ``(lo, hi)`` clipping window in HU, required for ``"ct"``.
+        ct_window: ``(lo, hi)`` clipping window in HU for ``"ct"``; ``voxseg train`` derives it from the
+            training cases' foreground (0.5th and 99.5th percentiles) when it is not given.
+        ct_mean / ct_std: HU mean and standard deviation of the training foreground for ``"ct"``.
         target_spacing: ``(sz, sy, sx)`` in mm to resample to; ``None`` keeps the original grid.
         crop_to_nonzero: crop to the bounding box of voxels nonzero in any channel (skull-stripped MRI);
             turn off for CT, where air is -1000 and not 0.
@@ -102,6 +107,8 @@ class PreprocessConfig:
     denoise_time_step: float | None = None
     enhance_channels: tuple[int, ...] | None = None
     orientation: str | None = None
+    ct_mean: float | None = None
+    ct_std: float | None = None
 
     def __post_init__(self) -> None:
         # Normalise JSON lists to tuples so from_dict(to_dict()) compares equal.
@@ -146,9 +153,12 @@ class PreprocessConfig:
             raise ValueError(
                 f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentile_low}, {self.percentile_high}"
             )
-        if self.normalization == "ct":
-            if self.ct_window is None:
-                raise ValueError("normalization 'ct' needs ct_window=(lo, hi) in HU")
+        if self.ct_mean is not None:
+            self.ct_mean = float(self.ct_mean)
+        if self.ct_std is not None:
+            self.ct_std = float(self.ct_std)
+            if not self.ct_std > 0:
+                raise ValueError(f"ct_std must be > 0, got {self.ct_std}")
         if self.ct_window is not None and (len(self.ct_window) != 2 or not self.ct_window[0] < self.ct_window[1]):
             raise ValueError(f"ct_window must be (lo, hi) with lo < hi, got {self.ct_window}")
         if self.target_spacing is not None and (
@@ -174,8 +184,10 @@ class PreprocessConfig:
             "denoise_conductance": self.denoise_conductance,
             "denoise_time_step": self.denoise_time_step,
             "enhance_channels": None if self.enhance_channels is None else list(self.enhance_channels),
-            # Only when set: the cache stamps of runs made before this field existed stay valid.
+            # Only when set: the cache stamps of runs made before these fields existed stay valid.
             **({"orientation": self.orientation} if self.orientation else {}),
+            **({"ct_mean": self.ct_mean} if self.ct_mean is not None else {}),
+            **({"ct_std": self.ct_std} if self.ct_std is not None else {}),
         }
 
     @classmethod
@@ -424,9 +436,46 @@ def _norm_percentile(channel: np.ndarray, mask: np.ndarray, config: PreprocessCo
 
 
 def _norm_ct(channel: np.ndarray, mask: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    lo, hi = config.ct_window  # type: ignore[misc]
+    if config.ct_window is None:
+        raise ValueError("normalization 'ct' needs ct_window=(lo, hi) in HU (voxseg train derives it from the "
+                         "training cases, see foreground_intensity_statistics)")
+    lo, hi = config.ct_window
     clipped = np.clip(channel.astype(np.float64), lo, hi)
+    if config.ct_mean is not None and config.ct_std is not None:  # the dataset's foreground (nnU-Net)
+        return ((clipped - config.ct_mean) / config.ct_std).astype(np.float32)
     return ((clipped - clipped.mean()) / max(clipped.std(), 1e-8)).astype(np.float32)
+
+
+def foreground_intensity_statistics(cases: Iterable[tuple[np.ndarray, np.ndarray]], samples_per_case: int = 10_000,
+                                    seed: int = 0) -> dict[str, float]:
+    """Intensity statistics of the labelled voxels of a dataset, as nnU-Net's fingerprint takes them for CT.
+
+    Up to ``samples_per_case`` foreground voxels (label > 0) are drawn per case (seeded, without
+    replacement), from every channel, and pooled.
+
+    Args:
+        cases: ``(image (C, Z, Y, X), label (Z, Y, X))`` pairs.
+
+    Returns:
+        ``{"p00_5", "p99_5", "mean", "std", "n"}``: the 0.5th and 99.5th percentiles, mean and standard
+        deviation of the pooled values (image units, HU for CT), and how many there were.
+
+    Raises:
+        ValueError: no case has a foreground voxel.
+    """
+    rng = np.random.default_rng(seed)
+    pooled = []
+    for image, label in cases:
+        values = np.asarray(image)[:, np.asarray(label) > 0].ravel()
+        if values.size > samples_per_case:
+            values = rng.choice(values, samples_per_case, replace=False)
+        pooled.append(values.astype(np.float64))
+    values = np.concatenate(pooled) if pooled else np.empty(0)
+    if values.size == 0:
+        raise ValueError("no foreground voxel (label > 0) in any case: no intensity statistics")
+    p00_5, p99_5 = np.percentile(values, [0.5, 99.5])
+    return {"p00_5": float(p00_5), "p99_5": float(p99_5), "mean": float(values.mean()),
+            "std": float(max(values.std(), 1e-8)), "n": int(values.size)}
 
 
 def _norm_none(channel: np.ndarray, mask: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -176,7 +176,10 @@ def _plan_body(plan: RunPlan, run_dir: Path) -> str:
     steps = [f"voxel order {pre.orientation} (every scan flipped / permuted to it)" if pre.orientation else
              "each file's own voxel order",
              "crop to the nonzero box" if pre.crop_to_nonzero else "no crop",
-             f"normalisation {pre.normalization}",
+             f"normalisation {pre.normalization}" + (
+                 f" (clip to {pre.ct_window[0]:g}..{pre.ct_window[1]:g} HU" + (
+                     f", minus {pre.ct_mean:g}, over {pre.ct_std:g})" if pre.ct_mean is not None and pre.ct_std
+                     else ")") if pre.normalization == "ct" and pre.ct_window else ""),
              f"resampled to {' x '.join(f'{s:g}' for s in pre.target_spacing)} mm" if pre.target_spacing else
              "no resampling"]
     steps += ["N4 bias-field correction"] if pre.n4 else []

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.orientation import check_orientation_code, orientation_code, reoriented_spacing
-from voxseg.data.preprocess import LabelMapping, PreprocessConfig, preprocess_case
+from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
+                                    preprocess_case)
 from voxseg.plan.fingerprint import DatasetFingerprint, dataset_fingerprint
 from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError, InputProblems
@@ -76,6 +77,10 @@ class TrainOptions:
             a GPU (see :data:`CPU_DEFAULTS`).
         val_fraction: share of cases held out for validation.
         preprocess: cropping, normalisation and resampling.
+        normalization: overrides ``preprocess.normalization`` when set; None: ``"ct"`` when the dataset names
+            every channel CT (nnU-Net's dataset.json convention), else ``preprocess.normalization``. With
+            ``"ct"``, a missing ``ct_window`` and the foreground mean and std are taken from the cases
+            (:func:`voxseg.data.preprocess.foreground_intensity_statistics`, as nnU-Net does).
         orientation: the voxel order every scan is brought to first (exact flips / permutations, undone on
             output): ``"auto"`` the one most training cases are stored in, ``"none"`` each file's own, or axis
             codes such as ``"RAS"``. An orientation set in ``preprocess`` wins over ``"auto"``.
@@ -107,6 +112,7 @@ class TrainOptions:
     max_patch_voxels: int | None = None
     val_fraction: float = 0.2
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    normalization: str | None = None
     orientation: str | None = "auto"
     skip_invalid: bool = False
     include_cases: list[str] | None = None
@@ -512,6 +518,35 @@ def _fingerprint(cases: list[Case], orientation: str | None) -> DatasetFingerpri
     return dataset_fingerprint(spacings, shapes)
 
 
+def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[Case], log,
+                           progress: bool = True) -> TrainOptions:
+    """``options`` with the intensity normalisation decided (see ``TrainOptions.normalization``), and for CT
+    its window and foreground statistics measured on the cases (before any of them is preprocessed: the
+    cache depends on them)."""
+    name = options.normalization
+    if name is None:
+        all_ct = bool(dataset.channel_names) and all(c.strip().lower() == "ct" for c in dataset.channel_names)
+        name = "ct" if all_ct else options.preprocess.normalization
+        if all_ct and options.preprocess.normalization != "ct":
+            log("normalisation: ct (dataset.json names every channel CT; --normalization sets another)")
+    pre = dataclasses.replace(options.preprocess, normalization=name)
+    if name == "ct" and (pre.ct_window is None or pre.ct_mean is None or pre.ct_std is None):
+        reading = tqdm(cases, desc="CT intensities", unit="case", disable=not progress)
+        pairs = ((image, label) for image, label, _ in (read_case(c, with_label=True) for c in reading))
+        try:
+            stats = foreground_intensity_statistics(pairs, seed=options.seed)
+        except ValueError as exc:
+            raise InputError(dataset.root, f"CT normalisation: {exc}") from None
+        window = pre.ct_window or (round(stats["p00_5"], 2), round(stats["p99_5"], 2))
+        pre = dataclasses.replace(pre, ct_window=window, ct_mean=round(stats["mean"], 4),
+                                  ct_std=round(stats["std"], 4))
+        log(f"CT normalisation: clip to [{window[0]:g}, {window[1]:g}] HU"
+            + ("" if options.preprocess.ct_window else " (0.5th-99.5th percentile of the labelled voxels)")
+            + f", then subtract {pre.ct_mean:g} and divide by {pre.ct_std:g} (their mean and std; "
+            f"{stats['n']} voxels of {len(cases)} cases), as nnU-Net does; saved in plan.json")
+    return dataclasses.replace(options, preprocess=pre)
+
+
 def _resolve_orientation(options: TrainOptions, cases: list[Case], log) -> TrainOptions:
     """``options`` with the voxel order of its preprocessing decided (see ``TrainOptions.orientation``);
     the cases stored in another order are named, as they are flipped / permuted to it."""
@@ -633,7 +668,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
                                  progress)
     else:
         cases, mapping = _checked_setup(dataset, options, log)
-        options = _resolve_orientation(options, cases, log)
+        options = _resolve_normalization(_resolve_orientation(options, cases, log), dataset, cases, log, progress)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
@@ -670,7 +705,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
     else:
         _check_run_dir(run_dir, overwrite, resume=False)
         cases, mapping = _checked_setup(dataset, options, log)
-        options = _resolve_orientation(options, cases, log)
+        options = _resolve_normalization(_resolve_orientation(options, cases, log), dataset, cases, log, progress)
         if not 2 <= options.folds <= len(cases):
             raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
                                       f"got {options.folds}")
