@@ -623,3 +623,68 @@ def test_ct_datasets_are_normalised_with_their_foreground_statistics(tmp_path):
     assert RunPlan.load(tmp_path / "w" / "plan.json").preprocess.ct_window == (-100.0, 200.0)
     bad = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "b"), "--ct-window", "200,-100"])
     assert bad.exit_code == 2 and "LO < HI" in bad.output and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--patch", "16x16"], "Invalid value for '--patch': a 3-D network needs 3 sizes (Z x Y x X), got 16x16"),
+    (["--dims", "2", "--patch", "16x16x16"], "Invalid value for '--patch': a 2-D network takes a slice, Y x X"),
+    (["--ct-window", "-100,100", "--normalization", "zscore"], "goes with --normalization ct, not zscore"),
+    (["--net-args", "depth=abc"], "has the wrong type or name: numbers are written as numbers"),
+    (["--net-args", "norm=foo"], "norm='foo' is not supported; choose one of 'instance', 'batch', 'group'"),
+    (["--net-args", "depth=5", "--patch", "16x16x16"], "leaves the deepest stage of the network (which downsamples "
+                                                       "16x16x16) a single voxel"),
+    (["--freeze-stages", "10"], "--freeze-stages 10: n_stages must be between 0 and"),
+    (["--patch", "16xax16"], "Invalid value for '--patch': expected positive integers such as 64x64x64"),
+    (["--ct-window", "a,b"], "Invalid value for '--ct-window': expected LO,HI with LO < HI"),
+    (["--resume", "", "--overwrite", ""], "--resume continues the run in --out, --overwrite replaces it"),
+    (["--resume", ""], "nothing to resume: run folder not found"),
+])
+def test_options_that_cannot_train_are_one_line_naming_the_option(phantoms, tmp_path, args, message):
+    base = {"--net-args": "base_width=4,depth=3", "--patch": "16x16x16", "--epochs": "1", "--iterations": "1",
+            "--threads": "1"}
+    given = dict(zip(args[::2], args[1::2]))
+    flags = [item for key, value in {**base, **given}.items() for item in (key, value) if item]  # "" = a flag
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(tmp_path / "run"), *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.new").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_saying_so(phantoms, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(tmp_path / "run"), "--lr", "1e9",
+                                       "--net-args", "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "2",
+                                       "--iterations", "15", "--threads", "1"])
+    assert result.exit_code == 2
+    line = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "training diverged: the loss was not a number for 10 iterations in a row" in line[0]
+    assert "lower --lr" in line[0]
+
+
+def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
+    no_enhancing = tmp_path / "ds"
+    shutil.copytree(phantoms, no_enhancing)
+    for path in (no_enhancing / "labelsTr").glob("*.nii.gz"):
+        img = nib.load(path)
+        label = np.asanyarray(img.dataobj).copy()
+        label[label == 4] = 1
+        nib.save(nib.Nifti1Image(label, img.affine, img.header), path)
+    result = CliRunner().invoke(main, ["train", str(no_enhancing), "--out", str(tmp_path / "run"), "--label-scheme",
+                                       "brats", *TINY])
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {no_enhancing}: label(s) 4 (enhancing) named in dataset.json occur in none of the 5 case(s)"
+            in result.output)
+
+
+def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, phantoms, tmp_path):
+    import warnings as _warnings
+
+    from voxseg.infer.runtime import checkpoint_path
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "checkpoint_best.pt").unlink()
+    with pytest.warns(UserWarning, match="no checkpoint_best.pt .*: using checkpoint_last.pt"):
+        assert checkpoint_path(run) == run / "checkpoint_last.pt"
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        assert checkpoint_path(trained) == trained / "checkpoint_best.pt"

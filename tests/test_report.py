@@ -148,6 +148,15 @@ def test_run_report_says_what_the_run_folder_holds(run):
     finally:
         (run / "log.keep").rename(run / "log.csv")
     assert "No epoch finished yet" in text and ", ".join(plan.channel_names) in text
+    # A line cut short by a killed run, or garbage, is left out: the epochs before it are reported.
+    whole = (run / "log.csv").read_text()
+    try:
+        for tail in ("4,8,0.00", "\x00\x01garbage,,,\n", "1.5,2,abc,xyz\n"):
+            (run / "log.csv").write_text(whole + tail)
+            text = write_report(run / "cut.html", run).read_text()
+            assert f"<tr><th>epochs</th><td class=\"num\">{log[-1]['epoch']}</td></tr>" in text
+    finally:
+        (run / "log.csv").write_text(whole)
 
 
 def test_report_command_writes_pages_and_refuses_what_is_not_a_run_or_an_evaluation(run, evaluation, tmp_path):

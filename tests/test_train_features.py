@@ -130,6 +130,10 @@ def test_swa_phase_averages_snapshots_into_its_own_checkpoint(phantoms, tmp_path
     assert swa["n_averaged"] == 2
     last = _weights(run)
     assert any(not torch.equal(swa["model"][k], last[k]) for k in last if last[k].dtype.is_floating_point)
+    # A phase shorter than the snapshot interval (2 epochs, every 3 by default) still ends averaged.
+    short = tmp_path / "short"
+    run_training(phantoms, short, _options(epochs=1, train_overrides={"swa_epochs": 2}), progress=False)
+    assert torch.load(short / "checkpoint_swa.pt", weights_only=False)["n_averaged"] == 1
 
 
 def test_early_stopping_ends_the_run(phantoms, tmp_path):

@@ -96,6 +96,15 @@ def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_
     monkeypatch.setattr("voxseg.train.workflow.available_memory", lambda device: (0.8 * GIB - FRAMEWORK_BYTES) / 0.8)
     run_training(larger_phantoms, tmp_path / "machine", TrainOptions(**options), progress=False)
     assert RunPlan.load(tmp_path / "machine" / "plan.json").train.patch_size == tight.train.patch_size
+    # A patch the user set: over 80% of the free memory is a warning, over all of it is refused at once.
+    said.clear()
+    run_training(larger_phantoms, tmp_path / "warned", TrainOptions(patch_size=[32, 64, 64], **options),
+                 progress=False, log=said.append)
+    assert any(line.startswith("warning: patch [32, 64, 64] with batch 2 needs about") for line in said), said
+    with pytest.raises(InputError, match=r"more than all 0.\d GiB free: give a smaller --patch"):
+        run_training(larger_phantoms, tmp_path / "huge", TrainOptions(patch_size=[64, 128, 128], **options),
+                     progress=False)
+    assert not (tmp_path / "huge").exists()
 
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),

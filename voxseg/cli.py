@@ -78,7 +78,10 @@ def _parse_ints(text: str | None) -> list[int] | None:
     """``"64x64x64"`` or ``"64,64,64"`` -> ``[64, 64, 64]`` (positive integers)."""
     if not text:
         return None
-    values = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
+    try:
+        values = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
     if not values or any(v < 1 for v in values):
         raise ValueError(f"expected positive integers such as 64x64x64, got {text!r}")
     return values
@@ -88,7 +91,10 @@ def _parse_floats(text: str | None) -> tuple[float, ...] | None:
     """``"1,1,1.5"`` or ``"1x1x1.5"`` -> ``(1.0, 1.0, 1.5)`` (positive numbers)."""
     if not text:
         return None
-    values = tuple(float(v) for v in text.lower().replace("x", ",").split(",") if v.strip())
+    try:
+        values = tuple(float(v) for v in text.lower().replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        values = ()
     if not values or any(not v > 0 for v in values):
         raise ValueError(f"expected positive numbers such as 1,1,1.5, got {text!r}")
     return values
@@ -98,7 +104,10 @@ def _parse_window(text: str | None) -> tuple[float, float] | None:
     """``"-100,200"`` -> ``(-100.0, 200.0)`` (two numbers, low < high)."""
     if not text:
         return None
-    values = tuple(float(v) for v in text.split(",") if v.strip())
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
     if len(values) != 2 or not values[0] < values[1]:
         raise ValueError(f"expected LO,HI with LO < HI, such as -100,200, got {text!r}")
     return values
@@ -176,12 +185,19 @@ def _train_options(**kw):
     from voxseg.data.preprocess import PreprocessConfig
     from voxseg.losses import parse_loss_args
     from voxseg.plan import augmentation_preset
-    from voxseg.train.workflow import TrainOptions
+    from voxseg.train.workflow import TrainOptions, checked_patch_size
 
     if kw["fold"] != "all" and not kw["folds"]:
         raise click.BadParameter("--fold picks a fold of a cross-validation: give --folds K too", param_hint="'--fold'")
     mode = kw["mode"] or ("2d" if kw["dims"] == 2 else "3d")
     dims = 2 if mode in ("2d", "2.5d") else kw["dims"]
+    try:
+        patch = checked_patch_size(_parsed("--patch", _parse_ints, kw["patch"]), dims)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--patch: "), param_hint="'--patch'") from None
+    if kw["ct_window"] and kw["normalization"] not in (None, "ct"):
+        raise click.BadParameter(f"clips CT intensities: it goes with --normalization ct, not {kw['normalization']}",
+                                 param_hint="'--ct-window'")
     augment = _parsed("--augment-args", lambda t: augmentation_preset(kw["augment"]).replace(**_parse_kv(t)),
                       kw["augment_args"])
     pre = PreprocessConfig(normalization=kw["normalization"] or "zscore", n4=kw["n4"], denoise=kw["denoise"],
@@ -191,7 +207,7 @@ def _train_options(**kw):
         net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
         loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
-        lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=_parsed("--patch", _parse_ints, kw["patch"]),
+        lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=patch,
         val_fraction=kw["val_fraction"], preprocess=pre, orientation=kw["orientation"], normalization=kw["normalization"], skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
         folds=kw["folds"], fold=kw["fold"], init_from=str(kw["init_from"]) if kw["init_from"] else None,
         freeze_stages=kw["freeze_stages"], unfreeze_after_epochs=kw["unfreeze_after"], val_every=kw["val_every"],
@@ -317,6 +333,11 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
 
     from voxseg.train.distributed import rank_and_world
 
+    if resume and overwrite:
+        raise click.BadParameter("--resume continues the run in --out, --overwrite replaces it: give one of them",
+                                 param_hint="'--resume'")
+    if resume and not run_dir.is_dir():
+        raise InputError(run_dir, "nothing to resume: run folder not found")
     if resume:  # the run continues as its plan.json says; options typed now would silently not apply
         from click.core import ParameterSource
 

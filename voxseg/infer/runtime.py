@@ -10,6 +10,7 @@ import contextlib
 import functools
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -44,7 +45,9 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     """
     run_dir = Path(run_dir)
     path = run_dir / {"best": CHECKPOINT_BEST, "last": CHECKPOINT_LAST, "swa": CHECKPOINT_SWA}[which]
-    if not path.exists() and which == "best":
+    if not path.exists() and which == "best" and (run_dir / CHECKPOINT_LAST).exists():
+        # A run still before its first validation, or a deleted file: say which weights are used.
+        warnings.warn(f"{run_dir}: no {CHECKPOINT_BEST} (no validation yet?): using {CHECKPOINT_LAST}", stacklevel=2)
         path = run_dir / CHECKPOINT_LAST
     if not path.exists():
         if not run_dir.is_dir():

@@ -39,12 +39,27 @@ def figure_png(fig) -> bytes:
 
 
 def read_log(log_csv: str | Path) -> list[dict[str, str]]:
-    """The rows of a run's ``log.csv`` (one per epoch); empty when it does not exist yet."""
+    """The rows of a run's ``log.csv`` (one per epoch) that are whole: an integer epoch and iteration count,
+    numbers (or nothing) elsewhere. A line cut short by a killed run, or damaged, is left out rather than
+    stopping a report of the rest. Empty when the log does not exist yet."""
     log_csv = Path(log_csv)
     if not log_csv.exists():
         return []
-    with log_csv.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    with log_csv.open(newline="", errors="replace") as fh:
+        return [row for row in csv.DictReader(fh) if _whole(row)]
+
+
+def _whole(row: dict) -> bool:
+    try:
+        int(row["epoch"]), int(row["iterations"]), float(row["minutes"]), float(row["train_loss"])
+        for key, value in row.items():
+            if key is None or value is None:  # more fields than the header names, or fewer
+                return False
+            if value != "":
+                float(value)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def plot_learning_curves(log_csv: str | Path, png: str | Path) -> Path | None:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from voxseg.data.augment import build_augmentation
 from voxseg.data.loader import PatchLoader
+from voxseg.errors import InputError
 from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
                                   checkpoint_path, predict_volume, probabilities_to_labels, resolve_amp)
 from voxseg.losses import DeepSupervisionLoss, build_loss
@@ -112,6 +113,7 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+_DIVERGED_AFTER = 10  # this many non-finite losses in a row end the run: it will not recover by itself
 _FEW_ITERATIONS = 200  # below this a budget-limited run gets a warning with its projected iteration count
 _PROJECT_AFTER = 4  # iterations of a session timed for the projection (the first is excluded)
 
@@ -242,6 +244,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
 
     start_epoch, elapsed_before, best, best_epoch, iterations_done = 0, 0.0, -1.0, -1, 0
     swa_done = 0
+    not_finite = 0  # losses in a row that were NaN or infinite
     stopped_main = False  # the main phase ended early (time budget, early stopping): SWA may still follow
     history: list[dict] = []
     if resume:
@@ -308,6 +311,16 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                 loss = DeepSupervisionLoss(loss_fn, len(out))([o.float() for o in out], y)
             else:
                 loss = loss_fn(out.float(), y)
+            if not math.isfinite(float(loss.detach())):
+                not_finite += 1
+                if not_finite >= _DIVERGED_AFTER:
+                    bar.close()
+                    raise InputError(Path(run_dir), f"training diverged: the loss was not a number for {not_finite} "
+                                     f"iterations in a row (from iteration {iterations_done - not_finite + 2}, "
+                                     f"learning rate {lr:.3g}); lower --lr (and keep --grad-clip on). The "
+                                     "checkpoints saved before stay in the run folder")
+            else:
+                not_finite = 0
             scaler.scale(loss).backward()
             if cfg.grad_clip:
                 scaler.unscale_(optimizer)
@@ -341,7 +354,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
         is_last = stopped_by == "time budget" or epoch + 1 == cfg.epochs
         if in_swa:
             swa_done += 1
-            swa.epoch_end(swa_done)
+            swa.epoch_end(swa_done, last=swa_done >= cfg.swa_epochs)
         if main_process:
             if val_cases and not in_swa and ((epoch + 1) % cfg.val_every == 0 or is_last):
                 dice = _validation_dice(model, plan, val_cases, dev)

@@ -82,16 +82,19 @@ class SWACollector:
         self._names = _averaged_names(model)
         self._average: dict[str, torch.Tensor] = {}
 
-    def epoch_end(self, epochs_done_in_phase: int) -> bool:
-        """Call after each epoch of the SWA phase; snapshots when ``epochs_done_in_phase % k == 0``.
+    def epoch_end(self, epochs_done_in_phase: int, last: bool = False) -> bool:
+        """Call after each epoch of the SWA phase; snapshots when ``epochs_done_in_phase % k == 0``, and after
+        the phase's last epoch (so a phase shorter than ``k`` epochs, or not a multiple of it, still ends
+        with its last weights averaged in: it produced nothing before).
 
         Args:
             epochs_done_in_phase: epochs completed since the SWA phase began (1 after the first).
+            last: this was the phase's last epoch.
 
         Returns:
             Whether a snapshot was taken.
         """
-        if epochs_done_in_phase > 0 and epochs_done_in_phase % self.every_k_epochs == 0:
+        if epochs_done_in_phase > 0 and (epochs_done_in_phase % self.every_k_epochs == 0 or last):
             self.collect()
             return True
         return False

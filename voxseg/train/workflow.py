@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import warnings
@@ -50,7 +51,7 @@ from voxseg.train.memory import (FRAMEWORK_BYTES, GIB, available_memory, estimat
 from voxseg.train.optim import build_optimizer
 from voxseg.train.schedules import lr_factor
 
-__all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "split_cases", "kfold_splits", "prepare_cases",
+__all__ = ["TrainOptions", "DatasetInvalid", "checked_cases", "checked_patch_size", "split_cases", "kfold_splits", "prepare_cases",
            "run_training"]
 
 
@@ -135,7 +136,7 @@ def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], Non
     problems = report.problems
     if not problems:
         return _with_foreground([c for c in dataset.cases if c.label_path is not None or not require_labels],
-                                report, dataset, require_labels)
+                                report, dataset, require_labels, log)
     lines = [str(p) for p in problems]
     if not skip_invalid:
         raise DatasetInvalid(lines + [f"{dataset.root}: {len(lines)} problem(s); fix them or pass --skip-invalid "
@@ -147,14 +148,24 @@ def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], Non
     log(f"--skip-invalid: left out {len(bad)} case(s) ({', '.join(sorted(bad))}); {len(kept)} remain")
     if not kept:
         raise InputError(dataset.root, "no valid cases left after --skip-invalid")
-    return _with_foreground(kept, report, dataset, require_labels)
+    return _with_foreground(kept, report, dataset, require_labels, log)
 
 
-def _with_foreground(cases: list[Case], report, dataset: Dataset, require_labels: bool) -> list[Case]:
-    """Refuse training data whose label maps are all background: it would train to Dice 0 without a word."""
-    n = report.background_only({c.case_id for c in cases})
+def _with_foreground(cases: list[Case], report, dataset: Dataset, require_labels: bool,
+                     log: Callable[[str], None] = print) -> list[Case]:
+    """Refuse training data whose label maps are all background: it would train to Dice 0 without a word; and
+    say which labels dataset.json names that no case holds (learnt as never present, scored 1 when absent)."""
+    ids = {c.case_id for c in cases}
+    n = report.background_only(ids)
     if require_labels and n:
         raise InputError(dataset.root, f"the label maps of all {n} case(s) hold only background (0): nothing to learn")
+    if require_labels and dataset.label_names:
+        found = {v for r in report.rows if r.case_id in ids and r.label_values for v in r.label_values}
+        absent = sorted(set(int(v) for v in dataset.label_names) - found - {0})
+        if absent and found:
+            named = ", ".join(f"{v} ({dataset.label_names[v]})" for v in absent)
+            log(f"warning: {dataset.root}: label(s) {named} named in dataset.json occur in none of the {len(ids)} "
+                "case(s): the network learns they never appear, and they score Dice 1 wherever rightly absent")
     return cases
 
 
@@ -318,6 +329,40 @@ def _new_run_dir(run_dir: Path):
     staging.rename(run_dir)
 
 
+def _option_error(run_dir: Path, exc: Exception) -> InputError:
+    """One line for an option that cannot be trained with: the exception's own words (a KeyError's key
+    without its quotes), and for a value of the wrong type, where such values come from."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, TypeError):
+        text += (" (a value in --net-args, --loss-args, --optimizer-args or --schedule-args has the wrong type or "
+                 "name: numbers are written as numbers, e.g. alpha=0.3)")
+    return InputError(run_dir, f"cannot train with these options: {text}")
+
+
+def checked_patch_size(patch_size: list[int] | None, spatial_dims: int) -> list[int] | None:
+    """A patch the user gave, as ``[pz, py, px]`` voxels: three sizes for a 3-D network; for a 2-D one (slices)
+    ``Y x X``, or ``1 x Y x X``. ``None`` stays ``None`` (planned from the data).
+
+    Raises:
+        ValueError: another number of sizes, or a size below 1.
+    """
+    if patch_size is None:
+        return None
+    sizes = [int(v) for v in patch_size]
+    if any(v < 1 for v in sizes):
+        raise ValueError(f"--patch: sizes must be >= 1, got {'x'.join(map(str, sizes))}")
+    if spatial_dims == 3 and len(sizes) != 3:
+        raise ValueError(f"--patch: a 3-D network needs 3 sizes (Z x Y x X), got {'x'.join(map(str, sizes))} "
+                         "(2-D slices: --dims 2 with a Y x X patch)")
+    if spatial_dims == 2:
+        if len(sizes) == 2:
+            sizes = [1, *sizes]
+        if len(sizes) != 3 or sizes[0] != 1:
+            raise ValueError(f"--patch: a 2-D network takes a slice, Y x X (or 1 x Y x X), got "
+                             f"{'x'.join(map(str, patch_size))}")
+    return sizes
+
+
 def _check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = None) -> None:
     """Build what training will build (network, loss, optimiser, schedule) and check the numbers, so that a
     bad option is one line here, before the run folder exists, not a traceback after it was made. ``model``:
@@ -343,12 +388,15 @@ def _check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = No
             raise ValueError(f"patch {t.patch_size} must be 3 sizes (Z, Y, X; 1 x Y x X for 2-D)")
         check_spatial_size(t.patch_size[-plan.network.spatial_dims:], model.size_divisor)
         if t.freeze_stages:
-            freeze_encoder(model, t.freeze_stages)
+            try:
+                freeze_encoder(model, t.freeze_stages)
+            except ValueError as exc:
+                raise ValueError(f"--freeze-stages {t.freeze_stages}: {exc}") from None
         build_loss(t.loss, mode=plan.activation, **t.loss_kwargs)
         build_optimizer(t.optimizer, model, t.lr, t.weight_decay, **t.optimizer_kwargs)
         lr_factor(t.schedule, 0.5, **t.schedule_kwargs)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise InputError(run_dir, f"cannot train with these options: {str(exc).strip(chr(39))}") from None
+        raise _option_error(run_dir, exc) from None
 
 
 # What the benchmarks here found on 2 CPU cores (hippocampus, BraTS, the demo): a U-Net of base width 16 with
@@ -384,10 +432,10 @@ def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, lo
     """Shrink a planned patch (then batch) until a training step fits the memory budget; warn when the
     user's own patch does not fit (refuse when they also gave ``--memory``)."""
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    free = available_memory(device_type)
     if options.memory_gib is not None:
         budget, source = int(options.memory_gib * GIB), f"--memory {options.memory_gib:g} GiB"
     else:
-        free = available_memory(device_type)
         if free is None:
             return
         # Processes on this machine share its RAM; torchrun says how many in LOCAL_WORLD_SIZE.
@@ -404,6 +452,10 @@ def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, lo
             message = f"patch {t.patch_size} with batch {t.batch_size} needs about {estimate} to train, more than {source}"
             if options.memory_gib is not None:
                 raise ValueError(message)
+            if free is not None and estimate.total > free + (FRAMEWORK_BYTES if device_type == "cpu" else 0):
+                # More than all the memory free: it would only be killed, after preprocessing, mid-step.
+                raise ValueError(f"{message}, and more than all {free / GIB:.1f} GiB free: give a smaller --patch or "
+                                 "--batch-size (or leave --patch out: voxseg plans one that fits)")
             log(f"warning: {message}: it may stop with out-of-memory (a smaller --patch or --batch-size fits)")
         return
     patch, batch, estimate = fit_patch_to_memory(model, plan.input_channels, t.patch_size, t.batch_size, budget,
@@ -420,9 +472,10 @@ def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[in
                   log: Callable[[str], None], run_dir: Path) -> RunPlan:
     """:func:`_plan_from_data` then :func:`_check_plan`; an option that cannot be planned is one line naming the run."""
     try:
+        options = dataclasses.replace(options, patch_size=checked_patch_size(options.patch_size, options.spatial_dims))
         plan, model = _plan_from_data(options, dataset, label_values, prepared, log)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise InputError(run_dir, f"cannot train with these options: {str(exc).strip(chr(39))}") from None
+        raise _option_error(run_dir, exc) from None
     _check_plan(plan, run_dir, model)
     return plan
 
@@ -469,6 +522,15 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
         patch = options.patch_size or plan_patch_size(tuple(median), divisor, max_patch_voxels,
                                                       options.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
+    spatial = plan.train.patch_size[-options.spatial_dims:]
+    check_spatial_size(spatial, model.size_divisor)
+    if math.prod(s // d for s, d in zip(spatial, model.size_divisor)) < 2:  # instance norm needs 2 voxels there
+        if options.patch_size or train.minicube:
+            raise ValueError(f"--patch {'x'.join(map(str, spatial))} leaves the deepest stage of the network (which "
+                             f"downsamples {'x'.join(map(str, model.size_divisor))}) a single voxel: give a larger "
+                             f"patch, e.g. {2 * model.size_divisor[-1]} along one axis, or fewer stages "
+                             "(--net-args depth=...)")
+        plan.train.patch_size[-1] *= 2  # tiny cases: a planned patch gets the one voxel more it needs
     _fit_memory(plan, model, options, log)
     largest = np.max(np.array([c.image.shape[1:] for c in prepared]), axis=0)
     spatial = plan.train.patch_size[-len(largest):] if options.spatial_dims == 3 else plan.train.patch_size[1:]
@@ -530,6 +592,9 @@ def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[
         if all_ct and options.preprocess.normalization != "ct":
             log("normalisation: ct (dataset.json names every channel CT; --normalization sets another)")
     pre = dataclasses.replace(options.preprocess, normalization=name)
+    if pre.ct_window is not None and name != "ct":
+        log(f"warning: the CT window {pre.ct_window[0]:g}..{pre.ct_window[1]:g} HU is not used: normalisation is "
+            f"{name} (--normalization ct uses it)")
     if name == "ct" and (pre.ct_window is None or pre.ct_mean is None or pre.ct_std is None):
         reading = tqdm(cases, desc="CT intensities", unit="case", disable=not progress)
         pairs = ((image, label) for image, label, _ in (read_case(c, with_label=True) for c in reading))
@@ -597,6 +662,12 @@ def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[C
             check_labels_fit(label_values, scheme)
         except ValueError as exc:
             raise InputError(dataset.root, str(exc)) from None
+        absent = [f"{name} (label {', '.join(map(str, values))})" for name, values in scheme.regions.items()
+                  if not set(values) & set(label_values)]
+        if absent:  # e.g. --label-scheme brats (ET = 4) on BraTS 2023 labels (ET = 3)
+            log(f"warning: {'; '.join(absent)} occurs in no case of {dataset.root}: the network learns it never "
+                f"appears, and its Dice counts as 1 wherever it is rightly absent; check --label-scheme "
+                f"({scheme.name}: {'; '.join(f'{n} = {list(v)}' for n, v in scheme.regions.items())})")
     return cases, LabelMapping(label_values)
 
 
