@@ -176,6 +176,11 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
             box = (slice(None),) + tuple(slice(a, b) for a, b in record.crop_bbox)
             whole = resample_probabilities(probs, record.original_shape)
             whole[box] = resample_probabilities(probs[inside], record.cropped_shape)  # restore_to_original's step
+            if record.reoriented is not None:  # and its last step: back to the file's own voxel order
+                from voxseg.data import reorient
+
+                whole = np.ascontiguousarray(reorient(whole, record.reoriented[1], record.reoriented[0],
+                                                      channel_first=True))
             probs = whole
         else:
             probs = restore_to_original(np.ascontiguousarray(probs), record, is_label=False,

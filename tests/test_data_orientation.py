@@ -4,8 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from voxseg.data import (PreprocessConfig, check_orientation_code, orientation_code, preprocess_case, reorient,
-                         reoriented_spacing, restore_to_original)
+from voxseg.data import (PreprocessConfig, check_orientation_code, preprocess_case, reorient, reoriented_spacing,
+                         restore_to_original)
+from voxseg.io import orientation_code
 
 
 def _stored_as(img: nib.Nifti1Image, code: str) -> nib.Nifti1Image:

@@ -138,6 +138,8 @@ def test_real_ct_liver_window_lies_in_soft_tissue():
     assert 20 < stats["mean"] < 150
     assert np.percentile(image, 0.5) < -500
 
+
+def test_constant_and_empty_channels_do_not_divide_by_zero():
     for mode in ("zscore", "percentile"):
         for value in (0.0, 5.0):
             out = normalize_image(np.full((1, 2, 2, 2), value, np.float32), PreprocessConfig(mode))

@@ -512,7 +512,7 @@ def _store_as(src, dst, code):
 
 
 def test_a_scan_stored_in_another_voxel_order_gets_the_same_segmentation(trained, phantoms, tmp_path):
-    from voxseg.data.orientation import orientation_code
+    from voxseg.io import orientation_code
 
     plan = RunPlan.load(trained / "plan.json")
     native = orientation_code(nib.load(next((phantoms / "imagesTr").glob("*_0000.nii.gz"))).affine)
@@ -539,12 +539,12 @@ def test_a_scan_stored_in_another_voxel_order_gets_the_same_segmentation(trained
 
 
 def test_training_cases_stored_in_another_voxel_order_are_named_and_brought_to_the_majority(phantoms, tmp_path):
-    from voxseg.data.orientation import orientation_code
+    from voxseg.io import orientation_code
 
     mixed = tmp_path / "mixed"
     shutil.copytree(phantoms, mixed)
     native = orientation_code(nib.load(next((mixed / "imagesTr").glob("*_0000.nii.gz"))).affine)
-    other = "LPI" if native != "LPI" else "RAS"
+    other = "PSR" if native != "PSR" else "RAS"  # permutes the axes: (Z, Y, X) shape and spacing change places
     for case in ("phantom_000", "phantom_003"):
         for src in [*(mixed / "imagesTr").glob(f"{case}_*.nii.gz"), mixed / "labelsTr" / f"{case}.nii.gz"]:
             _store_as(src, src, other)
@@ -559,7 +559,9 @@ def test_training_cases_stored_in_another_voxel_order_are_named_and_brought_to_t
             f"phantom_003 ({other})") in result.output
     assert RunPlan.load(run / "plan.json").preprocess.orientation == native
     same = json.loads((tmp_path / "run" / "fingerprint.json").read_text())
-    assert same["shape_min"] == same["shape_max"]  # the phantoms share one shape once in one voxel order
+    assert nib.load(mixed / "labelsTr" / "phantom_000.nii.gz").shape != nib.load(mixed / "labelsTr" / "phantom_001.nii.gz").shape
+    # One shape and one spacing once every case is in the run's voxel order (their headers disagree).
+    assert same["shape_min"] == same["shape_max"] and same["spacing_min"] == same["spacing_max"]
     kept = CliRunner().invoke(main, ["train", str(mixed), "--out", str(tmp_path / "kept"), "--orientation", "none",
                                      *TINY])
     assert kept.exit_code == 0 and "orientation:" not in kept.output
@@ -623,6 +625,25 @@ def test_ct_datasets_are_normalised_with_their_foreground_statistics(tmp_path):
     assert RunPlan.load(tmp_path / "w" / "plan.json").preprocess.ct_window == (-100.0, 200.0)
     bad = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "b"), "--ct-window", "200,-100"])
     assert bad.exit_code == 2 and "LO < HI" in bad.output and not (tmp_path / "b").exists()
+    # Through the Python API, a normalisation other than the default is kept on a CT dataset.
+    from voxseg.data.preprocess import PreprocessConfig
+    from voxseg.train import TrainOptions, run_training
+
+    run_training(data, tmp_path / "api", TrainOptions(preprocess=PreprocessConfig("percentile"), epochs=1,
+                                                      iterations_per_epoch=1, patch_size=[16, 16, 16], num_threads=1,
+                                                      net_kwargs={"base_width": 4, "depth": 3}), progress=False)
+    assert RunPlan.load(tmp_path / "api" / "plan.json").preprocess.normalization == "percentile"
+    # Labelled voxels of one value leave nothing to normalise with: one line, no run.
+    flat = tmp_path / "flat"
+    shutil.copytree(data, flat)
+    for path in (flat / "imagesTr").glob("*.nii.gz"):
+        img, lab = nib.load(path), nib.load(flat / "labelsTr" / path.name.replace("_0000", ""))
+        image = np.asanyarray(img.dataobj).copy()
+        image[np.asanyarray(lab.dataobj) > 0] = 60
+        nib.save(nib.Nifti1Image(image, img.affine, img.header), path)
+    result = CliRunner().invoke(main, ["train", str(flat), "--out", str(tmp_path / "f"), *TINY])
+    assert result.exit_code == 2 and "all hold (nearly) one value, 60" in result.output
+    assert not (tmp_path / "f").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -673,6 +694,17 @@ def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     assert (f"warning: {no_enhancing}: label(s) 4 (enhancing) named in dataset.json occur in none of the 5 case(s)"
             in result.output)
+    # Without a dataset.json (label values from the cases), the region scheme says which region is missing.
+    paired = tmp_path / "paired"
+    for sub in ("images", "labels"):
+        (paired / sub).mkdir(parents=True)
+    for path in sorted((no_enhancing / "labelsTr").glob("*.nii.gz")):
+        shutil.copy(path, paired / "labels" / path.name)
+        shutil.copy(no_enhancing / "imagesTr" / path.name.replace(".nii.gz", "_0000.nii.gz"), paired / "images" / path.name)
+    result = CliRunner().invoke(main, ["train", str(paired), "--out", str(tmp_path / "run2"), "--label-scheme",
+                                       "brats", *TINY])
+    assert result.exit_code == 0, result.output
+    assert f"warning: ET (label 4) occurs in no case of {paired}" in result.output
 
 
 def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, phantoms, tmp_path):

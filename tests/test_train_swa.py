@@ -43,7 +43,9 @@ def test_snapshots_every_k_epochs_and_half_precision_model():
     swa = SWACollector(model, every_k_epochs=3)
     taken = [swa.epoch_end(e) for e in range(1, 10)]
     assert taken == [False, False, True] * 3 and swa.n_averaged == 3
-    assert swa.epoch_end(10, last=True) and swa.n_averaged == 4  # the phase's last epoch always counts
+    assert not swa.epoch_end(10, last=True) and swa.n_averaged == 3  # averages as before when it has some
+    short = SWACollector(model, every_k_epochs=3)
+    assert [short.epoch_end(1), short.epoch_end(2, last=True)] == [False, True]  # a short phase still ends averaged
     assert all(v.dtype == torch.float32 for v in swa.average().values())
     assert swa.averaged_model().weight.dtype == torch.bfloat16
     with pytest.raises(RuntimeError, match="no SWA snapshot"):

@@ -185,7 +185,7 @@ def _train_options(**kw):
     from voxseg.data.preprocess import PreprocessConfig
     from voxseg.losses import parse_loss_args
     from voxseg.plan import augmentation_preset
-    from voxseg.train.workflow import TrainOptions, checked_patch_size
+    from voxseg.train import TrainOptions, checked_patch_size
 
     if kw["fold"] != "all" and not kw["folds"]:
         raise click.BadParameter("--fold picks a fold of a cross-validation: give --folds K too", param_hint="'--fold'")

@@ -19,7 +19,7 @@ from voxseg.data.preprocess import (
     restore_to_original,
 )
 from voxseg.data.arrays import tensor_view
-from voxseg.data.orientation import check_orientation_code, orientation_code, reorient, reoriented_spacing
+from voxseg.data.orientation import check_orientation_code, reorient, reoriented_spacing
 from voxseg.data.loader import PatchLoader
 from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partition, minicube_starts, pad_to_multiple,
                                   random_flip, select_slices, stack_neighbours)
@@ -32,7 +32,6 @@ __all__ = [
     "tensor_view",
     # orientation
     "check_orientation_code",
-    "orientation_code",
     "reorient",
     "reoriented_spacing",
     # preprocess

@@ -7,7 +7,8 @@ mirrored or turned and segments it badly without any error, so voxseg brings eve
 orientation before preprocessing and back afterwards (flips and permutations only: no interpolation, the
 output keeps the input's exact geometry).
 
-Codes are nibabel's axis codes of the file's voxel axes ``(i, j, k)``, e.g. ``"RAS"``: ``i`` runs towards
+Codes are nibabel's axis codes of the file's voxel axes ``(i, j, k)`` (a file's own:
+:func:`voxseg.io.orientation_code`), e.g. ``"RAS"``: ``i`` runs towards
 the Right, ``j`` Anterior, ``k`` Superior. voxseg arrays are ``(Z, Y, X) = (k, j, i)``; the functions here
 take and return such arrays (with a leading channel axis where said).
 """
@@ -18,9 +19,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from voxseg.io.image import orientation_code
-
-__all__ = ["orientation_code", "check_orientation_code", "reorient", "reoriented_spacing"]
+__all__ = ["check_orientation_code", "reorient", "reoriented_spacing"]
 
 _PAIRS = ("LR", "PA", "IS")
 
@@ -46,7 +45,7 @@ def reorient(array: np.ndarray, source: str, target: str, channel_first: bool = 
 
     Args:
         array: ``(Z, Y, X)`` or, with ``channel_first``, ``(C, Z, Y, X)``.
-        source / target: axis codes (see :func:`orientation_code`).
+        source / target: axis codes (see :func:`voxseg.io.orientation_code`).
 
     Returns:
         a view of ``array`` (flips and transposes only), the same array when the codes are equal.

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from voxseg.data.enhance import DENOISERS, enhance_image
-from voxseg.data.orientation import check_orientation_code, orientation_code, reorient, reoriented_spacing
+from voxseg.data.orientation import check_orientation_code, reorient, reoriented_spacing
+from voxseg.io.image import orientation_code
 
 __all__ = [
     "NORMALIZATIONS",

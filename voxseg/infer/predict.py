@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxseg.data.orientation import orientation_code, reoriented_spacing
+from voxseg.data.orientation import reoriented_spacing
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
@@ -26,7 +26,7 @@ from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postpr
 from voxseg.infer.runtime import probabilities_to_labels
 from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, find_prediction_cases, read_case
-from voxseg.io.image import ImageGeometry, is_nifti, write_volume
+from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path"]

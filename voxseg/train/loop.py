@@ -315,6 +315,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                 not_finite += 1
                 if not_finite >= _DIVERGED_AFTER:
                     bar.close()
+                    loader.close()  # its worker processes, when there are any
                     raise InputError(Path(run_dir), f"training diverged: the loss was not a number for {not_finite} "
                                      f"iterations in a row (from iteration {iterations_done - not_finite + 2}, "
                                      f"learning rate {lr:.3g}); lower --lr (and keep --grad-clip on). The "

@@ -84,8 +84,8 @@ class SWACollector:
 
     def epoch_end(self, epochs_done_in_phase: int, last: bool = False) -> bool:
         """Call after each epoch of the SWA phase; snapshots when ``epochs_done_in_phase % k == 0``, and after
-        the phase's last epoch (so a phase shorter than ``k`` epochs, or not a multiple of it, still ends
-        with its last weights averaged in: it produced nothing before).
+        the phase's last epoch when no snapshot was taken yet (a phase shorter than ``k`` epochs produced
+        nothing before).
 
         Args:
             epochs_done_in_phase: epochs completed since the SWA phase began (1 after the first).
@@ -94,7 +94,8 @@ class SWACollector:
         Returns:
             Whether a snapshot was taken.
         """
-        if epochs_done_in_phase > 0 and (epochs_done_in_phase % self.every_k_epochs == 0 or last):
+        if epochs_done_in_phase > 0 and (epochs_done_in_phase % self.every_k_epochs == 0
+                                         or (last and not self.n_averaged)):
             self.collect()
             return True
         return False

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit
-from voxseg.data.orientation import check_orientation_code, orientation_code, reoriented_spacing
+from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
                                     preprocess_case)
 from voxseg.plan.fingerprint import DatasetFingerprint, dataset_fingerprint
@@ -38,7 +38,7 @@ from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError, InputProblems
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
-from voxseg.io.image import read_geometry
+from voxseg.io.image import orientation_code, read_geometry
 from voxseg.io.validate import validate_dataset
 from voxseg.losses import build_loss
 from voxseg.nets import check_spatial_size, freeze_encoder
@@ -79,8 +79,9 @@ class TrainOptions:
         val_fraction: share of cases held out for validation.
         preprocess: cropping, normalisation and resampling.
         normalization: overrides ``preprocess.normalization`` when set; None: ``"ct"`` when the dataset names
-            every channel CT (nnU-Net's dataset.json convention), else ``preprocess.normalization``. With
-            ``"ct"``, a missing ``ct_window`` and the foreground mean and std are taken from the cases
+            every channel CT (nnU-Net's dataset.json convention) and ``preprocess`` keeps the default
+            ``"zscore"`` (set ``normalization="zscore"`` to keep z-score there), else ``preprocess.normalization``.
+            With ``"ct"``, a missing ``ct_window`` and the foreground mean and std are taken from the run's cases
             (:func:`voxseg.data.preprocess.foreground_intensity_statistics`, as nnU-Net does).
         orientation: the voxel order every scan is brought to first (exact flips / permutations, undone on
             output): ``"auto"`` the one most training cases are stored in, ``"none"`` each file's own, or axis
@@ -333,7 +334,7 @@ def _option_error(run_dir: Path, exc: Exception) -> InputError:
     """One line for an option that cannot be trained with: the exception's own words (a KeyError's key
     without its quotes), and for a value of the wrong type, where such values come from."""
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    if isinstance(exc, TypeError):
+    if isinstance(exc, TypeError) and ("not supported between" in text or "argument" in text):
         text += (" (a value in --net-args, --loss-args, --optimizer-args or --schedule-args has the wrong type or "
                  "name: numbers are written as numbers, e.g. alpha=0.3)")
     return InputError(run_dir, f"cannot train with these options: {text}")
@@ -586,10 +587,10 @@ def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[
     its window and foreground statistics measured on the cases (before any of them is preprocessed: the
     cache depends on them)."""
     name = options.normalization
-    if name is None:
+    if name is None:  # auto: CT for CT datasets unless the preprocessing asks for something other than the default
         all_ct = bool(dataset.channel_names) and all(c.strip().lower() == "ct" for c in dataset.channel_names)
-        name = "ct" if all_ct else options.preprocess.normalization
-        if all_ct and options.preprocess.normalization != "ct":
+        name = "ct" if all_ct and options.preprocess.normalization == "zscore" else options.preprocess.normalization
+        if name == "ct" and options.preprocess.normalization != "ct":
             log("normalisation: ct (dataset.json names every channel CT; --normalization sets another)")
     pre = dataclasses.replace(options.preprocess, normalization=name)
     if pre.ct_window is not None and name != "ct":
@@ -603,12 +604,17 @@ def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[
         except ValueError as exc:
             raise InputError(dataset.root, f"CT normalisation: {exc}") from None
         window = pre.ct_window or (round(stats["p00_5"], 2), round(stats["p99_5"], 2))
+        if not window[0] < window[1] or not round(stats["std"], 4) > 0:
+            raise InputError(dataset.root, f"CT normalisation: the labelled voxels of the {len(cases)} cases all hold "
+                                           f"(nearly) one value, {stats['mean']:g}: no window or spread to "
+                                           "normalise with; give --ct-window LO,HI, or another --normalization")
         pre = dataclasses.replace(pre, ct_window=window, ct_mean=round(stats["mean"], 4),
                                   ct_std=round(stats["std"], 4))
         log(f"CT normalisation: clip to [{window[0]:g}, {window[1]:g}] HU"
             + ("" if options.preprocess.ct_window else " (0.5th-99.5th percentile of the labelled voxels)")
             + f", then subtract {pre.ct_mean:g} and divide by {pre.ct_std:g} (their mean and std; "
-            f"{stats['n']} voxels of {len(cases)} cases), as nnU-Net does; saved in plan.json")
+            f"{stats['n']} voxels of the run's {len(cases)} cases, validation included, as nnU-Net does); "
+            "saved in plan.json")
     return dataclasses.replace(options, preprocess=pre)
 
 
@@ -620,6 +626,11 @@ def _resolve_orientation(options: TrainOptions, cases: list[Case], log) -> Train
     if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
         target = check_orientation_code(choice)
     codes = {c.case_id: orientation_code(read_geometry(c.image_paths[0]).affine) for c in cases}
+    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
+    if target is None and str(choice).lower() == "auto" and source_plan is not None and source_plan.exists():
+        target = RunPlan.load(source_plan).preprocess.orientation  # weights learnt in that voxel order
+        if target:
+            log(f"orientation: {target}, the voxel order the run in --init-from was trained in")
     if target is None and str(choice).lower() == "auto":
         counts = Counter(code for code in codes.values() if code)
         target = counts.most_common(1)[0][0] if counts else None  # a tie goes to the first case's order
