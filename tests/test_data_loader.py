@@ -103,9 +103,18 @@ def test_worker_errors_reach_the_consumer():
     assert not loader._procs
 
 
-def test_channel_subset_and_argument_checks():
+def test_channel_subset_and_argument_checks(tmp_path):
     x, _ = next(PatchLoader(_cases(), (6, 6, 6), 2, num_workers=0, channels=[1]))
     assert x.shape == (2, 1, 6, 6, 6)
+    # Consecutive channels of a memory-mapped case stay mapped (a view); others are one copy, in their order.
+    image, label = _cases(n=1, channels=4)[0]
+    np.save(tmp_path / "image.npy", image)
+    mapped = np.load(tmp_path / "image.npy", mmap_mode="r")
+    for channels, shared in (([2], True), ([1, 2, 3], True), ([3, 1], False), ([0, 2], False)):
+        loader = PatchLoader([(mapped, label)], (6, 6, 6), 1, num_workers=0, channels=channels)
+        kept = loader._cases[0][0]
+        assert np.shares_memory(kept, mapped) == shared, channels
+        np.testing.assert_array_equal(kept, image[channels])
     with pytest.raises(ValueError):
         PatchLoader(_cases(), (6, 6), 2, mode="3d")
     with pytest.raises(ValueError):

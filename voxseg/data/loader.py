@@ -40,6 +40,15 @@ def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
+def _channel_subset(image: np.ndarray, channels: list[int]) -> np.ndarray:
+    """``image[channels]`` of a ``(C, Z, Y, X)`` array: a view when the channels are consecutive and in order
+    (one channel, or a run of them), so a memory-mapped case stays mapped; otherwise one copy per case, made
+    before the workers fork."""
+    if channels and channels == list(range(channels[0], channels[0] + len(channels))):
+        return image[channels[0]:channels[0] + len(channels)]
+    return image[channels]
+
+
 class PatchLoader:
     """Iterator of training batches ``(x (B, C, *patch) float32, y (B, *patch))`` as numpy arrays.
 
@@ -107,7 +116,7 @@ class PatchLoader:
         for image, label in cases:
             image = np.asarray(image)
             if channels is not None:
-                image = image[list(channels)]  # one copy per case, before the workers fork
+                image = _channel_subset(image, [int(c) for c in channels])
             self._cases.append((np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label)))
         n_channels = {img.shape[0] for img, _ in self._cases}
         if len(n_channels) != 1:

@@ -247,8 +247,8 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
     ~50 MB preprocessed, a thousand of them more than most machines have). Labels (uint8, 1/16 of the bytes)
     are held in memory. Each mapped case keeps a file open: the soft open-file limit is raised towards the
     hard one, and cases beyond it are held in memory with a warning. The settings file is written last, so
-    an interrupted write is redone, never half read. (``--channels`` subsets and ``--minicubes`` copy the
-    cases they use into memory.)
+    an interrupted write is redone, never half read. (``--channels`` subsets of channels that are not
+    consecutive, and ``--minicubes``, copy the cases they use into memory.)
 
     Returns:
         cases with ``(C, Z, Y, X)`` float32 images and ``(Z, Y, X)`` uint8 consecutive labels.
