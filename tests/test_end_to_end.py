@@ -692,7 +692,13 @@ def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
     result = CliRunner().invoke(main, ["train", str(no_enhancing), "--out", str(tmp_path / "run"), "--label-scheme",
                                        "brats", *TINY])
     assert result.exit_code == 0, result.output
-    assert (f"warning: {no_enhancing}: label(s) 4 (enhancing) named in dataset.json occur in none of the 5 case(s)"
+    assert (f"warning: ET (label 4) occurs in none of the 5 case(s) of {no_enhancing}; check --label-scheme (brats: "
+            "WT = [1, 2, 4]; TC = [1, 4]; ET = [4]): the network learns it never appears") in result.output
+    assert result.output.count("warning:") == 1  # one problem, one line
+    # Classes: the label dataset.json names that no case holds.
+    result = CliRunner().invoke(main, ["train", str(no_enhancing), "--out", str(tmp_path / "run1"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert (f"warning: label 4 (enhancing) occurs in none of the 5 case(s) of {no_enhancing} (dataset.json names it)"
             in result.output)
     # Without a dataset.json (label values from the cases), the region scheme says which region is missing.
     paired = tmp_path / "paired"
@@ -704,7 +710,7 @@ def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
     result = CliRunner().invoke(main, ["train", str(paired), "--out", str(tmp_path / "run2"), "--label-scheme",
                                        "brats", *TINY])
     assert result.exit_code == 0, result.output
-    assert f"warning: ET (label 4) occurs in no case of {paired}" in result.output
+    assert f"warning: ET (label 4) occurs in none of the 5 case(s) of {paired}; check --label-scheme" in result.output
 
 
 def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, phantoms, tmp_path):

@@ -35,3 +35,22 @@ def test_save_load_round_trip_and_fold_folders(tmp_path):
     (tmp_path / "fold_0").mkdir()
     assert DatasetFingerprint.load(tmp_path / "fold_0") == fp  # a fold reads its cross-validation run's
     assert DatasetFingerprint.load(tmp_path / "fold_0" / "elsewhere") is None
+
+
+def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
+    import pytest
+
+    from voxseg.plan import write_atomic
+
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def fails(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, fails)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    write_atomic(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from voxseg.metrics.lesionwise import BRATS_HD95_PENALTY_MM, lesionwise_metrics
 from voxseg.metrics.lesionwise import __doc__ as _LESIONWISE_DOC
 from voxseg.metrics.policy import EMPTY_MASK_POLICY
 from voxseg.metrics.surface import __doc__ as _SURFACE_DOC
+from voxseg.plan.plan import write_atomic
 
 __all__ = ["case_id_from_name", "evaluate_folders", "find_label_files", "CSV_NAME", "JSON_NAME"]
 
@@ -139,14 +139,7 @@ def _json_safe(obj: object) -> object:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _csv_text(rows: Sequence[Mapping[str, object]], extra: Sequence[str] = ()) -> str:

@@ -40,12 +40,16 @@ def augmentation_preset(name: str) -> AugmentConfig:
 
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path`` (never half-written)."""
+    """Call ``write(file)`` on a temporary file (binary) beside ``path``, then rename it to ``path`` (never
+    half-written; the temporary file is removed if writing fails)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:  # an error (or Ctrl-C) while writing leaves neither the file nor its temporary copy
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from voxseg.plan import write_atomic
 
 __all__ = ["dice_per_case_figure", "figure_png", "learning_curves_figure", "overlay_figure", "plot_learning_curves",
            "plot_overlay", "read_log"]
@@ -24,10 +25,7 @@ def _figure():
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
 def figure_png(fig) -> bytes:

@@ -366,6 +366,7 @@ def _ranked_cases(document: Mapping, label_names: Mapping[int, str]) -> str:
         return '<p class="note">The predictions or references have moved since the evaluation: no pictures.</p>\n'
     parts = ["<h3>Best, median and worst case by mean Dice</h3>\n"]
     shown: set[str] = set()
+    datasets: dict[Path, list | None] = {}
     for rank, case_id in chosen:
         if case_id in shown or case_id not in preds or case_id not in refs:
             continue
@@ -376,7 +377,7 @@ def _ranked_cases(document: Mapping, label_names: Mapping[int, str]) -> str:
         except InputError as exc:
             parts.append(f'<p class="note">{html.escape(str(exc))}</p>\n')
             continue
-        image, where = _image_beside(refs[case_id], case_id, reference.shape)
+        image, where = _image_beside(refs[case_id], reference.shape, datasets)
         dice = cases.get("mean_dice", {}).get(case_id)
         title = f"{rank}: {case_id} (mean Dice {_text(dice)})"
         parts.append(_picture(figure_png(overlay_figure(image, reference, prediction, title, label_names)), title))
@@ -384,14 +385,20 @@ def _ranked_cases(document: Mapping, label_names: Mapping[int, str]) -> str:
     return "".join(parts)
 
 
-def _image_beside(ref_path: Path, case_id: str, shape: tuple[int, ...]) -> tuple[np.ndarray, str]:
+def _image_beside(ref_path: Path, shape: tuple[int, ...],
+                  datasets: dict[Path, list | None]) -> tuple[np.ndarray, str]:
     """The first channel of the case whose label is ``ref_path`` (following links), looked for in the
-    dataset folders at most two levels above it; a blank volume when there is none."""
+    dataset folders at most two levels above it; a blank volume when there is none. ``datasets`` keeps the
+    folders already listed (their cases, or None when not a dataset), so each is listed once per page."""
     target = ref_path.resolve()
     for root in list(target.parents)[:3]:
-        try:
-            cases = load_dataset(root).cases
-        except (InputError, OSError, ValueError):
+        if root not in datasets:
+            try:
+                datasets[root] = load_dataset(root).cases
+            except (InputError, OSError, ValueError):
+                datasets[root] = None
+        cases = datasets[root]
+        if cases is None:
             continue
         for case in cases:
             same = case.label_path is not None and Path(case.label_path).resolve() == target

@@ -11,7 +11,6 @@ import csv
 import functools
 import itertools
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_S
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.metrics import overlap_metrics
 from voxseg.nets import freeze_encoder, unfreeze
-from voxseg.plan.plan import RunPlan, save_json_atomic
+from voxseg.plan.plan import RunPlan, save_json_atomic, write_atomic
 from voxseg.train.case_losses import flag_high_loss_cases, training_case_losses
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.early_stopping import EarlyStopping
@@ -108,9 +107,7 @@ def _validation_dice(model, plan, cases: list[PreparedCase], device) -> dict[str
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 _DIVERGED_AFTER = 10  # this many non-finite losses in a row end the run: it will not recover by itself
@@ -311,7 +308,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                 loss = DeepSupervisionLoss(loss_fn, len(out))([o.float() for o in out], y)
             else:
                 loss = loss_fn(out.float(), y)
-            if not math.isfinite(float(loss.detach())):
+            loss_value = float(loss.detach())  # one device sync per step, used twice
+            if not math.isfinite(loss_value):
                 not_finite += 1
                 if not_finite >= _DIVERGED_AFTER:
                     bar.close()
@@ -328,7 +326,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            losses.append(float(loss.detach()))
+            losses.append(loss_value)
             iterations_done += 1
             session_iterations += 1
             if session_iterations == 1:

@@ -38,8 +38,7 @@ from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError, InputProblems
 from voxseg.infer.runtime import CHECKPOINT_LAST, build_model, checkpoint_path
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
-from voxseg.io.image import orientation_code, read_geometry
-from voxseg.io.validate import validate_dataset
+from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.losses import build_loss
 from voxseg.nets import check_spatial_size, freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
@@ -132,41 +131,41 @@ class TrainOptions:
 def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], None] = print,
                   require_labels: bool = True) -> list[Case]:
     """Validate ``dataset``; refuse it (``DatasetInvalid``) or leave out the failing cases."""
+    return _validated(dataset, skip_invalid, log, require_labels)[0]
+
+
+def _validated(dataset: Dataset, skip_invalid: bool, log: Callable[[str], None] = print,
+               require_labels: bool = True) -> tuple[list[Case], dict[str, CaseSummary]]:
+    """:func:`checked_cases`, and the validation row of each case kept (its first image's shape, spacing and
+    voxel order, its label values), so that nothing validation read is read again."""
     allowed = set(int(v) for v in dataset.label_names) if dataset.label_names else None
     report = validate_dataset(dataset, allowed_labels=allowed, progress=True, require_labels=require_labels)
     problems = report.problems
     if not problems:
-        return _with_foreground([c for c in dataset.cases if c.label_path is not None or not require_labels],
-                                report, dataset, require_labels, log)
-    lines = [str(p) for p in problems]
-    if not skip_invalid:
-        raise DatasetInvalid(lines + [f"{dataset.root}: {len(lines)} problem(s); fix them or pass --skip-invalid "
-                                      "to leave those cases out"])
-    bad = {p.case_id for p in problems}
-    for line in lines:
-        log(f"skipping: {line}")
-    kept = [c for c in dataset.cases if c.case_id not in bad]
-    log(f"--skip-invalid: left out {len(bad)} case(s) ({', '.join(sorted(bad))}); {len(kept)} remain")
-    if not kept:
-        raise InputError(dataset.root, "no valid cases left after --skip-invalid")
-    return _with_foreground(kept, report, dataset, require_labels, log)
+        kept = _with_foreground([c for c in dataset.cases if c.label_path is not None or not require_labels],
+                                report, dataset, require_labels)
+    else:
+        lines = [str(p) for p in problems]
+        if not skip_invalid:
+            raise DatasetInvalid(lines + [f"{dataset.root}: {len(lines)} problem(s); fix them or pass --skip-invalid "
+                                          "to leave those cases out"])
+        bad = {p.case_id for p in problems}
+        for line in lines:
+            log(f"skipping: {line}")
+        kept = [c for c in dataset.cases if c.case_id not in bad]
+        log(f"--skip-invalid: left out {len(bad)} case(s) ({', '.join(sorted(bad))}); {len(kept)} remain")
+        if not kept:
+            raise InputError(dataset.root, "no valid cases left after --skip-invalid")
+        kept = _with_foreground(kept, report, dataset, require_labels)
+    ids = {c.case_id for c in kept}
+    return kept, {r.case_id: r for r in report.rows if r.case_id in ids}
 
 
-def _with_foreground(cases: list[Case], report, dataset: Dataset, require_labels: bool,
-                     log: Callable[[str], None] = print) -> list[Case]:
-    """Refuse training data whose label maps are all background: it would train to Dice 0 without a word; and
-    say which labels dataset.json names that no case holds (learnt as never present, scored 1 when absent)."""
-    ids = {c.case_id for c in cases}
-    n = report.background_only(ids)
+def _with_foreground(cases: list[Case], report, dataset: Dataset, require_labels: bool) -> list[Case]:
+    """Refuse training data whose label maps are all background: it would train to Dice 0 without a word."""
+    n = report.background_only({c.case_id for c in cases})
     if require_labels and n:
         raise InputError(dataset.root, f"the label maps of all {n} case(s) hold only background (0): nothing to learn")
-    if require_labels and dataset.label_names:
-        found = {v for r in report.rows if r.case_id in ids and r.label_values for v in r.label_values}
-        absent = sorted(set(int(v) for v in dataset.label_names) - found - {0})
-        if absent and found:
-            named = ", ".join(f"{v} ({dataset.label_names[v]})" for v in absent)
-            log(f"warning: {dataset.root}: label(s) {named} named in dataset.json occur in none of the {len(ids)} "
-                "case(s): the network learns they never appear, and they score Dice 1 wherever rightly absent")
     return cases
 
 
@@ -275,24 +274,28 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
         result = preprocess_case(image, geometry.spacing, config, label=consecutive, affine=geometry.affine)
         image_path, label_path, meta_path = _cache_files(cache_dir, case.case_id)
         meta_path.unlink(missing_ok=True)  # the arrays below are not valid until the settings name them
-        _save_atomic(np.ascontiguousarray(result.image, dtype=np.float32), image_path)
-        if result.label is not None:
-            _save_atomic(np.ascontiguousarray(result.label), label_path)
-        save_json_atomic({"stamp": stamp, "has_label": result.label is not None,
+        image = np.ascontiguousarray(result.image, dtype=np.float32)
+        label = None if result.label is None else np.ascontiguousarray(result.label)
+        _save_atomic(image, image_path)
+        if label is not None:
+            _save_atomic(label, label_path)
+        save_json_atomic({"stamp": stamp, "has_label": label is not None,
                           "record": result.record.to_dict()}, meta_path)
-        cached = _load_cached(cache_dir, case.case_id, stamp, mapped)
-        prepared.append(cached if cached is not None else PreparedCase(case.case_id, result.image, result.label))
+        # Mapped from the file just written (its pages, not this copy, are what training reads), else kept.
+        image = np.load(image_path, mmap_mode="r", allow_pickle=False) if mapped else image
+        prepared.append(PreparedCase(case.case_id, image, label))
     return prepared
 
 
-def _label_values(cases: list[Case], dataset: Dataset) -> list[int]:
+def _label_values(rows: dict[str, CaseSummary], dataset: Dataset) -> list[int]:
+    """The run's label values: dataset.json's when it names them, else those validation found in the cases."""
     if dataset.label_names:
         return sorted(int(v) for v in dataset.label_names)
-    values: set[int] = {0}
-    for case in cases:
-        _, label, _ = read_case(case, with_label=True)
-        values.update(int(v) for v in np.unique(label))
-    return sorted(values)
+    return sorted({0} | _found_labels(rows))
+
+
+def _found_labels(rows: dict[str, CaseSummary]) -> set[int]:
+    return {int(v) for r in rows.values() for v in (r.label_values or ())}
 
 
 def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
@@ -564,18 +567,16 @@ def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, di
     return plan, split, cases
 
 
-def _fingerprint(cases: list[Case], orientation: str | None) -> DatasetFingerprint:
-    """Spacings and shapes of the run's cases, from their headers, in the run's orientation (prediction
-    compares scans with them)."""
+def _fingerprint(rows: dict[str, CaseSummary], orientation: str | None) -> DatasetFingerprint:
+    """Spacings and shapes of the run's cases (their first images, as validation read them), in the run's
+    orientation (prediction compares scans with them)."""
     spacings, shapes = [], []
-    for case in cases:
-        geometry = read_geometry(case.image_paths[0])
-        spacing, shape = geometry.spacing, geometry.shape
-        source = orientation_code(geometry.affine)
-        if orientation and source and source != orientation:
-            spacing = reoriented_spacing(spacing, source, orientation)
+    for row in rows.values():
+        spacing, shape = row.spacing, row.shape
+        if orientation and row.orientation and row.orientation != orientation:
+            spacing = reoriented_spacing(spacing, row.orientation, orientation)
             # axis lengths move between axes as the spacings do
-            shape = tuple(int(round(v)) for v in reoriented_spacing(shape, source, orientation))
+            shape = tuple(int(round(v)) for v in reoriented_spacing(shape, row.orientation, orientation))
         spacings.append(spacing)
         shapes.append(shape)
     return dataset_fingerprint(spacings, shapes)
@@ -618,14 +619,14 @@ def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[
     return dataclasses.replace(options, preprocess=pre)
 
 
-def _resolve_orientation(options: TrainOptions, cases: list[Case], log) -> TrainOptions:
+def _resolve_orientation(options: TrainOptions, rows: dict[str, CaseSummary], log) -> TrainOptions:
     """``options`` with the voxel order of its preprocessing decided (see ``TrainOptions.orientation``);
     the cases stored in another order are named, as they are flipped / permuted to it."""
     choice = options.orientation
     target = options.preprocess.orientation
     if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
         target = check_orientation_code(choice)
-    codes = {c.case_id: orientation_code(read_geometry(c.image_paths[0]).affine) for c in cases}
+    codes = {case_id: row.orientation for case_id, row in rows.items()}
     source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
     if target is None and str(choice).lower() == "auto" and source_plan is not None and source_plan.exists():
         target = RunPlan.load(source_plan).preprocess.orientation  # weights learnt in that voxel order
@@ -637,13 +638,15 @@ def _resolve_orientation(options: TrainOptions, cases: list[Case], log) -> Train
     if target is not None:
         others = sorted(f"{case_id} ({code})" for case_id, code in codes.items() if code and code != target)
         if others:
-            log(f"orientation: {len(others)} of {len(cases)} cases are stored in another voxel order than "
+            log(f"orientation: {len(others)} of {len(rows)} cases are stored in another voxel order than "
                 f"{target}: {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}; they are flipped / "
                 f"permuted to {target} (exactly, no interpolation) for training, as every scan is at prediction")
     return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, orientation=target))
 
 
-def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[Case], LabelMapping]:
+def _checked_setup(dataset: Dataset, options: TrainOptions, log
+                   ) -> tuple[list[Case], LabelMapping, dict[str, CaseSummary]]:
+    """Validated cases, their label mapping, and their validation rows."""
     if options.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
         checkpoint_path(options.init_from, "best")
     if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
@@ -653,16 +656,17 @@ def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[C
         unknown = sorted(set(options.exclude_cases) - {c.case_id for c in dataset.cases})
         if unknown:
             raise InputError(dataset.root, f"--exclude-cases names case(s) not in this dataset: {', '.join(unknown)}")
-    cases = checked_cases(dataset, options.skip_invalid, log)
+    cases, rows = _validated(dataset, options.skip_invalid, log)
     if options.exclude_cases:
         drop = set(options.exclude_cases)
         cases = [c for c in cases if c.case_id not in drop]
+        rows = {case_id: row for case_id, row in rows.items() if case_id not in drop}
         log(f"left out {len(drop)} excluded case(s): {', '.join(sorted(drop))}")
     if not cases:
         raise InputError(dataset.root, "no cases left to train on")
     log(f"dataset {dataset.root}: layout {dataset.layout}, {len(cases)} cases, channels "
         f"{', '.join(dataset.channel_names)} (this order is saved with the model)")
-    label_values = _label_values(cases, dataset)
+    label_values = _label_values(rows, dataset)
     scheme = _label_scheme(options, dataset)
     if scheme.name == "regions":
         log("labels: the regions of dataset.json, one sigmoid output each: "
@@ -673,13 +677,26 @@ def _checked_setup(dataset: Dataset, options: TrainOptions, log) -> tuple[list[C
             check_labels_fit(label_values, scheme)
         except ValueError as exc:
             raise InputError(dataset.root, str(exc)) from None
+    _warn_absent_labels(scheme, dataset, _found_labels(rows), len(rows), log)
+    return cases, LabelMapping(label_values), rows
+
+
+def _warn_absent_labels(scheme: LabelScheme, dataset: Dataset, found: set[int], n_cases: int, log) -> None:
+    """Say which regions (region schemes) or dataset.json labels (classes) no case holds: the network learns
+    they never appear, and they score Dice 1 wherever rightly absent (e.g. --label-scheme brats, whose ET
+    is 4, on BraTS 2023 labels, whose ET is 3)."""
+    if scheme.is_region_based:
         absent = [f"{name} (label {', '.join(map(str, values))})" for name, values in scheme.regions.items()
-                  if not set(values) & set(label_values)]
-        if absent:  # e.g. --label-scheme brats (ET = 4) on BraTS 2023 labels (ET = 3)
-            log(f"warning: {'; '.join(absent)} occurs in no case of {dataset.root}: the network learns it never "
-                f"appears, and its Dice counts as 1 wherever it is rightly absent; check --label-scheme "
-                f"({scheme.name}: {'; '.join(f'{n} = {list(v)}' for n, v in scheme.regions.items())})")
-    return cases, LabelMapping(label_values)
+                  if not set(values) & found]
+        hint = (f"; check --label-scheme ({scheme.name}: "
+                f"{'; '.join(f'{n} = {list(v)}' for n, v in scheme.regions.items())})")
+    else:
+        absent = [f"label {v} ({dataset.label_names[v]})" for v in sorted(dataset.label_names or {})
+                  if v != 0 and v not in found]
+        hint = " (dataset.json names it)"
+    if absent and found - {0}:
+        log(f"warning: {'; '.join(absent)} occurs in none of the {n_cases} case(s) of {dataset.root}{hint}: the "
+            "network learns it never appears, and its Dice counts as 1 wherever it is rightly absent")
 
 
 def _label_scheme(options: TrainOptions, dataset: Dataset) -> LabelScheme:
@@ -749,8 +766,8 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
         prepared = prepare_cases(cases, plan.preprocess, LabelMapping(plan.label_values), run_dir / "preprocessed",
                                  progress)
     else:
-        cases, mapping = _checked_setup(dataset, options, log)
-        options = _resolve_normalization(_resolve_orientation(options, cases, log), dataset, cases, log, progress)
+        cases, mapping, rows = _checked_setup(dataset, options, log)
+        options = _resolve_normalization(_resolve_orientation(options, rows, log), dataset, cases, log, progress)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
@@ -758,7 +775,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
             plan.save(staging / "plan.json")
             save_json_atomic(split, staging / "split.json")
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
-            _fingerprint(cases, plan.preprocess.orientation).save(staging)
+            _fingerprint(rows, plan.preprocess.orientation).save(staging)
         log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
             f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
             f"split {len(split['train'])} train / {len(split['val'])} validation cases")
@@ -786,8 +803,8 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         prepared = prepare_cases(cases, plan.preprocess, mapping, run_dir / "preprocessed", progress)
     else:
         _check_run_dir(run_dir, overwrite, resume=False)
-        cases, mapping = _checked_setup(dataset, options, log)
-        options = _resolve_normalization(_resolve_orientation(options, cases, log), dataset, cases, log, progress)
+        cases, mapping, rows = _checked_setup(dataset, options, log)
+        options = _resolve_normalization(_resolve_orientation(options, rows, log), dataset, cases, log, progress)
         if not 2 <= options.folds <= len(cases):
             raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
                                       f"got {options.folds}")
@@ -799,7 +816,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
             plan.save(staging / "plan.json")
             save_json_atomic(splits, staging / splits_path.name)
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
-            _fingerprint(cases, plan.preprocess.orientation).save(staging)
+            _fingerprint(rows, plan.preprocess.orientation).save(staging)
         log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
             f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
