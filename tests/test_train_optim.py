@@ -169,3 +169,22 @@ def test_frozen_parameters_are_not_updated():
         net(torch.ones(2, 3)).sum().backward()
         opt.step()
     assert torch.equal(frozen, net[0].weight)
+
+
+def test_registered_state_copies_are_what_each_optimiser_keeps():
+    # Memory planning counts these per parameter: the optimiser's own state after a step is the oracle.
+    import torch
+
+    from voxseg.train.optim import OPTIMIZERS, build_optimizer
+
+    for name, spec in OPTIMIZERS.items():
+        model = torch.nn.Linear(8, 8)
+        optimizer = build_optimizer(name, model, spec.typical_lr)
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.step()
+        weight = model.weight
+        states = [optimizer.state[weight]]
+        if hasattr(optimizer, "optimizer"):  # Lookahead (ranger): its slow weights, and its inner optimiser's
+            states.append(optimizer.optimizer.state[weight])
+        kept = [v for state in states for v in state.values() if torch.is_tensor(v) and v.shape == weight.shape]
+        assert len(kept) == spec.state_copies, (name, [sorted(state) for state in states])

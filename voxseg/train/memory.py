@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from voxseg.nets import count_parameters, estimate_saved_activation_bytes
+from voxseg.train.optim import OPTIMIZERS
 
 __all__ = ["MemoryEstimate", "TRAINING_PEAK_FACTOR", "FRAMEWORK_BYTES", "estimate_training_memory",
            "available_memory", "fit_patch_to_memory"]
@@ -27,8 +28,6 @@ peak at those widths and up to 1.9x below it for base widths 4-8 (``benchmarks/m
 
 FRAMEWORK_BYTES = int(0.45 * 2**30)
 """Resident memory of a CPU process with torch and voxseg loaded before training (measured 0.34-0.42 GiB)."""
-
-_OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2, "radam": 2, "ranger": 3, "adadelta": 2}
 
 GIB = 2**30
 
@@ -68,7 +67,7 @@ def estimate_training_memory(model: nn.Module, input_shape: Sequence[int], batch
     """
     saved = estimate_saved_activation_bytes(model, input_shape, batch_size)
     weights = 4 * count_parameters(model)
-    copies = 2 + _OPTIMIZER_STATES.get(optimizer, 2)
+    copies = 2 + (OPTIMIZERS[optimizer].state_copies if optimizer in OPTIMIZERS else 2)  # + weights, gradients
     return MemoryEstimate(int(saved * TRAINING_PEAK_FACTOR), weights * copies,
                           FRAMEWORK_BYTES if device_type == "cpu" else 0)
 

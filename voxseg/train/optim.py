@@ -219,6 +219,8 @@ class OptimizerSpec:
         typical_lr: a sensible initial learning rate (documentation; the plan chooses).
         notes: how ``weight_decay`` acts and other remarks.
         options: keyword options ``build_optimizer`` accepts for it (read from the builder's signature).
+        state_copies: parameter-sized tensors of state it keeps per parameter (SGD's momentum 1, Adam's
+            moments 2, Ranger's moments and Lookahead's slow weights 3), for memory planning.
     """
 
     name: str
@@ -227,18 +229,19 @@ class OptimizerSpec:
     typical_lr: float
     notes: str = ""
     options: tuple[str, ...] = field(default=(), compare=False)
+    state_copies: int = 2
 
 
-def _spec(name, reference, builder, typical_lr, notes="") -> OptimizerSpec:
+def _spec(name, reference, builder, typical_lr, notes="", state_copies=2) -> OptimizerSpec:
     options = tuple(p for p in inspect.signature(builder).parameters if p not in ("params", "lr", "weight_decay"))
-    return OptimizerSpec(name, reference, builder, typical_lr, notes, options)
+    return OptimizerSpec(name, reference, builder, typical_lr, notes, options, state_copies)
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     s.name: s
     for s in [
         _spec("sgd", "Nesterov momentum 0.99 as nnU-Net (Isensee et al., Nat. Methods 2021); Sutskever et al., "
-              "ICML 2013", _sgd, 1e-2, "weight_decay: L2 added to the gradient"),
+              "ICML 2013", _sgd, 1e-2, "weight_decay: L2 added to the gradient", state_copies=1),
         _spec("adam", "Kingma & Ba, Adam, ICLR 2015", _adam, 1e-4, "weight_decay: L2 added to the gradient"),
         _spec("adamw", "Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019", _adamw, 1e-4,
               "weight_decay: decoupled, p <- p - lr * wd * p"),
@@ -247,7 +250,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         _spec("radam", _LIU, _radam, 1e-3, "weight_decay: L2 unless decoupled_weight_decay=True"),
         _spec("ranger", f"RAdam + Lookahead (k=6, alpha=0.5) + gradient centralization, Wright 2019 ({_LIU}; "
               f"{_ZHANG}; {_YONG}); seed report 003", _ranger, 1e-3,
-              "weight_decay: decoupled; seed report 003 uses lr 1e-4"),
+              "weight_decay: decoupled; seed report 003 uses lr 1e-4", state_copies=3),
     ]
 }
 
