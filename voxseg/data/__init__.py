@@ -26,7 +26,8 @@ from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partitio
 
 from voxseg.data.augment import TRANSFORMS, AugmentConfig, Augmenter, Transform, build_augmentation
 from voxseg.data.enhance import DENOISERS, anisotropic_diffusion, enhance_image, n4_bias_correction
-from voxseg.data.labels import REGION_NAMES, LabelScheme, check_labels_fit, labels_to_regions, regions_to_labels
+from voxseg.data.labels import (REGION_NAMES, LabelScheme, check_labels_fit, declared_regions_scheme,
+                               labels_to_regions, regions_to_labels)
 
 __all__ = [
     "tensor_view",
@@ -73,6 +74,7 @@ __all__ = [
     "REGION_NAMES",
     "LabelScheme",
     "check_labels_fit",
+    "declared_regions_scheme",
     "labels_to_regions",
     "regions_to_labels",
     # phantoms

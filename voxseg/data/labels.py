@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from voxseg.errors import InputError
 
 __all__ = [
     "REGION_NAMES",
@@ -35,6 +38,7 @@ __all__ = [
     "labels_to_regions",
     "regions_to_labels",
     "check_labels_fit",
+    "declared_regions_scheme",
 ]
 
 REGION_NAMES: tuple[str, str, str] = ("WT", "TC", "ET")
@@ -224,6 +228,21 @@ def _describe(scheme: LabelScheme) -> str:
         labels = ", ".join(f"{k} {v}" for k, v in _BRATS_LABEL_NAMES[scheme.name].items())
         return f"'{scheme.name}' (labels {labels})"
     return f"'classes' (labels {list(scheme.allowed_labels or [])})"
+
+
+def declared_regions_scheme(regions: Mapping[str, Iterable[int]], paint: Iterable[int] | None,
+                            where: Path) -> LabelScheme:
+    """The ``"regions"`` scheme of the regions a dataset declares (an nnU-Net dataset.json's list-valued
+    labels and its ``regions_class_order``, as :class:`voxseg.io.Dataset` holds them).
+
+    Raises:
+        InputError: regions that cannot be painted back to labels, in one line naming ``where`` (the
+            dataset.json).
+    """
+    try:
+        return LabelScheme("regions", region_values=dict(regions), region_labels=tuple(paint or ()))
+    except ValueError as exc:
+        raise InputError(where, str(exc)) from None
 
 
 def check_labels_fit(values: Iterable[int] | np.ndarray, scheme: LabelScheme | str) -> None:

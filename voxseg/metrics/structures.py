@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxseg.data.labels import LabelScheme
+from voxseg.data.labels import LabelScheme, declared_regions_scheme
 from voxseg.errors import InputError
 from voxseg.io.datasets import read_dataset_labels
 from voxseg.io.image import read_volume
@@ -45,10 +45,7 @@ def structures_for(ref_dir: str | Path, run_dir: str | Path | None = None,
         if defined is not None:
             label_names, regions, paint = defined
             if regions and label_scheme != "classes":
-                try:
-                    return LabelScheme("regions", region_values=regions, region_labels=tuple(paint or ())).structures()
-                except ValueError as exc:
-                    raise InputError(Path(ref_dir).parent / "dataset.json", str(exc)) from None
+                return declared_regions_scheme(regions, paint, Path(ref_dir).parent / "dataset.json").structures()
             names = {str(k): v for k, v in (label_names or {}).items()}
     if label_scheme == "regions":
         raise InputError(ref_dir, "label scheme 'regions' takes its regions from a run (--run RUN) or from the "

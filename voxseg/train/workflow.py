@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from voxseg.data.augment import AugmentConfig
-from voxseg.data.labels import LabelScheme, check_labels_fit
+from voxseg.data.labels import LabelScheme, check_labels_fit, declared_regions_scheme
 from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
                                     preprocess_case)
@@ -708,11 +708,7 @@ def _label_scheme(options: TrainOptions, dataset: Dataset) -> LabelScheme:
     if not dataset.label_regions:
         raise InputError(where, "--label-scheme regions takes its regions from an nnU-Net dataset.json (\"labels\" "
                                 "entries that list values, e.g. \"whole tumor\": [1, 2, 3]); this dataset declares none")
-    try:
-        return LabelScheme("regions", region_values=dataset.label_regions,
-                           region_labels=tuple(dataset.region_labels or ()))
-    except ValueError as exc:
-        raise InputError(where, str(exc)) from None
+    return declared_regions_scheme(dataset.label_regions, dataset.region_labels, where)
 
 
 def _minicubes(cases: list[PreparedCase], cube: list[int], context: int) -> list[PreparedCase]:
