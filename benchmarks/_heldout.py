@@ -9,7 +9,8 @@ from pathlib import Path
 
 from voxseg.errors import InputError
 from voxseg.infer import PredictOptions, load_model, predict_cases
-from voxseg.infer.postprocess import apply_postprocessing, choose_run_postprocessing
+from voxseg.infer.postprocess import apply_postprocessing
+from voxseg.metrics.postprocessing import choose_run_postprocessing
 from voxseg.io.image import read_volume, write_volume
 from voxseg.io import load_dataset
 from voxseg.metrics import evaluate_folders

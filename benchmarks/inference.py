@@ -56,7 +56,7 @@ OVERLAP = 0.5
 
 
 def _model_and_plan(run: str | None, n_channels: int, window: tuple[int, ...]):
-    from voxseg.infer.runtime import build_model, load_model
+    from voxseg.infer import build_model, load_model
     from voxseg.plan import NetworkConfig, RunPlan, TrainConfig
 
     if run:
@@ -123,7 +123,7 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
         resample_probabilities,
         restore_to_original,
     )
-    from voxseg.infer.runtime import predict_volume, probabilities_to_labels
+    from voxseg.infer import predict_volume, probabilities_to_labels
     from voxseg.io import find_prediction_cases, read_case
 
     torch.set_num_threads(threads)

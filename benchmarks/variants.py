@@ -4,7 +4,8 @@ For each preset: parameters, forward GFLOPs for the planned patch, median second
 iteration, and Dice on the held-out 20% (seeded split by case, full chain: predict NIfTI, evaluate).
 All presets get the same budget, data, loss (Dice + CE), optimiser and seed; each keeps its own
 paper's architecture (width, depth, norm), so bigger networks do fewer iterations in the budget —
-that trade-off is what the table shows. By default every preset gets base width 16 (its depth, blocks,
+that trade-off is what the table shows (so the patch is planned for memory only, `min_iterations=None`:
+the time planner would shrink the slow presets' patches). By default every preset gets base width 16 (its depth, blocks,
 norms, attention and up/down-sampling unchanged), since the papers' widths (32-64) cannot be trained
 usefully in minutes on 2 cores; `--base-width 0` keeps each preset's own width. The optimiser is
 Adam (lr 1e-3, poly decay over the budget as in the pipeline): in a budget of a few hundred iterations SGD
@@ -56,7 +57,7 @@ def main() -> int:
     for name in [p for p in args.presets.split(",") if p]:
         print(f"== {name}: {NETWORKS[name].reference}", flush=True)
         overrides = {"base_width": args.base_width} if args.base_width else {}
-        options = TrainOptions(net=name, net_kwargs=overrides, epochs=100_000, iterations_per_epoch=25,
+        options = TrainOptions(net=name, net_kwargs=overrides, epochs=100_000, iterations_per_epoch=25, min_iterations=None,
                                time_budget_minutes=args.minutes, val_fraction=0.0, seed=args.seed,
                                num_threads=args.threads, optimizer=args.optimizer, lr=args.lr)
         held = train_and_test(args.data, args.out / name, options, {"anterior": [1], "posterior": [2]}, args.seed,

@@ -63,7 +63,7 @@ def _prepared(case_dir: Path, plan):
 
 
 def _measure(model, plan, cases) -> tuple[list[float], list[float]]:
-    from voxseg.infer.runtime import predict_volume, probabilities_to_labels
+    from voxseg.infer import predict_volume, probabilities_to_labels
 
     wt, agreement = [], []
     for image, label, pads in cases:
@@ -80,7 +80,7 @@ def _measure(model, plan, cases) -> tuple[list[float], list[float]]:
 def _recalibrated(model, plan, run: Path, window: int):
     """A copy whose batch-norm running statistics are re-estimated (cumulative average) on sliding windows of the
     run's training cases, as the network meets them at prediction."""
-    from voxseg.infer.sliding_window import window_grid
+    from voxseg.infer import window_grid
 
     model = copy.deepcopy(model)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recalibrate-bn", action="store_true")
     args = parser.parse_args()
-    from voxseg.infer.runtime import load_model
+    from voxseg.infer import load_model
 
     torch.set_num_threads(args.threads)
     results = {}

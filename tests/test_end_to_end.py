@@ -187,6 +187,16 @@ def test_bad_input_with_overwrite_keeps_the_old_run(phantoms, tmp_path):
     assert proc.returncode == 2 and not (tmp_path / "cv").exists()
 
 
+def test_train_with_folds_evaluates_out_of_fold_and_chooses_postprocessing(phantoms, tmp_path):
+    run = tmp_path / "cv"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--folds", "2", *TINY])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "oof" / "metrics_summary.json").read_text())
+    assert summary["summary"]["n_cases"] == 5  # every case once, by the fold that did not train on it
+    assert "rules" in json.loads((run / "postprocessing.json").read_text())
+    assert "out-of-fold evaluation" in result.output and 'id="oof"' in (run / "report.html").read_text()
+
+
 def test_skip_invalid_leaves_bad_cases_out(phantoms, tmp_path):
     import shutil
 
@@ -716,7 +726,7 @@ def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
 def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, phantoms, tmp_path):
     import warnings as _warnings
 
-    from voxseg.infer.runtime import checkpoint_path
+    from voxseg.train.checkpoint_files import checkpoint_path
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)

@@ -15,7 +15,7 @@ from voxseg.data.preprocess import PreprocessConfig
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, count_windows, ensemble_predict,
                                    load_merge_table, member_dirs, predict_groups, prepare_groups)
-from voxseg.infer.runtime import build_model
+from voxseg.nets.runtime import build_model
 from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig
 
 # Seed 003, Table 1, as printed: rows = model B's label, columns = model A's label (0, 1, 2, 4).
@@ -218,7 +218,8 @@ def test_cli_refuses_mismatched_runs(runs, tmp_path):
 
 
 def test_cli_applies_saved_postprocessing_unless_disabled(runs, tmp_path):
-    from voxseg.infer.postprocess import PostprocessingChoice, PostRule, save_postprocessing
+    from voxseg.infer.postprocess import PostRule
+    from voxseg.metrics.postprocessing import PostprocessingChoice, save_postprocessing
 
     run = tmp_path / "pp"
     shutil.copytree(runs["run"], run)

@@ -6,8 +6,8 @@ import pytest
 
 from voxseg.data.labels import LabelScheme
 from voxseg.errors import InputError
-from voxseg.infer.postprocess import (PostRule, apply_postprocessing, candidate_rules, choose_postprocessing,
-                                      load_postprocessing, save_postprocessing)
+from voxseg.infer.postprocess import PostRule, apply_postprocessing, candidate_rules, load_postprocessing
+from voxseg.metrics.postprocessing import choose_postprocessing, save_postprocessing
 
 
 def _two_blobs():
@@ -110,7 +110,7 @@ def test_candidate_rules():
 def test_choose_run_postprocessing_from_out_of_fold_predictions(tmp_path):
     import nibabel as nib
 
-    from voxseg.infer.postprocess import choose_run_postprocessing
+    from voxseg.metrics.postprocessing import choose_run_postprocessing
     from voxseg.plan.plan import RunPlan
 
     run = tmp_path / "cv"

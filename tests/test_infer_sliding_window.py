@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from voxseg.infer.sliding_window import gaussian_importance_map, sliding_window_predict, window_starts
+from voxseg.data.tiling import gaussian_importance_map, sliding_window_predict, window_starts
 
 
 @pytest.mark.parametrize("size,patch,overlap,expected", [
@@ -79,7 +79,7 @@ def test_agrees_with_monai_on_position_dependent_predictor():
 
 
 def test_auto_mixed_precision_probe_works_under_inference_mode():
-    from voxseg.infer.runtime import _bf16_is_faster, resolve_amp
+    from voxseg.nets.runtime import _bf16_is_faster, resolve_amp
 
     _bf16_is_faster.cache_clear()
     with torch.inference_mode():

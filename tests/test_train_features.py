@@ -71,6 +71,10 @@ def test_kfold_splits_partition_cases():
 def test_cross_validation_trains_every_fold_and_evaluates_out_of_fold(phantoms, tmp_path):
     run = tmp_path / "cv"
     run_training(phantoms, run, _options(folds=2, epochs=1), progress=False)
+    assert not (run / "oof").exists()  # training alone does not evaluate
+    from voxseg.metrics import evaluate_cross_validation
+
+    evaluate_cross_validation(phantoms, run, progress=False)
     splits = json.loads((run / "splits.json").read_text())
     assert len(splits) == 2
     for k in range(2):

@@ -203,8 +203,9 @@ def _train_options(**kw):
     pre = PreprocessConfig(normalization=kw["normalization"] or "zscore", n4=kw["n4"], denoise=kw["denoise"],
                            ct_window=_parsed("--ct-window", _parse_window, kw["ct_window"]),
                            target_spacing=_parsed("--spacing", _parse_floats, kw["spacing"], count=3))
+    timing = {} if kw["min_iterations"] is None else {"min_iterations": kw["min_iterations"]}
     return TrainOptions(
-        net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
+        **timing, net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
         loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=patch,
@@ -250,6 +251,9 @@ def _training_flags(func):
         click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
         click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="iterations per epoch"),
         click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="minutes; stops cleanly at the budget"),
+        click.option("--min-iterations", type=click.IntRange(min=0), default=None,
+                     help="with --time-budget and a planned patch: shrink the patch until the budget holds this "
+                          "many steps, timed on this machine (0: plan the patch for memory only) [default: 1000]"),
         click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True),
         click.option("--patch", default=None, help="patch size in voxels, e.g. 64x64x64 (default: planned)"),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="initial learning rate (sgd 0.01, adam 1e-3)"),
@@ -350,6 +354,10 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
     result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume)
     if rank_and_world()[0] != 0:  # under torchrun, rank 0 alone reports
         return
+    if (run_dir / "splits.json").exists():  # k-fold: out-of-fold evaluation once every fold has trained
+        from voxseg.metrics import evaluate_cross_validation
+
+        evaluate_cross_validation(data, run_dir, log=click.echo)
     for log_csv in [run_dir / "log.csv", *sorted(run_dir.glob("fold_*/log.csv"))]:
         png = plot_learning_curves(log_csv, log_csv.parent / "learning_curves.png")
         if png:

@@ -21,6 +21,7 @@ from voxseg.data.preprocess import (
 from voxseg.data.arrays import tensor_view
 from voxseg.data.orientation import check_orientation_code, reorient, reoriented_spacing
 from voxseg.data.loader import PatchLoader
+from voxseg.data.tiling import gaussian_importance_map, sliding_window_predict, window_grid, window_starts
 from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partition, minicube_starts, pad_to_multiple,
                                   random_flip, select_slices, stack_neighbours)
 
@@ -53,6 +54,11 @@ __all__ = [
     "PatchSampler",
     "pad_to_multiple",
     "random_flip",
+    # tiling (sliding window)
+    "gaussian_importance_map",
+    "sliding_window_predict",
+    "window_grid",
+    "window_starts",
     # augmentation and loading
     "TRANSFORMS",
     "AugmentConfig",

@@ -37,12 +37,14 @@ import torch
 
 from voxseg.data.preprocess import PreprocessedCase, preprocess_case, restore_to_original
 from voxseg.errors import InputError
-from voxseg.infer.runtime import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model, predict_volume
-from voxseg.infer.sliding_window import window_grid
+from voxseg.data.tiling import window_grid
+from voxseg.infer.runtime import load_model
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
+from voxseg.nets.runtime import predict_volume
 from voxseg.plan.fingerprint import DatasetFingerprint
 from voxseg.plan.plan import RunPlan
+from voxseg.train.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST
 
 __all__ = ["EnsembleMember", "EnsemblePrediction", "member_dirs", "load_members", "check_members",
            "ensemble_predict", "prepare_groups", "count_windows", "predict_groups", "combine_predictions", "MergeRule", "MergeTable", "MERGE_TABLES",

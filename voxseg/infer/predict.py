@@ -23,10 +23,10 @@ from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
                                    count_windows, load_merge_table, predict_groups, prepare_groups)
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
-from voxseg.infer.runtime import probabilities_to_labels
 from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, find_prediction_cases, read_case
 from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
+from voxseg.nets.runtime import probabilities_to_labels
 from voxseg.plan.plan import RunPlan
 
 __all__ = ["PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path"]

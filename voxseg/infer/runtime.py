@@ -1,63 +1,21 @@
-"""Load a trained run and predict preprocessed volumes with it (shared by training-time validation
-and ``voxseg predict``).
+"""Load a trained run folder's network (checkpoint names and lookup: :mod:`voxseg.train.checkpoint_files`).
 
 Checkpoint format (written by ``voxseg.train``): a ``torch.save`` dict whose ``model`` key holds the
 network's state dict; ``plan.json`` beside it says how to build the network.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import pickle
-import time
-import warnings
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
-from voxseg.data.labels import regions_to_labels
 from voxseg.errors import InputError
-from voxseg.infer.sliding_window import sliding_window_predict
-from voxseg.nets import build_network
+from voxseg.nets.runtime import build_model
 from voxseg.plan.plan import RunPlan
+from voxseg.train.checkpoint_files import checkpoint_path
 
-__all__ = ["CHECKPOINT_LAST", "CHECKPOINT_BEST", "CHECKPOINT_SWA", "build_model", "checkpoint_path", "load_model", "autocast_context", "resolve_amp",
-           "predict_volume", "network_input", "probabilities_to_labels"]
-
-CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
-CHECKPOINT_SWA = "checkpoint_swa.pt"
-
-
-def build_model(plan: RunPlan) -> torch.nn.Module:
-    """The network the plan describes, randomly initialised."""
-    return build_network(plan.network.name, plan.network.spatial_dims, plan.input_channels,
-                         plan.num_outputs, **plan.network.kwargs)
-
-
-def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
-    """The checkpoint file of a run folder for ``which`` (see :func:`load_model`).
-
-    Raises:
-        InputError: the folder holds no such checkpoint (none at all while the first epoch still trains).
-    """
-    run_dir = Path(run_dir)
-    path = run_dir / {"best": CHECKPOINT_BEST, "last": CHECKPOINT_LAST, "swa": CHECKPOINT_SWA}[which]
-    if not path.exists() and which == "best" and (run_dir / CHECKPOINT_LAST).exists():
-        # A run still before its first validation, or a deleted file: say which weights are used.
-        warnings.warn(f"{run_dir}: no {CHECKPOINT_BEST} (no validation yet?): using {CHECKPOINT_LAST}", stacklevel=2)
-        path = run_dir / CHECKPOINT_LAST
-    if not path.exists():
-        if not run_dir.is_dir():
-            raise InputError(run_dir, "run folder not found")
-        if not (run_dir / "plan.json").exists():
-            raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
-        hint = ("train with --swa-epochs to make one" if which == "swa" else
-                "training has not saved a checkpoint yet (the first is written at the end of the first epoch)")
-        raise InputError(path, f"no such checkpoint: {hint}")
-    return path
+__all__ = ["load_model"]
 
 
 def load_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, RunPlan]:
@@ -88,102 +46,3 @@ def load_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Modul
         raise InputError(path, f"checkpoint does not fit the network in plan.json ({detail})") from None
     model.eval()
     return model, plan
-
-
-@functools.lru_cache(maxsize=4)
-def _bf16_is_faster(device_type: str, threads: int) -> bool:
-    """Time one 3-D conv forward+backward in fp32 and under bf16 autocast (~0.5 s, once per process).
-
-    bf16 is 2.5x faster on some AVX-512-bf16 CPUs and slower on others with the same flags (measured:
-    0.17 s vs 0.10 s for a 64-channel 32^3 conv here), so the choice is measured, not assumed.
-    """
-    timings = {}
-    # The probe needs autograd even when the caller predicts under no_grad / inference_mode.
-    with torch.inference_mode(False), torch.enable_grad():
-        conv = torch.nn.Conv3d(32, 32, 3, padding=1)
-        x = torch.randn(2, 32, 24, 24, 24)
-        for use_bf16 in (False, True, False, True):
-            start = time.perf_counter()
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
-                y = conv(x)
-            y.float().sum().backward()
-            elapsed = time.perf_counter() - start
-            timings[use_bf16] = min(timings.get(use_bf16, elapsed), elapsed)
-    return timings[True] < 0.9 * timings[False]
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """``"auto"`` -> ``"fp16"`` on CUDA, ``"bf16"`` on a CPU where it measures faster, else ``"none"``."""
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "fp16"
-    return "bf16" if _bf16_is_faster(device.type, torch.get_num_threads()) else "none"
-
-
-def autocast_context(amp: str, device: torch.device):
-    """Autocast for ``amp`` (``"bf16"``, ``"fp16"`` on CUDA only, ``"none"``, or ``"auto"``)."""
-    amp = resolve_amp(amp, device)
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if amp == "fp16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def network_input(image: np.ndarray, plan: RunPlan) -> np.ndarray:
-    """What the network sees of a preprocessed ``(C, Z, Y, X)`` case: the plan's channel subset and, for a
-    2.5-D plan, each slice's ``k`` neighbours stacked as channels (``c * k + j`` = channel ``c`` at slice
-    ``z - k//2 + j``, zeros beyond the volume), the layout ``voxseg.data.sampling.stack_neighbours`` trains on.
-    """
-    image = image[plan.channel_indices] if plan.train.channels else image
-    if plan.train.mode != "2.5d":
-        return image
-    k, half = plan.train.slices, plan.train.slices // 2
-    padded = np.pad(image, [(0, 0), (half, half), (0, 0), (0, 0)])
-    depth = image.shape[1]
-    stacked = np.stack([padded[:, j:j + depth] for j in range(k)], axis=1)  # (C, k, Z, Y, X)
-    return stacked.reshape((image.shape[0] * k,) + image.shape[1:])
-
-
-def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, device: torch.device,
-                   progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Probabilities for one preprocessed case.
-
-    Args:
-        image: ``(C, Z, Y, X)`` float32, preprocessed (all the dataset's channels).
-
-    Returns:
-        ``(K, Z, Y, X)`` float32: softmax class probabilities, or sigmoid region probabilities
-        (``plan.scheme.regions`` order; WT, TC, ET for BraTS) for region schemes.
-    """
-    patch = tuple(plan.train.patch_size)
-    activation = plan.activation
-    two_d = plan.network.spatial_dims == 2
-    image = network_input(image, plan)
-
-    def predictor(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device)
-        if two_d:  # (B, C, 1, Y, X) -> (B, C, Y, X) and back
-            batch = batch[:, :, 0]
-        with autocast_context(plan.train.amp, device):
-            out = model(batch)
-        out = out.float().cpu()
-        return out[:, :, None] if two_d else out
-
-    return sliding_window_predict(image, predictor, patch, plan.num_outputs, overlap=plan.inference.overlap,
-                                  batch_size=plan.inference.batch_size, gaussian=plan.inference.gaussian,
-                                  activation=activation, progress=progress)
-
-
-def probabilities_to_labels(probs: np.ndarray, plan: RunPlan) -> np.ndarray:
-    """``(K, Z, Y, X)`` probabilities -> ``(Z, Y, X)`` consecutive class labels (uint8)."""
-    scheme = plan.scheme
-    if scheme.is_region_based:
-        original = regions_to_labels(probs > 0.5, scheme)
-        lut = {v: i for i, v in enumerate(plan.label_values)}
-        out = np.zeros(original.shape, np.uint8)
-        for value, index in lut.items():
-            out[original == value] = index
-        return out
-    return np.argmax(probs, axis=0).astype(np.uint8)

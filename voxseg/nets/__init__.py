@@ -10,6 +10,8 @@ from voxseg.nets._base import check_spatial_size
 from voxseg.nets.blocks import CBAM, AttentionGate, DenseBlock, DilatedBottleneck, PlainBlock, ResidualBlock
 from voxseg.nets.info import count_parameters, estimate_flops, estimate_saved_activation_bytes, network_table
 from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
+from voxseg.nets.runtime import (autocast_context, build_model, network_input, predict_volume,
+                                 probabilities_to_labels, resolve_amp)
 from voxseg.nets.transfer import freeze_encoder, replace_head, unfreeze
 from voxseg.nets.unet import UNet
 from voxseg.nets.vnet import VNet
@@ -20,6 +22,12 @@ __all__ = [
     "NETWORKS",
     "NetworkSpec",
     "build_network",
+    "build_model",
+    "resolve_amp",
+    "autocast_context",
+    "network_input",
+    "predict_volume",
+    "probabilities_to_labels",
     "check_spatial_size",
     "count_parameters",
     "estimate_flops",

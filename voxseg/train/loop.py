@@ -24,12 +24,11 @@ from tqdm import tqdm
 from voxseg.data.augment import build_augmentation
 from voxseg.data.loader import PatchLoader
 from voxseg.errors import InputError
-from voxseg.infer.runtime import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, autocast_context, build_model,
-                                  checkpoint_path, predict_volume, probabilities_to_labels, resolve_amp)
 from voxseg.losses import DeepSupervisionLoss, build_loss
-from voxseg.metrics import overlap_metrics
 from voxseg.nets import freeze_encoder, unfreeze
+from voxseg.nets.runtime import autocast_context, build_model, predict_volume, probabilities_to_labels, resolve_amp
 from voxseg.plan.plan import RunPlan, save_json_atomic, write_atomic
+from voxseg.train.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
 from voxseg.train.case_losses import flag_high_loss_cases, training_case_losses
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.early_stopping import EarlyStopping
@@ -99,11 +98,16 @@ def _validation_dice(model, plan, cases: list[PreparedCase], device) -> dict[str
     for case in cases:
         pred = probabilities_to_labels(predict_volume(model, plan, case.image, device), plan)
         for name, classes in structures:
-            dice = overlap_metrics(np.isin(pred, classes), np.isin(case.label, classes),
-                                   (1.0,) * pred.ndim)["dice"]  # the evaluation's empty-mask policy
-            per_structure.setdefault(name, []).append(dice)
+            per_structure.setdefault(name, []).append(_dice(np.isin(pred, classes), np.isin(case.label, classes)))
     model.train()
     return {name: float(np.mean(v)) for name, v in per_structure.items()}
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two boolean masks, with the evaluation's empty-mask policy (``voxseg.metrics.policy``: both empty
+    1, one empty 0); ``voxseg.metrics.overlap_metrics`` is its test oracle."""
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(ref))
+    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(pred & ref)) / total
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
@@ -338,7 +342,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                     log(f"warning: at {seconds_per_it:.2g} s per iteration the {cfg.time_budget_minutes:.3g}-minute "
                         f"budget allows about {max(int(projected), iterations_done)} iterations; a U-Net rarely "
                         f"learns in fewer than {_FEW_ITERATIONS} (the benchmarks here ran 2,200-3,700). Give it "
-                        f"more time, or a smaller patch (--patch) or network (--net-args base_width=...)")
+                        f"more time, a smaller patch (--patch, or --min-iterations N to plan one) or network "
+                        "(--net-args base_width=...)")
             # A budgeted bar stops at its total: the last step may end a little past the budget.
             bar.update(min(int(time.perf_counter() - t0), bar.total) - bar.n if by_time else 1)
             bar.set_postfix_str(f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, best val Dice "

@@ -19,7 +19,7 @@ from voxseg.nets import count_parameters, estimate_saved_activation_bytes
 from voxseg.train.optim import OPTIMIZERS
 
 __all__ = ["MemoryEstimate", "TRAINING_PEAK_FACTOR", "FRAMEWORK_BYTES", "estimate_training_memory",
-           "available_memory", "fit_patch_to_memory"]
+           "available_memory", "fit_patch_to_memory", "shrink_longest_axis"]
 
 TRAINING_PEAK_FACTOR = 1.6
 """Peak growth of a training step / saved activations: measured 1.41-1.58 on 3-D U-Nets of base width 16
@@ -153,15 +153,22 @@ def fit_patch_to_memory(model: nn.Module, in_channels: int, patch: Sequence[int]
     floor = [max(d, (min_side // d) * d) for d in divisor]
     current = estimate(spatial, batch_size)
     while current.total > budget:
-        shrinkable = [i for i, (s, f) in enumerate(zip(spatial, floor)) if s - divisor[i] >= f]
-        if shrinkable:
-            axis = max(shrinkable, key=lambda i: spatial[i])
-            spatial[axis] -= divisor[axis]
-        elif batch_size > 1:
+        if not shrink_longest_axis(spatial, divisor, floor):
+            if batch_size == 1:
+                raise ValueError(f"training needs about {current} even at patch {full(spatial)} and batch 1, more "
+                                 f"than the {budget / GIB:.1f} GiB available: use a narrower network "
+                                 f"(--net-args base_width=8) or give more memory (--memory)")
             batch_size -= 1
-        else:
-            raise ValueError(f"training needs about {current} even at patch {full(spatial)} and batch 1, more than "
-                             f"the {budget / GIB:.1f} GiB available: use a narrower network "
-                             f"(--net-args base_width=8) or give more memory (--memory)")
         current = estimate(spatial, batch_size)
     return full(spatial), batch_size, current
+
+
+def shrink_longest_axis(spatial: list[int], divisor: Sequence[int], floor: Sequence[int]) -> bool:
+    """Shrink, in place, the longest axis of ``spatial`` that can lose one ``divisor`` step and stay at or above
+    its ``floor``; False when none can."""
+    shrinkable = [i for i, (s, f) in enumerate(zip(spatial, floor)) if s - divisor[i] >= f]
+    if not shrinkable:
+        return False
+    axis = max(shrinkable, key=lambda i: spatial[i])
+    spatial[axis] -= divisor[axis]
+    return True

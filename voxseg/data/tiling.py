@@ -1,4 +1,6 @@
-"""Sliding-window prediction with Gaussian importance weighting (arrays in, arrays out).
+"""Sliding-window prediction with Gaussian importance weighting (arrays in, arrays out): the whole-volume
+counterpart of patch sampling, used by validation during training and by inference (``voxseg.infer``
+re-exports it). The network is a ``predictor`` callable, so nothing here depends on ``voxseg.nets``.
 
 The window grid follows nnU-Net's ``compute_steps_for_sliding_window``: for each axis the number of
 windows is ``ceil((size - patch) / (patch * (1 - overlap))) + 1`` spread evenly from 0 to

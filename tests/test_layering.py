@@ -1,0 +1,66 @@
+"""The package shows the pipeline: io -> data -> plan -> nets -> losses -> train -> infer -> metrics -> report ->
+demo / cli. A module imports only from its own package and the ones before it (function-level imports count)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import voxseg
+
+ORDER = ["errors", "io", "data", "plan", "nets", "losses", "train", "infer", "metrics", "report", "demo", "cli"]
+
+
+def _stage(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "voxseg" or len(parts) < 2:
+        return None
+    return ORDER.index(parts[1]) if parts[1] in ORDER else None
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return found
+
+
+def test_no_module_imports_a_later_stage():
+    root = Path(voxseg.__file__).parent
+    files = sorted(root.rglob("*.py"))
+    assert len(files) > 40
+    late = []
+    for path in files:
+        rel = path.relative_to(root)
+        own = rel.parts[0].removesuffix(".py")
+        if own not in ORDER:  # voxseg/__init__.py
+            continue
+        for line, module in _imports(path):
+            stage = _stage(module)
+            if stage is not None and stage > ORDER.index(own):
+                late.append(f"voxseg/{rel}:{line} imports {module}")
+    assert not late, "\n".join(late)
+
+
+def test_the_order_checker_sees_function_level_imports(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from voxseg.infer.runtime import load_model\n")
+    assert [_stage(m) for _, m in _imports(bad)] == [ORDER.index("infer")]
+
+
+def test_validation_dice_in_training_matches_the_metrics_oracle():
+    """Training scores validation without importing voxseg.metrics (a later stage); its Dice must agree."""
+    import numpy as np
+
+    from voxseg.metrics import overlap_metrics
+    from voxseg.train.loop import _dice
+
+    rng = np.random.default_rng(0)
+    empty = np.zeros((6, 7, 5), bool)
+    masks = [empty, rng.random((6, 7, 5)) > 0.5, rng.random((6, 7, 5)) > 0.9, ~empty]
+    for pred in masks:
+        for ref in masks:
+            assert _dice(pred, ref) == overlap_metrics(pred, ref, (1.0, 1.0, 1.0))["dice"]
+    assert _dice(empty, empty) == 1.0 and _dice(empty, ~empty) == 0.0

@@ -1,0 +1,86 @@
+"""Planning for a time budget: a timed training step, and the patch shrunk until the budget holds enough steps."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from voxseg.data.phantoms import make_phantom_dataset
+from voxseg.nets import build_network
+from voxseg.plan import RunPlan
+from voxseg.train import TrainOptions, run_training
+from voxseg.train.timing import fit_patch_to_time_budget, measure_step_seconds
+
+
+def _per_voxel(seconds_per_voxel: float, calls: list):
+    def measure(side: list[int]) -> float:
+        calls.append(list(side))
+        return seconds_per_voxel * math.prod(side)
+    return measure
+
+
+def test_the_patch_shrinks_longest_axis_first_until_the_budget_holds_the_steps():
+    calls = []
+    # 1e-6 s per voxel: 64^3 -> 0.26 s per step, 100 s hold 381 steps; 1,000 need <= 0.1 s = 100,000 voxels.
+    patch, seconds = fit_patch_to_time_budget(None, 1, [64, 64, 64], 2, 100.0, 1000, [16, 16, 16],
+                                              measure=_per_voxel(1e-6, calls))
+    assert calls[0] == [64, 64, 64]
+    assert calls[1:4] == [[48, 64, 64], [48, 48, 64], [48, 48, 48]]  # longest axis first (ties: the first)
+    assert math.prod(patch) <= 100_000 and 100.0 / seconds >= 1000
+    assert calls[-1] == patch and math.prod(calls[-2]) > 100_000  # the first patch that fits, no smaller
+    assert seconds == pytest.approx(1e-6 * math.prod(patch))
+
+
+def test_a_budget_that_already_fits_keeps_the_patch_and_an_impossible_one_stops_at_the_floor():
+    calls = []
+    assert fit_patch_to_time_budget(None, 1, [64, 64, 64], 2, 1000.0, 100, [16, 16, 16],
+                                    measure=_per_voxel(1e-6, calls))[0] == [64, 64, 64]
+    assert len(calls) == 1
+    patch, _ = fit_patch_to_time_budget(None, 1, [64, 64, 64], 2, 1.0, 10**9, [16, 16, 16],
+                                        measure=_per_voxel(1e-6, []))
+    assert patch == [32, 32, 32]  # min_side 32
+    patch, _ = fit_patch_to_time_budget(None, 1, [1, 96, 80], 2, 1.0, 10**9, [16, 16], min_side=48,
+                                        measure=_per_voxel(1e-6, []))
+    assert patch == [1, 48, 48]  # 2-D: the slice axis stays 1
+
+
+def test_measuring_a_step_leaves_the_model_and_the_rng_alone():
+    net = build_network("unet", 3, 2, 3, base_width=4, depth=3, deep_supervision=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = measure_step_seconds(net, (2, 16, 16, 16), 2, amp="none")
+    assert 0 < seconds < 10
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.grad is None for p in net.parameters())
+    assert torch.equal(rng, torch.get_rng_state())
+    # More voxels take longer (16x the voxels; a generous margin for a busy machine).
+    assert measure_step_seconds(net, (2, 64, 32, 32), 2, amp="none", repeats=3) > seconds
+
+
+@pytest.fixture(scope="module")
+def larger_phantoms(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("timing") / "ds", n_cases=3, shape=(40, 48, 40), seed=5)
+
+
+def _options(**kw) -> TrainOptions:
+    return TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, epochs=1, iterations_per_epoch=1,
+                        time_budget_minutes=0.05, val_fraction=0.0, num_threads=1, **kw)
+
+
+def test_training_shrinks_a_planned_patch_for_the_time_budget_and_says_so(larger_phantoms, tmp_path):
+    lines = []
+    run_training(larger_phantoms, tmp_path / "plain", _options(min_iterations=0), progress=False, log=lines.append)
+    planned = RunPlan.load(tmp_path / "plain" / "plan.json").train.patch_size
+    assert not any(line.startswith("time:") for line in lines)  # 0: planned for memory only
+    assert min(planned) > 32
+    lines = []
+    run_training(larger_phantoms, tmp_path / "timed", _options(min_iterations=10**9), progress=False,
+                 log=lines.append)
+    shrunk = RunPlan.load(tmp_path / "timed" / "plan.json").train.patch_size
+    assert math.prod(shrunk) < math.prod(planned) and min(shrunk) >= 32
+    assert any(line.startswith("time: a step at patch") and "--min-iterations" in line for line in lines), lines
+    lines = []  # a patch the user gave is theirs
+    run_training(larger_phantoms, tmp_path / "given", _options(min_iterations=10**9, patch_size=planned),
+                 progress=False, log=lines.append)
+    assert RunPlan.load(tmp_path / "given" / "plan.json").train.patch_size == planned
