@@ -43,13 +43,18 @@ def test_a_budget_that_already_fits_keeps_the_patch_and_an_impossible_one_stops_
     patch, _ = fit_patch_to_time_budget(None, 1, [1, 96, 80], 2, 1.0, 10**9, [16, 16], min_side=48,
                                         measure=_per_voxel(1e-6, []))
     assert patch == [1, 48, 48]  # 2-D: the slice axis stays 1
+    patch, _ = fit_patch_to_time_budget(None, 1, [128, 128, 96], 2, 1.0, 10**9, [32, 32, 32],
+                                        measure=_per_voxel(1e-6, []))
+    assert patch == [64, 64, 64]  # never below two divisors: the deepest stage keeps 2 voxels per axis
 
 
 def test_measuring_a_step_leaves_the_model_and_the_rng_alone():
     net = build_network("unet", 3, 2, 3, base_width=4, depth=3, deep_supervision=True)
     before = {k: v.clone() for k, v in net.state_dict().items()}
+    dropout = torch.nn.Sequential(torch.nn.Conv3d(2, 2, 3, padding=1), torch.nn.Dropout3d(0.5))
     rng = torch.get_rng_state()
     seconds = measure_step_seconds(net, (2, 16, 16, 16), 2, amp="none")
+    measure_step_seconds(dropout, (2, 8, 8, 8), 2, amp="auto")  # dropout and the bf16 probe draw random numbers
     assert 0 < seconds < 10
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert all(p.grad is None for p in net.parameters())
@@ -63,8 +68,8 @@ def larger_phantoms(tmp_path_factory):
     return make_phantom_dataset(tmp_path_factory.mktemp("timing") / "ds", n_cases=3, shape=(40, 48, 40), seed=5)
 
 
-def _options(**kw) -> TrainOptions:
-    return TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, epochs=1, iterations_per_epoch=1,
+def _options(epochs: int = 10**6, **kw) -> TrainOptions:  # the 3-second budget ends the run
+    return TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, epochs=epochs, iterations_per_epoch=10,
                         time_budget_minutes=0.05, val_fraction=0.0, num_threads=1, **kw)
 
 
@@ -80,7 +85,9 @@ def test_training_shrinks_a_planned_patch_for_the_time_budget_and_says_so(larger
     shrunk = RunPlan.load(tmp_path / "timed" / "plan.json").train.patch_size
     assert math.prod(shrunk) < math.prod(planned) and min(shrunk) >= 32
     assert any(line.startswith("time: a step at patch") and "--min-iterations" in line for line in lines), lines
-    lines = []  # a patch the user gave is theirs
+    # A patch the user gave is theirs; and a run its epochs end first is not shrunk for steps it will never take.
     run_training(larger_phantoms, tmp_path / "given", _options(min_iterations=10**9, patch_size=planned),
-                 progress=False, log=lines.append)
+                 progress=False)
     assert RunPlan.load(tmp_path / "given" / "plan.json").train.patch_size == planned
+    run_training(larger_phantoms, tmp_path / "short", _options(min_iterations=10**9, epochs=1), progress=False)
+    assert RunPlan.load(tmp_path / "short" / "plan.json").train.patch_size == planned

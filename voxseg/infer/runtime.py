@@ -1,8 +1,4 @@
-"""Load a trained run folder's network (checkpoint names and lookup: :mod:`voxseg.train.checkpoint_files`).
-
-Checkpoint format (written by ``voxseg.train``): a ``torch.save`` dict whose ``model`` key holds the
-network's state dict; ``plan.json`` beside it says how to build the network.
-"""
+"""Load a trained run folder's network (checkpoint names, format and lookup: :mod:`voxseg.train.checkpoint_files`)."""
 from __future__ import annotations
 
 import pickle

@@ -1,7 +1,7 @@
 """Segmentation metrics: overlap, volume and surface distances per structure, and their aggregation; the
 out-of-fold evaluation of a k-fold run and the post-processing chosen on it.
 
-Pure functions, arrays in and numbers out; spacings are ``(sz, sy, sx)`` in mm and every distance
+The metrics are pure functions, arrays in and numbers out (``crossval`` alone loads fold models and predicts); spacings are ``(sz, sy, sx)`` in mm and every distance
 is in mm. The empty-mask policy is in :mod:`voxseg.metrics.policy` (also as ``EMPTY_MASK_POLICY``),
 the surface definitions (MONAI-compatible HD95) in :mod:`voxseg.metrics.surface`.
 """

@@ -108,7 +108,7 @@ def choose_postprocessing(
 
 
 def save_postprocessing(choice: PostprocessingChoice, run_dir: str | Path) -> Path:
-    """Write ``run_dir/postprocessing.json`` (atomically); :func:`load_postprocessing` reads it."""
+    """Write ``run_dir/postprocessing.json`` (atomically); ``voxseg.infer.load_postprocessing`` reads it."""
     return save_json_atomic(choice.to_dict(), Path(run_dir) / POSTPROCESSING_FILE)
 
 

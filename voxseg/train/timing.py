@@ -1,8 +1,7 @@
 """Time a training step on this machine, and a patch that a time budget can train often enough.
 
-A budgeted run on a CPU can spend its minutes on too few iterations to learn (nnU-Net's GPU-sized
-defaults: 246 iterations in 10 minutes on hippocampus, Dice 0.51 against 0.85 for a smaller step).
-:func:`fit_patch_to_time_budget` measures the step of the planned patch and shrinks the patch, the
+A budgeted run on a CPU can spend its minutes on too few iterations to learn (the README's benchmarks
+table). :func:`fit_patch_to_time_budget` measures the step of the planned patch and shrinks the patch, the
 longest axis first, until the budget allows a target number of iterations
 (``python benchmarks/time_budget.py`` measures what that buys).
 """
@@ -26,8 +25,8 @@ def measure_step_seconds(model: nn.Module, input_shape: Sequence[int], batch_siz
                          device: torch.device | str = "cpu", repeats: int = 2) -> float:
     """Median wall time, in seconds, of one forward + backward pass at the run's precision.
 
-    A copy of ``model`` runs on seeded random input, so the model's weights and the global RNG are left
-    alone. The first pass (allocation, kernel choice) is not timed. Data loading and the optimiser step
+    A copy of ``model`` runs on seeded random input inside a forked RNG, so the model's weights and the
+    global RNG state are left alone (also with dropout, and with ``amp="auto"``'s first bf16 probe). The first pass (allocation, kernel choice) is not timed. Data loading and the optimiser step
     are not included: the real iteration is somewhat slower (the training loop reports its own rate).
 
     Args:
@@ -39,7 +38,12 @@ def measure_step_seconds(model: nn.Module, input_shape: Sequence[int], batch_siz
         repeats: timed passes (the median is returned).
     """
     device = torch.device(device)
-    net = copy.deepcopy(model).to(device).train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _median_step(copy.deepcopy(model).to(device).train(), input_shape, batch_size, amp, device, repeats)
+
+
+def _median_step(net: nn.Module, input_shape: Sequence[int], batch_size: int, amp: str, device: torch.device,
+                 repeats: int) -> float:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((batch_size, *input_shape), generator=generator).to(device)
     times = []
@@ -64,8 +68,8 @@ def fit_patch_to_time_budget(model: nn.Module, in_channels: int, patch: Sequence
     """The largest patch, shrunk greedily from ``patch``, whose measured step lets ``budget_seconds`` hold at
     least ``min_iterations`` steps.
 
-    The longest axis shrinks first, one ``divisor`` step at a time, down to ``min_side`` voxels (or the
-    divisor when larger), as in ``voxseg.train.memory.fit_patch_to_memory``; each candidate is timed.
+    The longest axis shrinks first, one ``divisor`` step at a time, down to ``min_side`` voxels, and never
+    below two divisors (the deepest stage keeps two voxels along every axis); each candidate is timed.
     When even the smallest patch is too slow, the smallest patch is returned.
 
     Args:
@@ -90,7 +94,7 @@ def fit_patch_to_time_budget(model: nn.Module, in_channels: int, patch: Sequence
         def measure(side: list[int]) -> float:
             return measure_step_seconds(model, (in_channels, *side), batch_size, amp, device)
 
-    floor = [max(d, (min_side // d) * d) for d in divisor]
+    floor = [max(2 * d, (min_side // d) * d) for d in divisor]
     seconds = measure(list(spatial))
     while budget_seconds / seconds < min_iterations and shrink_longest_axis(spatial, divisor, floor):
         seconds = measure(list(spatial))

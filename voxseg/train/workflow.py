@@ -60,10 +60,9 @@ class DatasetInvalid(InputProblems):
 
 
 DEFAULT_MIN_ITERATIONS = 1000
-"""Training steps a time budget should hold before a planned patch stops shrinking. On hippocampus
-(``benchmarks/time_budget.py``, 2 cores) a 2-minute budget at the memory-planned 48x64x48 patch ran 176 steps, held-out
-Dice 0.719; shrunk to 32x32x32 it ran 767, Dice 0.838. In 5 minutes: 453 steps, 0.823 against 32x48x48, 970 steps,
-0.850. Budgets that already hold this many steps (BraTS in 60 minutes: 2,222) keep their patch."""
+"""Training steps a time budget should hold before a planned patch stops shrinking (what it buys on hippocampus in 2
+and 5 minutes: ``benchmarks/time_budget.py``, figures in the README). Budgets that already hold this many steps
+(BraTS in 60 minutes) keep their patch."""
 
 
 @dataclass
@@ -487,8 +486,9 @@ def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, lo
 
 def _fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Callable[[str], None]) -> None:
     """Shrink the planned patch until the time budget holds ``min_iterations`` steps timed here (the memory fit
-    came first: a smaller patch needs less)."""
+    came first: a smaller patch needs less), or all the steps the epochs allow when those are fewer."""
     t = plan.train
+    min_iterations = min(min_iterations, t.epochs * t.iterations_per_epoch)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = torch.get_num_threads()
     if t.num_threads:  # time with the threads training will use
@@ -496,7 +496,7 @@ def _fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: C
     try:
         patch, seconds = fit_patch_to_time_budget(model, plan.input_channels, t.patch_size, t.batch_size,
                                                   60.0 * t.time_budget_minutes, min_iterations, model.size_divisor,
-                                                  t.amp, device, min_side=max(32, 2 * max(model.size_divisor)))
+                                                  t.amp, device)
     finally:
         torch.set_num_threads(threads)
     steps = int(60.0 * t.time_budget_minutes / seconds)
