@@ -412,3 +412,37 @@ def test_lean_conv_equals_conv_of_concatenation(stride, dilation):
         lean._SLAB_BYTES = old
     assert parts == []  # the inputs are released
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_bf16_inference_copy_is_as_close_to_fp32_as_autocast(name):
+    """``inference_precision("bf16")`` on a CPU predicts large windows with a bf16 copy (the lean path): its
+    logits must be about as close to fp32 as autocast's, its norms keep float32 statistics, and the model
+    itself is left in float32."""
+    from voxseg.nets.runtime import inference_precision
+
+    dims = 3 if 3 in NETWORKS[name].spatial_dims else 2
+    torch.manual_seed(0)
+    net = build_network(name, dims, 2, 3, **({} if name == "vnet" else {"base_width": 8}))
+    for module in net.modules():
+        if getattr(module, "running_mean", None) is not None:
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = torch.randn(1, 2, *([32] * dims))
+    same, dtype, _ = inference_precision(net, "bf16", torch.device("cpu"), window_voxels=32 ** dims)
+    assert same is net and dtype == torch.float32  # a small window: autocast, faster there
+    copy, dtype, context = inference_precision(net, "bf16", torch.device("cpu"), window_voxels=10 ** 8)
+    assert copy is not net and dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    norms = [m for m in copy.modules() if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm))]
+    assert all(p.dtype == torch.float32 for m in norms for p in [*m.parameters(), *m.buffers()] if p.is_floating_point())
+    with torch.inference_mode():
+        ref = net(x)
+        with context:
+            out = copy(x.to(dtype)).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = net(x).float()
+    err, auto_err = float((out - ref).abs().mean()), float((auto - ref).abs().mean())
+    assert err <= 2 * auto_err + 1e-3, (err, auto_err)
+    assert float((out - ref).abs().max()) < 0.1 * float(ref.abs().max()) + 0.1

@@ -149,6 +149,12 @@ def _var_mean_from_sums(sums: list[torch.Tensor], count: int) -> tuple[torch.Ten
     return var, mean
 
 
+def _affine_inplace(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x * scale + shift`` in place, one rounding; scale and shift (float32 for bf16 activations) cast to
+    ``x``'s dtype first: mixed-dtype in-place arithmetic made a whole bf16 network 1.7x slower."""
+    return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype), out=x)
+
+
 def norm_inplace(norm: nn.Module, x: torch.Tensor, sums: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Apply an eval-mode normalisation layer to ``x`` in place (other layers: out of place).
 
@@ -160,18 +166,19 @@ def norm_inplace(norm: nn.Module, x: torch.Tensor, sums: list[torch.Tensor] | No
     if isinstance(norm, nn.Identity):
         return x
     if isinstance(norm, nn.modules.instancenorm._InstanceNorm) and not norm.track_running_stats:
+        stat_dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 activations: scale and shift in fp32
         if sums:
-            var, mean = _var_mean_from_sums(sums, x[0, 0].numel())
-            var, mean = var.to(x.dtype).view(x.shape[:2] + (1,) * nd), mean.to(x.dtype).view(x.shape[:2] + (1,) * nd)
+            var, mean = (t.to(stat_dtype).view(x.shape[:2] + (1,) * nd)
+                         for t in _var_mean_from_sums(sums, x[0, 0].numel()))
         else:
-            var, mean = torch.var_mean(x, dim=spatial, keepdim=True, unbiased=False)
+            var, mean = torch.var_mean(x.to(stat_dtype), dim=spatial, keepdim=True, unbiased=False)
         scale = (var + norm.eps).rsqrt_()
         if norm.affine:
             scale = scale * norm.weight.view(shape)
         shift = -mean * scale
         if norm.affine:
             shift = shift + norm.bias.view(shape)
-        return x.mul_(scale).add_(shift)
+        return _affine_inplace(x, scale, shift)
     if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_mean is not None:
         scale = (norm.running_var + norm.eps).rsqrt()
         if norm.affine:
@@ -179,21 +186,22 @@ def norm_inplace(norm: nn.Module, x: torch.Tensor, sums: list[torch.Tensor] | No
         shift = -norm.running_mean * scale
         if norm.affine:
             shift = shift + norm.bias
-        return x.mul_(scale.view(shape)).add_(shift.view(shape))
+        return _affine_inplace(x, scale.view(shape), shift.view(shape))
     if isinstance(norm, nn.GroupNorm):
         n, c, g = x.shape[0], x.shape[1], norm.num_groups
+        stat_dtype = torch.promote_types(x.dtype, torch.float32)
         if sums:
             grouped = [t.view(n, g, c // g).sum(2) for t in sums]
-            var, mean = (t.to(x.dtype) for t in _var_mean_from_sums(grouped, x[0, 0].numel() * (c // g)))
+            var, mean = (t.to(stat_dtype) for t in _var_mean_from_sums(grouped, x[0, 0].numel() * (c // g)))
         else:
-            var, mean = torch.var_mean(x.view(n, g, -1), dim=2, unbiased=False)
+            var, mean = torch.var_mean(x.view(n, g, -1).to(stat_dtype), dim=2, unbiased=False)
         rstd = (var + norm.eps).rsqrt_()
         scale = rstd.repeat_interleave(c // g, dim=1)
         shift = -mean.repeat_interleave(c // g, dim=1) * scale
         if norm.affine:
             scale = scale * norm.weight
             shift = shift * norm.weight + norm.bias
-        return x.mul_(scale.view((n, c) + (1,) * nd)).add_(shift.view((n, c) + (1,) * nd))
+        return _affine_inplace(x, scale.view((n, c) + (1,) * nd), shift.view((n, c) + (1,) * nd))
     return norm(x)
 
 
