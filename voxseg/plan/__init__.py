@@ -2,9 +2,9 @@
 fingerprint (fingerprint.json)."""
 from voxseg.plan.fingerprint import FINGERPRINT_NAME, SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.plan.plan import (AUGMENTATION_PRESETS, InferenceConfig, NetworkConfig, RunPlan, TrainConfig,
-                              augmentation_preset, plan_patch_size, save_json_atomic,
+                              augmentation_preset, plan_patch_size, plan_strides, save_json_atomic,
                               write_atomic)
 
 __all__ = ["AUGMENTATION_PRESETS", "InferenceConfig", "NetworkConfig", "RunPlan", "TrainConfig",
-           "augmentation_preset", "plan_patch_size", "save_json_atomic", "write_atomic",
+           "augmentation_preset", "plan_patch_size", "plan_strides", "save_json_atomic", "write_atomic",
            "FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint"]

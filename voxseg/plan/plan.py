@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from voxseg.data.augment import AugmentConfig, Flip
 from voxseg.data.labels import LabelScheme
 from voxseg.data.preprocess import PreprocessConfig
 
-__all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "save_json_atomic",
+__all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "plan_strides",
+           "save_json_atomic",
            "write_atomic", "augmentation_preset", "AUGMENTATION_PRESETS"]
 
 AUGMENTATION_PRESETS = ("none", "flips", "default")
@@ -284,7 +285,7 @@ class RunPlan:
 
 def plan_patch_size(
     median_shape: tuple[int, ...],
-    divisor: int,
+    divisor: int | Sequence[int],
     max_voxels: int,
     spatial_dims: int = 3,
 ) -> list[int]:
@@ -293,7 +294,8 @@ def plan_patch_size(
 
     Args:
         median_shape: ``(Z, Y, X)`` median shape of the preprocessed cases, voxels.
-        divisor: network size divisor (2^(depth-1)).
+        divisor: network size divisor (2^(depth-1)), one for every axis or one per network axis (``(Z, Y, X)``,
+            or ``(Y, X)`` for 2-D; anisotropic strides, :func:`plan_strides`).
         max_voxels: memory/time cap on the patch volume (e.g. 128^3 on a GPU, ~64^3-96^3 on a CPU).
         spatial_dims: 3 for patches; 2 gives ``(1, Y, X)`` slices.
 
@@ -303,8 +305,49 @@ def plan_patch_size(
     shape = [int(s) for s in median_shape]
     if spatial_dims == 2:
         shape = shape[1:]
-    patch = [max(divisor, int(math.ceil(s / divisor)) * divisor) for s in shape]
-    while int(np.prod(patch)) > max_voxels and max(patch) > divisor:
-        axis = int(np.argmax(patch))
-        patch[axis] -= divisor
+    div = [int(divisor)] * len(shape) if isinstance(divisor, (int, np.integer)) else [int(d) for d in divisor]
+    if len(div) != len(shape):
+        raise ValueError(f"divisor {divisor} does not match the {len(shape)} network axes")
+    patch = [max(d, int(math.ceil(s / d)) * d) for s, d in zip(shape, div)]
+    while int(np.prod(patch)) > max_voxels:
+        shrinkable = [a for a in range(len(patch)) if patch[a] > div[a]]
+        if not shrinkable:
+            break
+        axis = max(shrinkable, key=lambda a: patch[a])
+        patch[axis] -= div[axis]
     return ([1] + patch) if spatial_dims == 2 else patch
+
+
+def plan_strides(spacing: Sequence[float], depth: int) -> tuple[list[list[int]], list[list[int]]] | None:
+    """Down-sampling strides and convolution kernels of a U-Net for voxels of ``spacing``, by nnU-Net's rule
+    (``get_pool_and_conv_props``, Isensee et al. 2021): a step down-samples only the axes whose current spacing
+    is within a factor 2 of the finest, and a kernel is 1 (not 3) along an axis until its spacing comes within a
+    factor 2 of the finest. Thick slices (5 x 0.8 x 0.8 mm) thus keep their few slices through the first
+    stages, and the network sees about as far along every axis in millimetres. Unlike nnU-Net the number of
+    steps is given (``depth - 1``) and the patch is planned afterwards, from the resulting divisors.
+
+    Args:
+        spacing: voxel spacing of the network's axes in mm, ``(sz, sy, sx)`` or ``(sy, sx)``.
+        depth: resolution stages of the network (``depth - 1`` down-sampling steps).
+
+    Returns:
+        ``(strides, kernel_sizes)``: ``depth - 1`` strides and ``depth`` kernel sizes, one int per axis, for
+        ``UNet(strides=..., kernel_sizes=...)``; or ``None`` when they are the defaults (2 and 3 everywhere:
+        no axis is twice as coarse as another).
+    """
+    current = [float(v) for v in spacing]
+    if not current or min(current) <= 0:
+        raise ValueError(f"spacings must be positive, got {list(spacing)}")
+    kernel = [1] * len(current)
+    strides, kernels = [], []
+    for _ in range(depth - 1):
+        finest = min(current)
+        kernel = [3 if k == 3 or c / finest < 2 else 1 for k, c in zip(kernel, current)]
+        kernels.append(list(kernel))
+        step = [2 if c / finest < 2 else 1 for c in current]
+        strides.append(step)
+        current = [c * st for c, st in zip(current, step)]
+    kernels.append([3] * len(current))  # the deepest stage: 3 along every axis, as nnU-Net
+    if all(v == 2 for st in strides for v in st) and all(v == 3 for k in kernels for v in k):
+        return None
+    return strides, kernels

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -39,9 +40,9 @@ from voxseg.errors import InputError, InputProblems
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.losses import build_loss
-from voxseg.nets import build_model, check_spatial_size, freeze_encoder
+from voxseg.nets import NETWORKS, build_model, check_spatial_size, freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
-                              save_json_atomic, write_atomic)
+                              plan_strides, save_json_atomic, write_atomic)
 from voxseg.train.checkpoint_files import CHECKPOINT_LAST, checkpoint_path
 from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
@@ -444,6 +445,29 @@ def _hardware_defaults(options: TrainOptions) -> tuple[dict, int, str]:
     return kwargs, cap or GPU_MAX_PATCH_VOXELS, note
 
 
+def _spacing_strides(options: TrainOptions, spacing: list[float], net_kwargs: dict, log: Callable[[str], None]) -> dict:
+    """``net_kwargs`` with a U-Net's strides and kernel sizes planned for voxels of ``spacing`` (mm, the network's
+    axes) by :func:`voxseg.plan.plan_strides`, when the preset takes them, the user set neither and the spacing
+    is anisotropic (one axis twice as coarse as another); said in one line."""
+    builder = NETWORKS[options.net].builder if options.net in NETWORKS else None
+    if builder is None or "strides" not in inspect.signature(builder).parameters:
+        return net_kwargs
+    if "strides" in net_kwargs or "kernel_sizes" in net_kwargs:
+        return net_kwargs
+    depth = NETWORKS[options.net].kwargs(options.spatial_dims, **net_kwargs)["depth"]
+    if not isinstance(depth, int):  # building the network says what is wrong with it
+        return net_kwargs
+    planned = plan_strides(spacing, depth)
+    if planned is None:
+        return net_kwargs
+    strides, kernels = planned
+    log(f"anisotropic voxels {' x '.join(f'{v:.3g}' for v in spacing)} mm: strides "
+        f"{' '.join('x'.join(map(str, st)) for st in strides)}, kernels {' '.join('x'.join(map(str, k)) for k in kernels)} "
+        "(nnU-Net's rule: an axis is down-sampled, and convolved with 3 voxels, once its spacing is within 2x of "
+        "the finest; --net-args 'strides=[[2,2,2],...],kernel_sizes=[[3,3,3],...]' sets others)")
+    return {**net_kwargs, "strides": strides, "kernel_sizes": kernels}
+
+
 def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, log: Callable[[str], None]) -> None:
     """Shrink a planned patch (then batch) until a training step fits the memory budget; warn when the
     user's own patch does not fit (refuse when they also gave ``--memory``)."""
@@ -511,11 +535,11 @@ def _fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: C
 
 
 def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
-                  log: Callable[[str], None], run_dir: Path) -> RunPlan:
+                  log: Callable[[str], None], run_dir: Path, fingerprint: DatasetFingerprint | None = None) -> RunPlan:
     """:func:`_plan_from_data` then :func:`_check_plan`; an option that cannot be planned is one line naming the run."""
     try:
         options = dataclasses.replace(options, patch_size=checked_patch_size(options.patch_size, options.spatial_dims))
-        plan, model = _plan_from_data(options, dataset, label_values, prepared, log)
+        plan, model = _plan_from_data(options, dataset, label_values, prepared, log, fingerprint)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise _option_error(run_dir, exc) from None
     _check_plan(plan, run_dir, model)
@@ -523,11 +547,12 @@ def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[in
 
 
 def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[int],
-                    prepared: list[PreparedCase], log: Callable[[str], None] = print
-                    ) -> tuple[RunPlan, torch.nn.Module]:
-    """The run plan: the user's options, with the patch planned from the median case shape, and the network
-    size and patch cap chosen for the hardware where the user did not set them; and the network it planned
-    with (built once, checked again by :func:`_check_plan`)."""
+                    prepared: list[PreparedCase], log: Callable[[str], None] = print,
+                    fingerprint: DatasetFingerprint | None = None) -> tuple[RunPlan, torch.nn.Module]:
+    """The run plan: the user's options, with the patch planned from the median case shape, the network size
+    and patch cap chosen for the hardware, and a U-Net's strides and kernels for the voxel spacing (the
+    resampling target, else the ``fingerprint``'s median), where the user did not set them; and the network it
+    planned with (built once, checked again by :func:`_check_plan`)."""
     lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
     train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
                         lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
@@ -538,6 +563,9 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     net_kwargs, max_patch_voxels, note = _hardware_defaults(options)
     if note:
         log(note)
+    spacing = options.preprocess.target_spacing or (fingerprint.spacing_median if fingerprint else None)
+    if spacing:
+        net_kwargs = _spacing_strides(options, list(spacing)[-options.spatial_dims:], net_kwargs, log)
     unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
@@ -556,12 +584,11 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     except ValueError as exc:
         raise InputError(dataset.root, str(exc)) from None
     model = build_model(plan)
-    divisor = max(model.size_divisor)
     median = np.median(np.array([c.image.shape[1:] for c in prepared]), axis=0)
     if train.minicube:  # seed 000: the patch is the cube plus its context
         patch = [c + train.minicube_context for c in train.minicube]
     else:
-        patch = options.patch_size or plan_patch_size(tuple(median), divisor, max_patch_voxels,
+        patch = options.patch_size or plan_patch_size(tuple(median), model.size_divisor, max_patch_voxels,
                                                       options.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
     spatial = plan.train.patch_size[-options.spatial_dims:]
@@ -808,11 +835,12 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
-            plan = _checked_plan(options, dataset, mapping.values, prepared, log, run_dir)
+            fingerprint = _fingerprint(rows, options.preprocess.orientation)
+            plan = _checked_plan(options, dataset, mapping.values, prepared, log, run_dir, fingerprint)
             plan.save(staging / "plan.json")
             save_json_atomic(split, staging / "split.json")
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
-            _fingerprint(rows, plan.preprocess.orientation).save(staging)
+            fingerprint.save(staging)
         log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
             f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
             f"split {len(split['train'])} train / {len(split['val'])} validation cases")
@@ -849,11 +877,12 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         _check_fold_choice(options.fold, len(splits), run_dir)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
-            plan = _checked_plan(options, dataset, mapping.values, prepared, log, run_dir)
+            fingerprint = _fingerprint(rows, options.preprocess.orientation)
+            plan = _checked_plan(options, dataset, mapping.values, prepared, log, run_dir, fingerprint)
             plan.save(staging / "plan.json")
             save_json_atomic(splits, staging / splits_path.name)
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
-            _fingerprint(rows, plan.preprocess.orientation).save(staging)
+            fingerprint.save(staging)
         log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
             f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]

@@ -1,0 +1,87 @@
+"""Strides and kernels planned from the voxel spacing (nnU-Net's rule), and patches with per-axis divisors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from voxseg.data.phantoms import make_phantom_dataset
+from voxseg.nets import build_network
+from voxseg.plan import RunPlan, plan_patch_size, plan_strides
+from voxseg.train import TrainOptions, run_training
+
+
+def test_isotropic_and_mildly_anisotropic_spacings_keep_the_defaults():
+    assert plan_strides([1.0, 1.0, 1.0], 5) is None
+    assert plan_strides([1.5, 0.9, 0.9], 5) is None  # IBSR-like: within 2x
+    assert plan_strides([0.8, 0.8], 5) is None
+
+
+def test_thick_slices_are_not_downsampled_or_convolved_until_in_plane_catches_up():
+    # nnU-Net's get_pool_and_conv_props on 4 x 1 x 1 mm (without its size limit): the slice axis joins once
+    # the in-plane spacing is within a factor 2 of it (strictly), i.e. after two steps, at 4 mm.
+    strides, kernels = plan_strides([4.0, 1.0, 1.0], 5)
+    assert strides == [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert kernels == [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+    strides, kernels = plan_strides([5.0, 0.7, 0.7], 4)  # 5 mm / 2.8 mm < 2 at the third step
+    assert strides == [[1, 2, 2], [1, 2, 2], [2, 2, 2]]
+    assert kernels[:3] == [[1, 3, 3], [1, 3, 3], [3, 3, 3]]
+    strides, _ = plan_strides([1.0, 1.0, 3.0], 3)  # the coarse axis may be any axis
+    assert strides == [[2, 2, 1], [2, 2, 2]]
+    with pytest.raises(ValueError, match="positive"):
+        plan_strides([0.0, 1.0, 1.0], 5)
+
+
+def test_planned_strides_build_a_network_whose_lean_path_matches_the_plain_one():
+    strides, kernels = plan_strides([4.0, 1.0, 1.0], 4)
+    net = build_network("unet", 3, 1, 3, base_width=4, depth=4, strides=strides, kernel_sizes=kernels).eval()
+    assert net.size_divisor == (2, 8, 8)
+    x = torch.randn(1, 1, 6, 16, 24)
+    with torch.enable_grad():
+        plain = net(x).detach()
+    with torch.inference_mode():
+        lean = net(x)
+    assert torch.allclose(lean, plain, atol=1e-4)
+
+
+def test_patch_rounds_and_shrinks_each_axis_by_its_own_divisor():
+    assert plan_patch_size((9, 50, 35), (4, 16, 16), 64 ** 3) == [12, 64, 48]
+    assert plan_patch_size((9, 50, 35), 16, 64 ** 3) == [16, 64, 48]
+    # shrinking takes the largest axis first, one of its own divisors at a time, never below one divisor
+    assert plan_patch_size((20, 200, 200), (4, 16, 16), 32 ** 3) == [20, 32, 48]  # ties: the first axis
+    assert plan_patch_size((5, 30, 40), (16, 16), 10 ** 6, spatial_dims=2) == [1, 32, 48]
+    with pytest.raises(ValueError, match="divisor"):
+        plan_patch_size((9, 50, 35), (4, 16), 64 ** 3)
+
+
+def test_training_plans_strides_for_thick_slices_and_saves_them(tmp_path):
+    data = make_phantom_dataset(tmp_path / "thick", n_cases=3, shape=(10, 48, 48), spacing=(4.0, 1.0, 1.0), seed=3)
+    lines: list[str] = []
+    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 4}, epochs=1, iterations_per_epoch=1,
+                           val_fraction=0.0, num_threads=1)
+    run_training(data, tmp_path / "run", options, progress=False, log=lines.append)
+    plan = RunPlan.load(tmp_path / "run" / "plan.json")
+    assert plan.network.kwargs["strides"] == [[1, 2, 2], [1, 2, 2], [2, 2, 2]]
+    assert plan.network.kwargs["kernel_sizes"][0] == [1, 3, 3]
+    assert plan.train.patch_size[0] % 2 == 0 and plan.train.patch_size[0] < 16  # divisor 2 along z, not 8
+    assert any(line.startswith("anisotropic voxels 4 x 1 x 1 mm: strides 1x2x2 1x2x2 2x2x2") for line in lines), lines
+    # the user's own strides are theirs
+    lines.clear()
+    mine = [[2, 2, 2]] * 3
+    run_training(data, tmp_path / "mine", TrainOptions(**{**options.__dict__, "net_kwargs": {
+        "base_width": 4, "depth": 4, "strides": mine}}), progress=False, log=lines.append)
+    assert RunPlan.load(tmp_path / "mine" / "plan.json").network.kwargs["strides"] == mine
+    assert not any(line.startswith("anisotropic") for line in lines)
+
+
+def test_isotropic_training_keeps_the_default_network(tmp_path):
+    data = make_phantom_dataset(tmp_path / "iso", n_cases=3, shape=(24, 24, 24), spacing=(1.0, 1.0, 1.0), seed=4)
+    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, epochs=1, iterations_per_epoch=1,
+                           val_fraction=0.0, num_threads=1)
+    run_training(data, tmp_path / "run", options, progress=False)
+    assert "strides" not in RunPlan.load(tmp_path / "run" / "plan.json").network.kwargs
+
+
+def test_net_args_take_json_lists():
+    from voxseg.cli import _parse_kv
+
+    assert _parse_kv("strides=[[1,2,2],[2,2,2]],base_width=8") == {"strides": [[1, 2, 2], [2, 2, 2]], "base_width": 8}
