@@ -366,12 +366,8 @@ def test_torch_compile_inductor():
         assert torch.allclose(compiled(x), net(x), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_lean_inference_path_matches_plain_path(name):
-    """Eval + no autograd takes the memory-lean path (slabbed convs, split concatenation, in-place
-    norms); it must give the plain path's output. Batch norm gets non-trivial running statistics."""
-    import voxseg.nets._lean as lean
-
+def _eval_net_with_running_stats(name: str) -> tuple[nn.Module, int]:
+    """A seeded preset in eval mode (3-D where it exists), its batch norms given non-trivial running statistics."""
     dims = 3 if 3 in NETWORKS[name].spatial_dims else 2
     torch.manual_seed(0)
     net = build_network(name, dims, 2, 3, **({} if name == "vnet" else {"base_width": 8}))
@@ -379,7 +375,16 @@ def test_lean_inference_path_matches_plain_path(name):
         if getattr(module, "running_mean", None) is not None:
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    net.eval()
+    return net.eval(), dims
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_lean_inference_path_matches_plain_path(name):
+    """Eval + no autograd takes the memory-lean path (slabbed convs, split concatenation, in-place
+    norms); it must give the plain path's output. Batch norm gets non-trivial running statistics."""
+    import voxseg.nets._lean as lean
+
+    net, dims = _eval_net_with_running_stats(name)
     x = torch.randn(2, 2, *([32] * dims))
     with torch.enable_grad():
         plain = net(x).detach()
@@ -421,14 +426,7 @@ def test_bf16_inference_copy_is_as_close_to_fp32_as_autocast(name):
     itself is left in float32."""
     from voxseg.nets.runtime import inference_precision
 
-    dims = 3 if 3 in NETWORKS[name].spatial_dims else 2
-    torch.manual_seed(0)
-    net = build_network(name, dims, 2, 3, **({} if name == "vnet" else {"base_width": 8}))
-    for module in net.modules():
-        if getattr(module, "running_mean", None) is not None:
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    net.eval()
+    net, dims = _eval_net_with_running_stats(name)
     x = torch.randn(1, 2, *([32] * dims))
     same, dtype, _ = inference_precision(net, "bf16", torch.device("cpu"), window_voxels=32 ** dims)
     assert same is net and dtype == torch.float32  # a small window: autocast, faster there

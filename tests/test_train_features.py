@@ -211,3 +211,29 @@ def test_a_patch_larger_than_every_case_is_said(phantoms, tmp_path):
     run_training(phantoms, tmp_path / "fits", _options(epochs=1, iterations_per_epoch=1), progress=False,
                  log=said.append)
     assert not [line for line in said if line.startswith("warning: patch")]
+
+
+def test_one_non_finite_loss_skips_its_step_instead_of_ruining_the_weights(phantoms, tmp_path, monkeypatch):
+    """A batch whose loss is NaN (here: the second step's) must not reach the weights: its step is skipped,
+    training goes on, the weights stay finite and the epoch's logged loss is that of the finite steps."""
+    import voxseg.train.loop as loop
+
+    real = loop.build_loss
+
+    def build_with_one_nan(*args, **kwargs):
+        loss_fn, calls = real(*args, **kwargs), []
+
+        def loss(out, y):
+            calls.append(1)
+            value = loss_fn(out, y)
+            return value * float("nan") if len(calls) == 2 else value
+        return loss
+
+    monkeypatch.setattr(loop, "build_loss", build_with_one_nan)
+    lines: list[str] = []
+    run_training(phantoms, tmp_path / "run", _options(epochs=2, iterations_per_epoch=3, val_fraction=0.0),
+                 progress=False, log=lines.append)
+    assert any(line.startswith("warning: 1 step(s) skipped: their loss or gradients were not finite") for line in lines)
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values() if v.is_floating_point())
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2 and all(math.isfinite(float(r.split(",")[3])) for r in rows)

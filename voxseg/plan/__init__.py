@@ -2,9 +2,10 @@
 fingerprint (fingerprint.json)."""
 from voxseg.plan.fingerprint import FINGERPRINT_NAME, SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.plan.plan import (AUGMENTATION_PRESETS, InferenceConfig, NetworkConfig, RunPlan, TrainConfig,
-                              augmentation_preset, plan_patch_size, plan_strides, save_json_atomic,
-                              write_atomic)
+                              augmentation_preset, plan_patch_size, plan_strides, plan_target_spacing,
+                              save_json_atomic, write_atomic)
 
 __all__ = ["AUGMENTATION_PRESETS", "InferenceConfig", "NetworkConfig", "RunPlan", "TrainConfig",
-           "augmentation_preset", "plan_patch_size", "plan_strides", "save_json_atomic", "write_atomic",
+           "augmentation_preset", "plan_patch_size", "plan_strides", "plan_target_spacing", "save_json_atomic",
+           "write_atomic",
            "FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint"]

@@ -20,6 +20,7 @@ from voxseg.data.labels import LabelScheme
 from voxseg.data.preprocess import PreprocessConfig
 
 __all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "plan_strides",
+           "plan_target_spacing",
            "save_json_atomic",
            "write_atomic", "augmentation_preset", "AUGMENTATION_PRESETS"]
 
@@ -316,6 +317,37 @@ def plan_patch_size(
         axis = max(shrinkable, key=lambda a: patch[a])
         patch[axis] -= div[axis]
     return ([1] + patch) if spatial_dims == 2 else patch
+
+
+def plan_target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]],
+                        tolerance: float = 1.25) -> list[float] | None:
+    """The spacing to resample every case to when the cases' spacings differ, by nnU-Net's rule
+    (``determine_fullres_target_spacing``, Isensee et al. 2021): the median spacing per axis; but when the
+    median is anisotropic (its coarsest axis over 3x the others, with under a third of their voxels along it),
+    that axis takes the 10th percentile of its spacings instead (never finer than the other axes), so the
+    resampled cases do not lose most of their slices' detail to a few coarse cases.
+
+    Args:
+        spacings: ``(sz, sy, sx)`` per case, mm, in the run's voxel order.
+        shapes: ``(Z, Y, X)`` per case, voxels.
+        tolerance: spacings within this factor of each other along every axis count as one spacing.
+
+    Returns:
+        ``[sz, sy, sx]`` in mm, or ``None`` when every axis's spacings lie within ``tolerance`` of each other
+        (nothing to resample; the cases keep their own grids).
+    """
+    sp, sh = np.asarray(spacings, dtype=np.float64), np.asarray(shapes, dtype=np.float64)
+    if sp.ndim != 2 or not len(sp) or (sp <= 0).any():
+        raise ValueError("need one positive (sz, sy, sx) spacing per case")
+    if (sp.max(0) <= tolerance * sp.min(0)).all():
+        return None
+    target = np.percentile(sp, 50, axis=0)
+    size = np.percentile(sh, 50, axis=0)
+    coarse = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != coarse]
+    if target[coarse] > 3 * max(target[others]) and size[coarse] * 3 < min(size[others]):
+        target[coarse] = max(float(np.percentile(sp[:, coarse], 10)), max(target[others]) + 1e-5)
+    return [round(float(v), 6) for v in target]
 
 
 def plan_strides(spacing: Sequence[float], depth: int) -> tuple[list[list[int]], list[list[int]]] | None:

@@ -245,7 +245,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
 
     start_epoch, elapsed_before, best, best_epoch, iterations_done = 0, 0.0, -1.0, -1, 0
     swa_done = 0
-    not_finite = 0  # losses in a row that were NaN or infinite
+    not_finite = 0  # losses in a row that were NaN or infinite (their steps are skipped)
+    skipped_steps = 0  # steps skipped for non-finite gradients, this session
     stopped_main = False  # the main phase ended early (time budget, early stopping): SWA may still follow
     history: list[dict] = []
     if resume:
@@ -324,13 +325,17 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                                      "checkpoints saved before stay in the run folder")
             else:
                 not_finite = 0
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
+                losses.append(loss_value)
+            scaler.scale(loss).backward()  # every rank, always: DDP averages gradients across ranks here
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            # A step with non-finite gradients would make every weight NaN for good: skip it (fp16's scaler
+            # skips such steps itself), so one bad batch costs one step, not the run.
+            if scaler.is_enabled() or math.isfinite(float(grad_norm)):
+                scaler.step(optimizer)
+            else:
+                skipped_steps += 1
             scaler.update()
-            losses.append(loss_value)
             iterations_done += 1
             session_iterations += 1
             if session_iterations == 1:
@@ -346,15 +351,15 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                         "(--net-args base_width=...)")
             # A budgeted bar stops at its total: the last step may end a little past the budget.
             bar.update(min(int(time.perf_counter() - t0), bar.total) - bar.n if by_time else 1)
-            bar.set_postfix_str(f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, best val Dice "
-                                f"{best:.3f}, lr {lr:.2g}" if best >= 0 else
-                                f"it {iterations_done}, loss {np.mean(losses[-20:]):.3f}, lr {lr:.2g}")
+            recent = float(np.mean(losses[-20:])) if losses else math.nan
+            bar.set_postfix_str(f"it {iterations_done}, loss {recent:.3f}, best val Dice {best:.3f}, lr {lr:.2g}"
+                                if best >= 0 else f"it {iterations_done}, loss {recent:.3f}, lr {lr:.2g}")
             if not in_swa and _budget_spent(time.perf_counter() - t0 >= budget_s, world, dev):
                 stopped_by = "time budget"
                 break
         epochs_done = epoch + 1
         row = {"epoch": epochs_done, "iterations": iterations_done, "lr": lr,
-               "train_loss": float(np.mean(losses)), "minutes": (time.perf_counter() - t0) / 60.0}
+               "train_loss": float(np.mean(losses)) if losses else math.nan, "minutes": (time.perf_counter() - t0) / 60.0}
         is_last = stopped_by == "time budget" or epoch + 1 == cfg.epochs
         if in_swa:
             swa_done += 1
@@ -404,6 +409,9 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     if main_process and not val_cases:  # no validation: the last weights are the best we know
         _save_checkpoint(run_dir / CHECKPOINT_BEST, {"model": model.state_dict(), "epoch": epochs_done})
     elapsed = (time.perf_counter() - t0) / 60.0
+    if skipped_steps:
+        log(f"warning: {skipped_steps} step(s) skipped: their loss or gradients were not finite (NaN or infinite); "
+            "many mean the learning rate is too high for this data (--lr)")
     log(f"stopped by {stopped_by} after {epochs_done} epochs ({iterations_done} iterations), {elapsed:.1f} min; "
         + (f"best validation Dice {best:.4f} at epoch {best_epoch}" if best >= 0 else "no validation cases"))
     return TrainResult(epochs_done, best, best_epoch, elapsed, stopped_by, history, iterations_done, model)
