@@ -214,10 +214,12 @@ def _train_options(**kw):
                       kw["augment_args"])
     pre = PreprocessConfig(normalization=kw["normalization"] or "zscore", n4=kw["n4"], denoise=kw["denoise"],
                            ct_window=_parsed("--ct-window", _parse_window, kw["ct_window"]),
-                           target_spacing=_parsed("--spacing", _parse_floats, kw["spacing"], count=3))
+                           target_spacing=None if str(kw["spacing"]).lower() in ("auto", "none") else
+                           _parsed("--spacing", _parse_floats, kw["spacing"], count=3))
     timing = {} if kw["min_iterations"] is None else {"min_iterations": kw["min_iterations"]}
     return TrainOptions(
         **timing, net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
+        resample="none" if str(kw["spacing"]).lower() == "none" else "auto",
         loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=patch,
@@ -287,7 +289,9 @@ def _training_flags(func):
                           "nnU-Net does, else zscore]"),
         click.option("--ct-window", default=None, help="with ct: clip to LO,HI in HU [default: the 0.5th and 99.5th "
                      "percentiles of the training cases' labelled voxels]"),
-        click.option("--spacing", default=None, help="resample to this spacing in mm, z,y,x (e.g. 1,1,1)"),
+        click.option("--spacing", default="auto", show_default=True,
+                     help="resample to this spacing in mm, z,y,x (e.g. 1,1,1); auto: to the cases' median spacing "
+                          "when their spacings differ (as nnU-Net); none: keep each case's own"),
         click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
         click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,
                      help="anisotropic diffusion denoising (Perona-Malik gradient or curvature flow)"),

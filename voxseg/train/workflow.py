@@ -34,7 +34,7 @@ from voxseg.data.labels import LabelScheme, check_labels_fit, declared_regions_s
 from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
                                     preprocess_case)
-from voxseg.plan.fingerprint import DatasetFingerprint, dataset_fingerprint
+from voxseg.plan.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.data.sampling import minicube_partition
 from voxseg.errors import InputError, InputProblems
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
@@ -42,7 +42,7 @@ from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.losses import build_loss
 from voxseg.nets import NETWORKS, build_model, check_spatial_size, freeze_encoder
 from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
-                              plan_strides, save_json_atomic, write_atomic)
+                              plan_strides, plan_target_spacing, save_json_atomic, write_atomic)
 from voxseg.train.checkpoint_files import CHECKPOINT_LAST, checkpoint_path
 from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
@@ -97,6 +97,9 @@ class TrainOptions:
         orientation: the voxel order every scan is brought to first (exact flips / permutations, undone on
             output): ``"auto"`` the one most training cases are stored in, ``"none"`` each file's own, or axis
             codes such as ``"RAS"``. An orientation set in ``preprocess`` wins over ``"auto"``.
+        resample: ``"auto"``: when ``preprocess.target_spacing`` is unset and the cases' spacings differ (by
+            over 1.25x along an axis), resample every case to their median spacing, as nnU-Net does
+            (:func:`voxseg.plan.plan_target_spacing`); ``"none"``: keep each case's own grid.
         skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
         include_cases: train only on these case ids (others are not used; e.g. the demo's test split).
         folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
@@ -128,6 +131,7 @@ class TrainOptions:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     normalization: str | None = None
     orientation: str | None = "auto"
+    resample: str = "auto"
     skip_invalid: bool = False
     include_cases: list[str] | None = None
     num_threads: int | None = None
@@ -637,6 +641,12 @@ def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, di
 def _fingerprint(rows: dict[str, CaseSummary], orientation: str | None) -> DatasetFingerprint:
     """Spacings and shapes of the run's cases (their first images, as validation read them), in the run's
     orientation (prediction compares scans with them)."""
+    return dataset_fingerprint(*_spacings_and_shapes(rows, orientation))
+
+
+def _spacings_and_shapes(rows: dict[str, CaseSummary], orientation: str | None
+                         ) -> tuple[list[tuple[float, ...]], list[tuple[int, ...]]]:
+    """Each case's ``(sz, sy, sx)`` spacing (mm) and ``(Z, Y, X)`` shape in the run's orientation."""
     spacings, shapes = [], []
     for row in rows.values():
         spacing, shape = row.spacing, row.shape
@@ -646,7 +656,25 @@ def _fingerprint(rows: dict[str, CaseSummary], orientation: str | None) -> Datas
             shape = tuple(int(round(v)) for v in reoriented_spacing(shape, row.orientation, orientation))
         spacings.append(spacing)
         shapes.append(shape)
-    return dataset_fingerprint(spacings, shapes)
+    return spacings, shapes
+
+
+def _resolve_spacing(options: TrainOptions, rows: dict[str, CaseSummary], log) -> TrainOptions:
+    """``options`` with the resampling decided (see ``TrainOptions.resample``): cases whose spacings differ are
+    resampled to nnU-Net's target spacing, said in one line."""
+    if options.preprocess.target_spacing is not None or str(options.resample).lower() == "none":
+        return options
+    spacings, shapes = _spacings_and_shapes(rows, options.preprocess.orientation)
+    target = plan_target_spacing(spacings, shapes, SPACING_TOLERANCE) if spacings else None
+    if target is None:
+        return options
+    sp = np.asarray(spacings, dtype=np.float64)
+    ranges = ", ".join(f"{axis} {lo:.3g}-{hi:.3g}" for axis, lo, hi in zip("zyx", sp.min(0), sp.max(0)))
+    log(f"spacing: the cases' voxel spacings differ ({ranges} mm): every case is resampled to "
+        f"{' x '.join(f'{v:.3g}' for v in target)} mm (Z x Y x X; nnU-Net's target: the median, the 10th percentile "
+        "along a much coarser axis), and predictions back to each scan's own grid (--spacing Z,Y,X sets another, "
+        "--spacing none keeps each case's own)")
+    return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, target_spacing=tuple(target)))
 
 
 def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[Case], log,
@@ -831,7 +859,8 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
                                  progress)
     else:
         cases, mapping, rows = _checked_setup(dataset, options, log)
-        options = _resolve_normalization(_resolve_orientation(options, rows, log), dataset, cases, log, progress)
+        options = _resolve_spacing(_resolve_orientation(options, rows, log), rows, log)
+        options = _resolve_normalization(options, dataset, cases, log, progress)
         split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
@@ -869,7 +898,8 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
     else:
         _check_run_dir(run_dir, overwrite, resume=False)
         cases, mapping, rows = _checked_setup(dataset, options, log)
-        options = _resolve_normalization(_resolve_orientation(options, rows, log), dataset, cases, log, progress)
+        options = _resolve_spacing(_resolve_orientation(options, rows, log), rows, log)
+        options = _resolve_normalization(options, dataset, cases, log, progress)
         if not 2 <= options.folds <= len(cases):
             raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
                                       f"got {options.folds}")

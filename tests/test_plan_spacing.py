@@ -1,12 +1,14 @@
-"""Strides and kernels planned from the voxel spacing (nnU-Net's rule), and patches with per-axis divisors."""
+"""Planning from the voxel spacing: the resampling target when the cases' spacings differ, a U-Net's strides and
+kernels for anisotropic voxels (both nnU-Net's rules), and patches with per-axis divisors."""
 from __future__ import annotations
 
+import nibabel as nib
 import pytest
 import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.nets import build_network
-from voxseg.plan import RunPlan, plan_patch_size, plan_strides
+from voxseg.plan import RunPlan, plan_patch_size, plan_strides, plan_target_spacing
 from voxseg.train import TrainOptions, run_training
 
 
@@ -85,3 +87,74 @@ def test_net_args_take_json_lists():
     from voxseg.cli import _parse_kv
 
     assert _parse_kv("strides=[[1,2,2],[2,2,2]],base_width=8") == {"strides": [[1, 2, 2], [2, 2, 2]], "base_width": 8}
+
+
+def test_target_spacing_is_the_median_or_none_when_the_cases_agree():
+    assert plan_target_spacing([[1.0, 1.0, 1.0]] * 3, [[50, 60, 50]] * 3) is None
+    assert plan_target_spacing([[1.2, 1.0, 1.0], [1.0, 0.9, 0.9]], [[50] * 3] * 2) is None  # within 1.25x
+    assert plan_target_spacing([[1, 1, 1], [2, 1, 1], [1.5, 1, 1]], [[50] * 3] * 3) == [1.5, 1.0, 1.0]
+
+
+def test_target_spacing_of_a_much_coarser_axis_is_its_10th_percentile():
+    # nnU-Net's rule: 5 of 9 cases at 5 mm slices make the median 5 mm, over 3x the in-plane 0.7 mm with a
+    # tenth of the voxels along it: the slice axis takes the 10th percentile (1 mm), keeping the thin cases' detail.
+    spacings = [[5.0, 0.7, 0.7]] * 5 + [[1.0, 0.7, 0.7]] * 4
+    assert plan_target_spacing(spacings, [[40, 512, 512]] * 9) == [1.0, 0.7, 0.7]
+    # with as many voxels along it as in-plane, the median stays
+    assert plan_target_spacing(spacings, [[400, 512, 512]] * 9) == [5.0, 0.7, 0.7]
+    with pytest.raises(ValueError, match="positive"):
+        plan_target_spacing([[0.0, 1.0, 1.0]], [[4, 4, 4]])
+
+
+@pytest.fixture(scope="module")
+def mixed_spacings(tmp_path_factory):
+    """Phantoms of which two cases say 2.4 mm slices in their headers (images and labels), two 1.2 mm."""
+    data = make_phantom_dataset(tmp_path_factory.mktemp("mixed") / "ds", n_cases=4, shape=(20, 24, 20),
+                                spacing=(1.2, 1.0, 1.0), seed=6)
+    for path in sorted(data.rglob("*.nii.gz")):
+        if any(f"_{i:03d}" in path.name for i in (2, 3)):
+            img = nib.load(path)
+            affine = img.affine.copy()
+            affine[:3, 2] *= 2.0  # the file's third axis is voxseg's Z
+            out = nib.Nifti1Image(img.get_fdata().astype(img.get_data_dtype()), affine)
+            nib.save(out, path)
+    return data
+
+
+def test_training_resamples_cases_whose_spacings_differ_and_says_so(mixed_spacings, tmp_path):
+    from voxseg.infer import load_model
+
+    lines: list[str] = []
+    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=1,
+                           iterations_per_epoch=1, val_fraction=0.0, num_threads=1)
+    run_training(mixed_spacings, tmp_path / "auto", options, progress=False, log=lines.append)
+    plan = RunPlan.load(tmp_path / "auto" / "plan.json")
+    assert plan.preprocess.target_spacing is not None
+    assert list(plan.preprocess.target_spacing) == pytest.approx([1.8, 1.0, 1.0])
+    assert any(line.startswith("spacing: the cases' voxel spacings differ (z 1.2-2.4") for line in lines), lines
+    load_model(tmp_path / "auto")  # the run loads with its resampling
+    lines.clear()
+    import dataclasses
+
+    run_training(mixed_spacings, tmp_path / "none", dataclasses.replace(options, resample="none"), progress=False,
+                 log=lines.append)
+    assert RunPlan.load(tmp_path / "none" / "plan.json").preprocess.target_spacing is None
+    assert not any(line.startswith("spacing:") for line in lines)
+
+
+def test_cli_spacing_auto_none_and_numbers(mixed_spacings, tmp_path):
+    from click.testing import CliRunner
+
+    from voxseg.cli import main
+
+    tiny = ["--net-args", "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "1", "--iterations", "1",
+            "--threads", "1", "--val-fraction", "0"]
+    for name, spacing, expected in (("none", "none", None), ("given", "2,1,1", [2.0, 1.0, 1.0])):
+        result = CliRunner().invoke(main, ["train", str(mixed_spacings), "--out", str(tmp_path / name),
+                                           "--spacing", spacing, *tiny])
+        assert result.exit_code == 0, result.output
+        got = RunPlan.load(tmp_path / name / "plan.json").preprocess.target_spacing
+        assert (got is None) if expected is None else list(got) == expected
+    result = CliRunner().invoke(main, ["train", str(mixed_spacings), "--out", str(tmp_path / "bad"), "--spacing",
+                                       "fine", *tiny])
+    assert result.exit_code == 2 and "--spacing" in result.output and not (tmp_path / "bad").exists()
