@@ -11,7 +11,10 @@ last weights, no TTA; predictions are written in the thick-slice geometry and sc
 - ``3d planned``: voxseg's default, strides and kernels planned for the 4 mm slices;
 - ``3d isotropic``: strides 2 and kernels 3 along every axis (what voxseg planned before);
 - ``2d``: slices of the in-plane axes (``--dims 2``);
-- ``2.5d``: 2-D slices with their two neighbours as channels (``--mode 2.5d``).
+- ``2.5d``: 2-D slices with their two neighbours as channels (``--mode 2.5d``);
+- ``mixed resampled`` / ``mixed own grids``: another copy in which only the odd-numbered cases lose every second
+  slice (1 x 1 x 2 mm beside 1 mm cases), trained with voxseg's default resampling to the median spacing
+  (``resample="auto"``) and without (``"none"``, what voxseg did before).
 
 Usage:
     python benchmarks/anisotropic.py [--minutes 5] [--every 4] [--data PATH]
@@ -33,15 +36,19 @@ from _heldout import REPO, SHARED_DATA, train_and_test
 from voxseg.train import TrainOptions
 
 
-def thick_slice_copy(src: Path, dst: Path, every: int) -> Path:
+def thick_slice_copy(src: Path, dst: Path, every: int, odd_cases_only: bool = False) -> Path:
     """``src`` (images/, labels/) with every ``every``-th slice of the S axis kept, the affine's slice step
-    scaled to match (its origin unchanged), written to ``dst`` once."""
+    scaled to match (its origin unchanged), written to ``dst`` once; with ``odd_cases_only`` only the cases
+    whose number is odd, the others copied as they are (a dataset of mixed spacings)."""
     if (dst / "done").exists():
         return dst
     for sub in ("images", "labels"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
         for path in sorted((src / sub).glob("*.nii.gz")):
             img = nib.load(str(path))
+            if odd_cases_only and int("".join(c for c in path.name.split(".")[0] if c.isdigit()) or 0) % 2 == 0:
+                nib.save(img, str(dst / sub / path.name))
+                continue
             axis = "".join(nib.aff2axcodes(img.affine)).find("S")
             if axis < 0:
                 axis = "".join(nib.aff2axcodes(img.affine)).find("I")
@@ -63,7 +70,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=SHARED_DATA / "hippocampus")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--every", type=int, default=4, help="keep every N-th slice (N mm slices from 1 mm)")
-    parser.add_argument("--runs", default="3d planned,3d isotropic,2d,2.5d")
+    parser.add_argument("--runs", default="3d planned,3d isotropic,2d,2.5d,mixed resampled,mixed own grids")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "anisotropic")
@@ -73,19 +80,22 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     data = thick_slice_copy(args.data, args.out / f"data_every{args.every}", args.every)
+    mixed = thick_slice_copy(args.data, args.out / "data_mixed", 2, odd_cases_only=True)
     structures = {"anterior": [1], "posterior": [2]}
     runs = {
         "3d planned": dict(),
         "3d isotropic": dict(net_kwargs={"strides": [[2, 2, 2]] * 4, "kernel_sizes": [[3, 3, 3]] * 5}),
         "2d": dict(spatial_dims=2),
         "2.5d": dict(spatial_dims=2, train_overrides={"mode": "2.5d"}),
+        "mixed resampled": dict(resample="auto"),
+        "mixed own grids": dict(resample="none"),
     }
     results, rows = {}, []
     for name in [r.strip() for r in args.runs.split(",")]:
         options = TrainOptions(epochs=100_000, iterations_per_epoch=50, time_budget_minutes=args.minutes,
                                optimizer="adam", val_fraction=0.0, seed=args.seed, num_threads=args.threads,
                                **runs[name])
-        held = train_and_test(data, args.out / name.replace(" ", "_").replace(".", "_"), options, structures,
+        held = train_and_test(mixed if name.startswith("mixed") else data, args.out / name.replace(" ", "_").replace(".", "_"), options, structures,
                               args.seed, progress=False)
         dice = {s: held.summary["metrics"][s]["dice"]["mean"] for s in structures}
         kw = held.plan.network.kwargs
@@ -96,7 +106,8 @@ def main() -> int:
         results[name] = row
         rows.append((name, row))
         print(f"{name}: {row}", flush=True)
-    print(f"\n1 x 1 x {args.every} mm hippocampus, {args.minutes:g} min each, {args.threads} threads")
+    print(f"\n1 x 1 x {args.every} mm hippocampus (mixed: half the cases 1 x 1 x 2 mm), {args.minutes:g} min each, "
+          f"{args.threads} threads")
     print(f"{'run':<14} {'patch':<12} {'iters':>6} {'ant':>7} {'post':>7} {'mean':>7}")
     for name, row in rows:
         print(f"{name:<14} {'x'.join(map(str, row['patch'])):<12} {row['iterations']:>6} {row['dice_anterior']:>7.4f} "

@@ -73,6 +73,16 @@ def test_training_plans_strides_for_thick_slices_and_saves_them(tmp_path):
         "base_width": 4, "depth": 4, "strides": mine}}), progress=False, log=lines.append)
     assert RunPlan.load(tmp_path / "mine" / "plan.json").network.kwargs["strides"] == mine
     assert not any(line.startswith("anisotropic") for line in lines)
+    # a transfer from the thick-slice run keeps its strides and kernels (and so all of its weights), even on
+    # isotropic data
+    iso = make_phantom_dataset(tmp_path / "iso", n_cases=3, shape=(24, 24, 24), spacing=(1.0, 1.0, 1.0), seed=4)
+    lines.clear()
+    run_training(iso, tmp_path / "transfer", TrainOptions(**{**options.__dict__, "init_from": str(tmp_path / "run"),
+                                                             "patch_size": [8, 24, 24]}),
+                 progress=False, log=lines.append)
+    assert RunPlan.load(tmp_path / "transfer" / "plan.json").network.kwargs["strides"] == plan.network.kwargs["strides"]
+    initialised = [line for line in lines if line.startswith("initialised")]
+    assert initialised and initialised[0].split()[1].split("/")[0] == initialised[0].split()[1].split("/")[1]
 
 
 def test_isotropic_training_keeps_the_default_network(tmp_path):
@@ -121,25 +131,28 @@ def mixed_spacings(tmp_path_factory):
     return data
 
 
-def test_training_resamples_cases_whose_spacings_differ_and_says_so(mixed_spacings, tmp_path):
+def test_cases_whose_spacings_differ_are_said_and_resampled_on_request(mixed_spacings, tmp_path):
+    import dataclasses
+
     from voxseg.infer import load_model
 
     lines: list[str] = []
     options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=1,
                            iterations_per_epoch=1, val_fraction=0.0, num_threads=1)
-    run_training(mixed_spacings, tmp_path / "auto", options, progress=False, log=lines.append)
+    run_training(mixed_spacings, tmp_path / "own", options, progress=False, log=lines.append)
+    assert RunPlan.load(tmp_path / "own" / "plan.json").preprocess.target_spacing is None
+    assert any(line.startswith("warning: the cases' voxel spacings differ (z 1.2-2.4 mm): each is trained at its "
+                               "own grid") and "--spacing auto resamples them to 1.8 x 1 x 1 mm" in line
+               for line in lines), lines
+    lines.clear()
+    run_training(mixed_spacings, tmp_path / "auto", dataclasses.replace(options, resample="auto"), progress=False,
+                 log=lines.append)
     plan = RunPlan.load(tmp_path / "auto" / "plan.json")
     assert plan.preprocess.target_spacing is not None
     assert list(plan.preprocess.target_spacing) == pytest.approx([1.8, 1.0, 1.0])
-    assert any(line.startswith("spacing: the cases' voxel spacings differ (z 1.2-2.4") for line in lines), lines
+    assert any(line.startswith("spacing: the cases' voxel spacings differ (z 1.2-2.4 mm): every case is resampled")
+               for line in lines), lines
     load_model(tmp_path / "auto")  # the run loads with its resampling
-    lines.clear()
-    import dataclasses
-
-    run_training(mixed_spacings, tmp_path / "none", dataclasses.replace(options, resample="none"), progress=False,
-                 log=lines.append)
-    assert RunPlan.load(tmp_path / "none" / "plan.json").preprocess.target_spacing is None
-    assert not any(line.startswith("spacing:") for line in lines)
 
 
 def test_cli_spacing_auto_none_and_numbers(mixed_spacings, tmp_path):
@@ -149,12 +162,13 @@ def test_cli_spacing_auto_none_and_numbers(mixed_spacings, tmp_path):
 
     tiny = ["--net-args", "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "1", "--iterations", "1",
             "--threads", "1", "--val-fraction", "0"]
-    for name, spacing, expected in (("none", "none", None), ("given", "2,1,1", [2.0, 1.0, 1.0])):
+    for name, spacing, expected in (("none", "none", None), ("given", "2,1,1", [2.0, 1.0, 1.0]),
+                                    ("auto", "auto", [1.8, 1.0, 1.0])):
         result = CliRunner().invoke(main, ["train", str(mixed_spacings), "--out", str(tmp_path / name),
                                            "--spacing", spacing, *tiny])
         assert result.exit_code == 0, result.output
         got = RunPlan.load(tmp_path / name / "plan.json").preprocess.target_spacing
-        assert (got is None) if expected is None else list(got) == expected
+        assert (got is None) if expected is None else list(got) == pytest.approx(expected)
     result = CliRunner().invoke(main, ["train", str(mixed_spacings), "--out", str(tmp_path / "bad"), "--spacing",
                                        "fine", *tiny])
     assert result.exit_code == 2 and "--spacing" in result.output and not (tmp_path / "bad").exists()

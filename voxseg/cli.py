@@ -219,7 +219,7 @@ def _train_options(**kw):
     timing = {} if kw["min_iterations"] is None else {"min_iterations": kw["min_iterations"]}
     return TrainOptions(
         **timing, net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
-        resample="none" if str(kw["spacing"]).lower() == "none" else "auto",
+        resample="auto" if str(kw["spacing"]).lower() == "auto" else "none",
         loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
         iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
         lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=patch,
@@ -289,9 +289,10 @@ def _training_flags(func):
                           "nnU-Net does, else zscore]"),
         click.option("--ct-window", default=None, help="with ct: clip to LO,HI in HU [default: the 0.5th and 99.5th "
                      "percentiles of the training cases' labelled voxels]"),
-        click.option("--spacing", default="auto", show_default=True,
-                     help="resample to this spacing in mm, z,y,x (e.g. 1,1,1); auto: to the cases' median spacing "
-                          "when their spacings differ (as nnU-Net); none: keep each case's own"),
+        click.option("--spacing", default="none", show_default=True,
+                     help="resample to this spacing in mm, z,y,x (e.g. 1,1,1); auto: to nnU-Net's target (the "
+                          "cases' median) when their spacings differ; none: keep each case's own grid (said when "
+                          "they differ)"),
         click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
         click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,
                      help="anisotropic diffusion denoising (Perona-Malik gradient or curvature flow)"),
