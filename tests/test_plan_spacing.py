@@ -97,6 +97,8 @@ def test_net_args_take_json_lists():
     from voxseg.cli import _parse_kv
 
     assert _parse_kv("strides=[[1,2,2],[2,2,2]],base_width=8") == {"strides": [[1, 2, 2], [2, 2, 2]], "base_width": 8}
+    with pytest.raises(ValueError, match=r"strides=\[\[1,2,2\],\[2,2 is not a list; write one as JSON"):
+        _parse_kv("strides=[[1,2,2],[2,2")
 
 
 def test_target_spacing_is_the_median_or_none_when_the_cases_agree():
