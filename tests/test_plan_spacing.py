@@ -83,6 +83,11 @@ def test_training_plans_strides_for_thick_slices_and_saves_them(tmp_path):
     assert RunPlan.load(tmp_path / "transfer" / "plan.json").network.kwargs["strides"] == plan.network.kwargs["strides"]
     initialised = [line for line in lines if line.startswith("initialised")]
     assert initialised and initialised[0].split()[1].split("/")[0] == initialised[0].split()[1].split("/")[1]
+    # a transfer into a network of another depth cannot use them: it plans its own (here: none, isotropic data)
+    run_training(iso, tmp_path / "deeper", TrainOptions(**{**options.__dict__, "init_from": str(tmp_path / "run"),
+                                                           "net_kwargs": {"base_width": 4, "depth": 3},
+                                                           "patch_size": [8, 24, 24]}), progress=False)
+    assert "strides" not in RunPlan.load(tmp_path / "deeper" / "plan.json").network.kwargs
 
 
 def test_isotropic_training_keeps_the_default_network(tmp_path):

@@ -63,8 +63,10 @@ def _out_of_memory(err: BaseException) -> bool:
 def _parse_kv(text: str | None) -> dict:
     """``"alpha=0.3,beta=0.7,name=x"`` -> ``{"alpha": 0.3, "beta": 0.7, "name": "x"}``; a value may be a JSON
     list (``"strides=[[1,2,2],[2,2,2]]"``: commas inside brackets do not separate items)."""
+    from voxseg.losses import split_top_level
+
     out: dict = {}
-    for item in filter(None, _split_top_level(text or "")):
+    for item in split_top_level(text or ""):
         if "=" not in item:
             raise ValueError(f"expected key=value, got {item!r}")
         key, value = item.split("=", 1)
@@ -76,17 +78,6 @@ def _parse_kv(text: str | None) -> dict:
                                  "[[1,2,2],[2,2,2]]") from None
             out[key.strip()] = value.strip()
     return out
-
-
-def _split_top_level(text: str) -> list[str]:
-    """``text`` split at the commas outside square brackets."""
-    items, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += (ch == "[") - (ch == "]")
-        if ch == "," and depth == 0:
-            items.append(text[start:i])
-            start = i + 1
-    return items + [text[start:]]
 
 
 def _parse_ints(text: str | None) -> list[int] | None:

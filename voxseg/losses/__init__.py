@@ -15,7 +15,7 @@ from voxseg.losses.crossentropy import CrossEntropyLoss
 from voxseg.losses.deep_supervision import DeepSupervisionLoss, deep_supervision_weights, downsample_target
 from voxseg.losses.dice import GeneralizedDiceLoss, SoftDiceLoss
 from voxseg.losses.focal import FocalLoss
-from voxseg.losses.registry import LOSSES, LossSpec, build_loss, loss_table, parse_loss_args
+from voxseg.losses.registry import LOSSES, LossSpec, build_loss, loss_table, parse_loss_args, split_top_level
 from voxseg.losses.tversky import FocalTverskyLoss, TverskyLoss
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "build_loss",
     "loss_table",
     "parse_loss_args",
+    "split_top_level",
 ]

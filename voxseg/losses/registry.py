@@ -14,7 +14,7 @@ from torch import nn
 
 from voxseg.losses.compound import COMPONENTS, CompoundLoss, build_component, parse_loss_spec
 
-__all__ = ["LossSpec", "LOSSES", "build_loss", "parse_loss_args", "loss_table"]
+__all__ = ["LossSpec", "LOSSES", "build_loss", "parse_loss_args", "loss_table", "split_top_level"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,9 @@ def build_loss(name: str = "dice+ce", mode: str = "softmax", **kwargs) -> nn.Mod
     return CompoundLoss(name, mode=mode, **kwargs)
 
 
-def _split_top_level(text: str) -> list[str]:
+def split_top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets (``[]`` and ``()``), items stripped, empty ones dropped: the
+    ``key=value,...`` option strings of the command line, whose values may be lists."""
     parts, depth, cur = [], 0, []
     for ch in text:
         if ch in "[(":
@@ -126,7 +128,7 @@ def parse_loss_args(text: str | None) -> dict:
         ValueError: an item without ``=``, an empty key or a repeated key.
     """
     out: dict = {}
-    for item in _split_top_level(text or ""):
+    for item in split_top_level(text or ""):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:

@@ -329,7 +329,9 @@ def plan_target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Se
 
     Args:
         spacings: ``(sz, sy, sx)`` per case, mm, in the run's voxel order.
-        shapes: ``(Z, Y, X)`` per case, voxels.
+        shapes: ``(Z, Y, X)`` per case, voxels. voxseg passes the files' shapes: the target is chosen before
+            any case is cropped (the crop's cache depends on it), where nnU-Net uses the cropped shapes, so a
+            scan with much air around the body can tip the anisotropy test differently.
         tolerance: spacings within this factor of each other along every axis count as one spacing.
 
     Returns:

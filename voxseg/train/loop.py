@@ -314,7 +314,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
             else:
                 loss = loss_fn(out.float(), y)
             loss_value = float(loss.detach())  # one device sync per step, used twice
-            if not math.isfinite(loss_value):
+            if _on_any_rank(not math.isfinite(loss_value), world, dev):  # ranks stop together, or none waits
                 not_finite += 1
                 if not_finite >= _DIVERGED_AFTER:
                     bar.close()
@@ -325,6 +325,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                                      "checkpoints saved before stay in the run folder")
             else:
                 not_finite = 0
+            if math.isfinite(loss_value):
                 losses.append(loss_value)
             scaler.scale(loss).backward()  # every rank, always: DDP averages gradients across ranks here
             scaler.unscale_(optimizer)
@@ -424,6 +425,15 @@ def _agree(stopped_by: str, world: int) -> str:
     box = [stopped_by]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _on_any_rank(local: bool, world: int, device: torch.device) -> bool:
+    """True on every rank when ``local`` is true on any (one all-reduce under DDP)."""
+    if world == 1:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _budget_spent(local: bool, world: int, device: torch.device) -> bool:

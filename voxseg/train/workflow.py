@@ -454,23 +454,26 @@ def _hardware_defaults(options: TrainOptions) -> tuple[dict, int, str]:
 def _spacing_strides(options: TrainOptions, spacing: list[float], net_kwargs: dict, log: Callable[[str], None]) -> dict:
     """``net_kwargs`` with a U-Net's strides and kernel sizes planned for voxels of ``spacing`` (mm, the network's
     axes) by :func:`voxseg.plan.plan_strides`, when the preset takes them, the user set neither and the spacing
-    is anisotropic (one axis twice as coarse as another); said in one line. A transfer (``init_from``) takes the
-    source run's instead, as its weights need."""
+    is anisotropic (one axis twice as coarse as another); said in one line. A transfer (``init_from``) from a
+    network of the same dimensions and depth takes the source run's instead, as its weights need."""
     builder = NETWORKS[options.net].builder if options.net in NETWORKS else None
     if builder is None or "strides" not in inspect.signature(builder).parameters:
         return net_kwargs
     if "strides" in net_kwargs or "kernel_sizes" in net_kwargs:
         return net_kwargs
-    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
-    if source_plan is not None and source_plan.exists():  # transfer: the weights were learnt with the source's
-        source = RunPlan.load(source_plan).network.kwargs
-        inherited = {k: source[k] for k in ("strides", "kernel_sizes") if k in source}
-        if inherited:
-            log(f"strides and kernels: those of the run in --init-from ({source_plan.parent})")
-        return {**net_kwargs, **inherited}
     depth = NETWORKS[options.net].kwargs(options.spatial_dims, **net_kwargs)["depth"]
     if not isinstance(depth, int):  # building the network says what is wrong with it
         return net_kwargs
+    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
+    if source_plan is not None and source_plan.exists():  # transfer: the weights were learnt with the source's
+        source = RunPlan.load(source_plan).network
+        source_depth = NETWORKS[source.name].kwargs(source.spatial_dims, **source.kwargs).get("depth") \
+            if source.name in NETWORKS else None
+        if source.spatial_dims == options.spatial_dims and source_depth == depth:
+            inherited = {k: source.kwargs[k] for k in ("strides", "kernel_sizes") if k in source.kwargs}
+            if inherited:
+                log(f"strides and kernels: those of the run in --init-from ({source_plan.parent})")
+            return {**net_kwargs, **inherited}
     planned = plan_strides(spacing, depth)
     if planned is None:
         return net_kwargs
