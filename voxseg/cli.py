@@ -73,7 +73,7 @@ def _parse_kv(text: str | None) -> dict:
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
-            if value.strip().startswith("["):
+            if value.strip()[:1] in ("[", "("):
                 raise ValueError(f"{key.strip()}={value.strip()} is not a list; write one as JSON, e.g. "
                                  "[[1,2,2],[2,2,2]]") from None
             out[key.strip()] = value.strip()
