@@ -14,15 +14,21 @@ with any difference in window content).
 
 MONAI runs its own network: a `DynUNet` (nnU-Net's plain U-Net, which our "unet" preset equals, see
 the oracle test in tests/test_nets.py) holding the same weights, copied and checked on a small input.
-Two untimed controls. "Same input": MONAI's inferer on voxseg's cropped volume (the same windows), which
-measures the two implementations alone. "Window placement": MONAI on the whole volume again with its window
-grid moved by `--shift` voxels (default window/8); MONAI's agreement with itself shows how much the weights'
-labels depend on where the windows fall, which any crop changes, so it bounds what a crop-first method can
-reach. Measured on case 2013_11_1 (2 cores):
+Two untimed controls. "Same input": MONAI's inferer on voxseg's cropped volume. "Window placement": MONAI on the
+whole volume again with its window grid moved by `--shift` voxels (default window/8); MONAI's agreement with
+itself shows how much the weights' labels depend on where the windows fall, which any crop changes, so it bounds
+what a crop-first method can reach. Two timed controls, "voxseg_whole" and "voxseg_whole_fp32": voxseg's sliding
+window (its measured precision, or float32) on MONAI's whole-extent volume, i.e. without the crop's speed-up.
+They show that the "same input" gap is not precision: voxseg spreads its windows evenly (nnU-Net's grid) and
+floors a truncated Gaussian, MONAI steps by the interval and clamps the last window and uses an analytic
+Gaussian, and with random weights that alone gives ~0.91 (bf16 and float32 alike). Measured on case 2013_11_1
+(2 cores):
 - trained default BraTS run (`--run benchmarks/results/brats/run --window 64`): voxseg against MONAI 0.864,
   same input 0.998, window placement (8 voxels) 0.830;
 - a run trained with `brats.py --overhang 0.5`: 0.886, 0.996, 0.913;
-- seeded random weights (window 128): 0.503, 0.923, window placement (16 voxels) 0.886.
+- seeded random weights (window 128), 2026-12-06, on a machine ~1.7x slower than the day before: MONAI 173.4 s
+  (2.83 GiB), voxseg 42.5 s (1.40 GiB), 4.08x, agreement 0.503; same input 0.922; window placement (16 voxels)
+  0.886; voxseg on MONAI's whole extent 92.3 s, 0.909 (float32: 156.2 s, 0.910).
 Earlier versions let MONAI preprocess the whole volume itself; N4 then fitted its field on another domain
 (the overhang run: 0.780 that way, 0.938 with N4 on the whole volume for both), which measured preprocessing,
 not inference. When the case folder has a manual label, each method's foreground Dice against it is printed.
@@ -53,6 +59,7 @@ from _heldout import SHARED_DATA
 from voxseg.cli import user_errors
 
 OVERLAP = 0.5
+METHODS = ("monai", "voxseg", "monai_crop", "monai_shifted", "voxseg_whole", "voxseg_whole_fp32")
 
 
 def _model_and_plan(run: str | None, n_channels: int, window: tuple[int, ...]):
@@ -132,23 +139,21 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
     model, plan = _model_and_plan(run, image.shape[0], window)
     sigmoid = plan.activation == "sigmoid"
     start = time.perf_counter()
+    pre = preprocess_case(image, geometry.spacing, plan.preprocess, affine=geometry.affine)
     if method == "voxseg":
-        pre = preprocess_case(image, geometry.spacing, plan.preprocess, affine=geometry.affine)
         with torch.inference_mode():
             probs = predict_volume(model, plan, pre.image, torch.device("cpu"))
-    if method == "voxseg":
         # Outside the crop: background (softmax channel 0 = 1; sigmoid regions all 0).
         probs = restore_to_original(probs, pre.record, is_label=False, background_channel=None if sigmoid else 0)
         labels = probabilities_to_labels(probs, plan)
     else:
-        from monai.inferers import sliding_window_inference
-
-        # MONAI gets the same preprocessed intensities (N4 fitted, normalised and resampled on the crop, as
-        # voxseg's run defines them), zero-padded back to the whole volume's extent (zero is the normalised
-        # background outside the head): only the inference differs. "monai_crop": no padding (the same
-        # windows as voxseg). "monai_shifted": `shift` more voxels of padding before each axis, so only
-        # MONAI's window grid moves against the anatomy.
-        pre = preprocess_case(image, geometry.spacing, plan.preprocess, affine=geometry.affine)
+        # The other methods get the same preprocessed intensities (N4 fitted, normalised and resampled on the
+        # crop, as voxseg's run defines them), zero-padded back to the whole volume's extent (zero is the
+        # normalised background outside the head): only the inference differs. "monai_crop": no padding (the
+        # same windows as voxseg). "monai_shifted": `shift` more voxels of padding before each axis, so only
+        # MONAI's window grid moves against the anatomy. "voxseg_whole" / "voxseg_whole_fp32": voxseg's
+        # sliding window (its precision chosen by measurement, or float32) on MONAI's whole-extent volume,
+        # i.e. on MONAI's window grid.
         record = pre.record
         if method == "monai_crop" or not plan.preprocess.crop_to_nonzero:
             pads = [(0, 0)] * 3
@@ -158,19 +163,28 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
         lead = shift if method == "monai_shifted" else 0
         padded = [(0, 0)] + [(before + lead, after) for before, after in pads]
         volume = np.pad(pre.image, padded) if any(a or b for a, b in padded) else pre.image
-        if monai_net == "dynunet":
-            model = _dynunet_with_weights(model)
+        if method.startswith("voxseg_whole"):
+            if method == "voxseg_whole_fp32":
+                plan.train.amp = "none"
+            with torch.inference_mode():
+                probs = predict_volume(model, plan, volume, torch.device("cpu"))
+        else:
+            from monai.inferers import sliding_window_inference
 
-        def predictor(batch: torch.Tensor) -> torch.Tensor:
-            logits = model(batch)
-            return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, 1)
+            if monai_net == "dynunet":
+                model = _dynunet_with_weights(model)
 
-        with torch.inference_mode():
-            probs = sliding_window_inference(torch.from_numpy(volume)[None], window, 1, predictor,
-                                             overlap=OVERLAP, mode="gaussian", sigma_scale=0.125)
-        # MONAI's whole map counts, outside the crop too (voxseg calls that background by construction):
-        # the padded volume back on the original grid, and inside the crop exactly voxseg's restore step.
-        probs = probs[0].numpy()[(slice(None),) + (slice(lead, None),) * 3]
+            def predictor(batch: torch.Tensor) -> torch.Tensor:
+                logits = model(batch)
+                return torch.sigmoid(logits) if sigmoid else torch.softmax(logits, 1)
+
+            with torch.inference_mode():
+                probs = sliding_window_inference(torch.from_numpy(volume)[None], window, 1, predictor,
+                                                 overlap=OVERLAP, mode="gaussian", sigma_scale=0.125)[0].numpy()
+        # The whole map counts, outside the crop too (voxseg's crop-first path calls that background by
+        # construction): the padded volume back on the original grid, and inside the crop exactly voxseg's
+        # restore step.
+        probs = probs[(slice(None),) + (slice(lead, None),) * 3]
         if any(a or b for a, b in pads):
             inside = (slice(None),) + tuple(slice(a, a + n) for (a, _), n in zip(pads, record.resampled_shape))
             box = (slice(None),) + tuple(slice(a, b) for a, b in record.crop_bbox)
@@ -217,7 +231,7 @@ def main() -> int:
                         help="MONAI's DynUNet with the copied weights, or voxseg's own module")
     parser.add_argument("--shift", type=int, default=None,
                         help="control run: MONAI with its window grid moved by this many voxels (default: window/8)")
-    parser.add_argument("--worker", choices=["voxseg", "monai", "monai_crop", "monai_shifted"], default=None,
+    parser.add_argument("--worker", choices=METHODS, default=None,
                         help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,7 +250,7 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for method in ("monai", "voxseg", "monai_crop", "monai_shifted"):
+        for method in METHODS:
             cmd = [sys.executable, __file__, "--worker", method, "--case", str(args.case), "--threads",
                    str(args.threads), "--out", str(out), "--window", str(args.window), "--shift", str(shift),
                    "--monai-net", args.monai_net] + (["--run", args.run] if args.run else [])
@@ -244,7 +258,8 @@ def main() -> int:
             results[method] = json.loads((out / f"{method}.json").read_text())
             print(f"{method}: {results[method]['seconds']:.1f} s, peak RSS {results[method]['peak_rss_gib']:.2f} GiB",
                   flush=True)
-        a, b, c, d = (np.load(out / f"{m}.npy") for m in ("monai", "voxseg", "monai_crop", "monai_shifted"))
+        a, b, c, d, e, f = (np.load(out / f"{m}.npy") for m in METHODS)
+        whole_dice = {"voxseg_whole": _dice_foreground(a, e), "voxseg_whole_fp32": _dice_foreground(a, f)}
         label_dice = _dice_foreground(a, b)
         shifted_dice = _dice_foreground(a, d)
         per_label = {int(v): _dice_foreground(a == v, b == v) for v in np.union1d(np.unique(a), np.unique(b)) if v}
@@ -254,9 +269,12 @@ def main() -> int:
     speedup = results["monai"]["seconds"] / results["voxseg"]["seconds"]
     print(f"\ncase {args.case.name}, window {args.window}^3, overlap {OVERLAP}, {args.threads} threads, "
           f"weights: {args.run or 'default unet, seeded random'}")
-    print(f"{'method':<10}{'seconds':>10}{'peak RSS GiB':>14}")
+    print(f"{'method':<20}{'seconds':>10}{'peak RSS GiB':>14}{'label Dice vs MONAI':>21}")
     for method in ("monai", "voxseg"):
-        print(f"{method:<10}{results[method]['seconds']:>10.1f}{results[method]['peak_rss_gib']:>14.2f}")
+        print(f"{method:<20}{results[method]['seconds']:>10.1f}{results[method]['peak_rss_gib']:>14.2f}"
+              + (f"{label_dice:>21.4f}" if method == "voxseg" else ""))
+    for method, dice in whole_dice.items():  # controls: voxseg on MONAI's window grid (no crop-first speed-up)
+        print(f"{method:<20}{results[method]['seconds']:>10.1f}{results[method]['peak_rss_gib']:>14.2f}{dice:>21.4f}")
     print(f"speedup {speedup:.2f}x; foreground label Dice between the two maps {label_dice:.4f}; per label "
           + ", ".join(f"{k}: {v:.4f}" for k, v in per_label.items()))
     print(f"same input (MONAI's inferer on voxseg's cropped volume, not timed): foreground Dice {same_input_dice:.4f}")
@@ -273,6 +291,8 @@ def main() -> int:
                       "weights": args.run or "random", "monai_net": args.monai_net,
                       "label_dice_same_input": round(same_input_dice, 4),
                       "label_dice_monai_shifted": round(shifted_dice, 4), "shift_voxels": shift,
+                      **{f"{m}_seconds": round(results[m]["seconds"], 1) for m in whole_dice},
+                      **{f"label_dice_{m}": round(v, 4) for m, v in whole_dice.items()},
                       **{f"dice_vs_reference_{m}": round(v, 4) for m, v in vs_truth.items()}}))
     return 0
 
