@@ -261,6 +261,7 @@ def test_minicube_partition_training_and_slice_selection(phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     assert "fixed minicubes [8, 8, 8] + 8 voxels of context" in result.output
     assert RunPlan.load(run / "plan.json").train.patch_size == [16, 16, 16]
+    assert len(list((run / "preprocessed" / "minicubes").glob("*#cube*.image.npy"))) >= 8  # cached, mapped
     run2d = tmp_path / "sel"
     args = ["train", str(phantoms), "--out", str(run2d), "--dims", "2", "--slice-selection", "1",
             "--net-args", "base_width=4,depth=3", "--patch", "1x16x16", "--epochs", "1", "--iterations", "2"]
@@ -736,3 +737,54 @@ def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, 
     with _warnings.catch_warnings():
         _warnings.simplefilter("error")
         assert checkpoint_path(trained) == trained / "checkpoint_best.pt"
+
+
+def test_plan_only_writes_the_plan_and_resume_trains_it_as_edited(phantoms, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--plan-only", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "planned, not trained" in result.output and "--resume" in result.output
+    assert {"plan.json", "split.json", "dataset.json"} <= {p.name for p in run.iterdir()}
+    assert not (run / "checkpoint_last.pt").exists() and not (run / "log.csv").exists()
+    plan = RunPlan.load(run / "plan.json")
+    assert plan.train.patch_size == [16, 16, 16]
+    plan.train.epochs, plan.train.iterations_per_epoch = 1, 3  # the user's edit
+    plan.save(run / "plan.json")
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "starting the planned run" in result.output and "1 epochs x 3 iterations" in result.output
+    assert len((run / "log.csv").read_text().splitlines()) == 2  # header + the one edited epoch
+    assert (run / "checkpoint_last.pt").exists()
+
+
+def test_plan_only_refusals_and_a_broken_edit_are_one_line(phantoms, tmp_path):
+    run = tmp_path / "run"
+    proc = _run_cli("train", phantoms, "--out", run, "--plan-only", "--resume")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--plan-only" in proc.stderr
+    assert not run.exists()
+    assert _run_cli("train", phantoms, "--out", run, "--plan-only", *TINY).returncode == 0
+    plan_path = run / "plan.json"
+    text = plan_path.read_text()
+    for broken, problem in [(text.replace('"patch_size": [\n      16', '"patch_size": [\n      15'),
+                             "is not a multiple of 4"),
+                            (text.replace('"epochs"', '"epoch"'), "unexpected keyword argument 'epoch'"),
+                            (text[:-5], "not valid JSON")]:
+        assert broken != text
+        plan_path.write_text(broken)
+        proc = _run_cli("train", phantoms, "--out", run, "--resume")
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert last.startswith(f"error: {plan_path}:") and problem in last, last
+        assert not (run / "checkpoint_last.pt").exists()
+
+
+def test_plan_only_with_folds_then_the_folds_train(phantoms, tmp_path):
+    run = tmp_path / "cv"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--folds", "2", "--plan-only",
+                                       *TINY])
+    assert result.exit_code == 0, result.output
+    assert (run / "splits.json").exists() and not list(run.glob("fold_*"))
+    assert f"--out {run} --folds 2'" in result.output
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--folds", "2", "--fold", "0"])
+    assert result.exit_code == 0, result.output
+    assert (run / "fold_0" / "checkpoint_last.pt").exists() and not (run / "fold_1").exists()

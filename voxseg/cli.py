@@ -339,9 +339,11 @@ def _training_flags(func):
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="run folder to create")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
+@click.option("--plan-only", is_flag=True, help="validate, preprocess and plan into --out, then stop: read or edit "
+                                                "its plan.json, then train it with --resume")
 @_training_flags
 @user_errors
-def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> None:
+def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: bool, **kw) -> None:
     """Train a segmentation network on DATA into the run folder --out."""
     from voxseg.report import REPORT_NAME, plot_learning_curves, write_report
     from voxseg.train.workflow import run_training
@@ -351,6 +353,9 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
     if resume and overwrite:
         raise click.BadParameter("--resume continues the run in --out, --overwrite replaces it: give one of them",
                                  param_hint="'--resume'")
+    if plan_only and resume:
+        raise click.BadParameter("--plan-only plans a new run, --resume trains one: give one of them",
+                                 param_hint="'--plan-only'")
     if resume and not run_dir.is_dir():
         raise InputError(run_dir, "nothing to resume: run folder not found")
     if resume:  # the run continues as its plan.json says; options typed now would silently not apply
@@ -362,8 +367,9 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, **kw) -> Non
         if ignored:
             warnings.warn(f"{run_dir}: --resume continues the run as its plan.json says; ignored: "
                           f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
-    result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume)
-    if rank_and_world()[0] != 0:  # under torchrun, rank 0 alone reports
+    result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume,
+                          plan_only=plan_only)
+    if result is None or rank_and_world()[0] != 0:  # planned only; under torchrun, rank 0 alone reports
         return
     if (run_dir / "splits.json").exists():  # k-fold: out-of-fold evaluation once every fold has trained
         from voxseg.metrics import evaluate_cross_validation

@@ -18,6 +18,7 @@ import numpy as np
 from voxseg.data.augment import AugmentConfig, Flip
 from voxseg.data.labels import LabelScheme
 from voxseg.data.preprocess import PreprocessConfig
+from voxseg.errors import InputError
 
 __all__ = ["NetworkConfig", "TrainConfig", "InferenceConfig", "RunPlan", "plan_patch_size", "plan_strides",
            "plan_target_spacing",
@@ -244,7 +245,18 @@ class RunPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunPlan":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a ``plan.json``; one that is missing, not JSON, or (hand-edited) holds an unknown field or a
+        value of the wrong kind is an :class:`~voxseg.errors.InputError` naming the file."""
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise InputError(path, "not found (not a voxseg run folder?)") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise InputError(path, f"not a valid run plan: {what}") from None
 
     @property
     def channel_indices(self) -> list[int]:

@@ -35,7 +35,7 @@ from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
                                     preprocess_case)
 from voxseg.plan.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
-from voxseg.data.sampling import minicube_partition
+from voxseg.data.sampling import minicube_partition, minicube_starts
 from voxseg.errors import InputError, InputProblems
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import CaseSummary, validate_dataset
@@ -203,6 +203,11 @@ def _cache_files(cache_dir: Path, case_id: str) -> tuple[Path, Path, Path]:
     return (cache_dir / f"{case_id}.image.npy", cache_dir / f"{case_id}.label.npy", cache_dir / f"{case_id}.json")
 
 
+def _cache_stamp(config: PreprocessConfig, label_values: list[int]) -> str:
+    """The settings a cached case was made with (a case cached with others is made again)."""
+    return json.dumps({"preprocess": config.to_dict(), "labels": label_values}, sort_keys=True)
+
+
 def _save_atomic(array: np.ndarray, path: Path) -> None:
     write_atomic(path, lambda f: np.save(f, array, allow_pickle=False))
 
@@ -266,13 +271,13 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
     are held in memory. Each mapped case keeps a file open: the soft open-file limit is raised towards the
     hard one, and cases beyond it are held in memory with a warning. The settings file is written last, so
     an interrupted write is redone, never half read. (``--channels`` subsets of channels that are not
-    consecutive, and ``--minicubes``, copy the cases they use into memory.)
+    consecutive copy the cases they use into memory; ``--minicubes`` are cached and mapped the same way.)
 
     Returns:
         cases with ``(C, Z, Y, X)`` float32 images and ``(Z, Y, X)`` uint8 consecutive labels.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stamp = json.dumps({"preprocess": config.to_dict(), "labels": mapping.values}, sort_keys=True)
+    stamp = _cache_stamp(config, mapping.values)
     _raise_open_file_limit(len(cases) + 1024)
     mapped = True
     prepared = []
@@ -322,7 +327,7 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(run_dir, "exists and is not a folder; name a new run folder")
     if resume:
-        if not (run_dir / CHECKPOINT_LAST).exists():
+        if not (run_dir / CHECKPOINT_LAST).exists() and not _is_planned_run(run_dir):
             raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -331,6 +336,12 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
                                       "or --resume to continue it")
         if not (run_dir / "plan.json").exists():
             raise InputError(run_dir, "refusing to --overwrite a folder that is not a voxseg run (no plan.json)")
+
+
+def _is_planned_run(run_dir: Path) -> bool:
+    """A run folder that ``--plan-only`` made (its plan and split, no checkpoint): ``--resume`` starts it."""
+    return (run_dir / "plan.json").exists() and (run_dir / "split.json").exists() and not (
+        run_dir / CHECKPOINT_LAST).exists()
 
 
 @contextlib.contextmanager
@@ -827,23 +838,55 @@ def _label_scheme(options: TrainOptions, dataset: Dataset) -> LabelScheme:
     return declared_regions_scheme(dataset.label_regions, dataset.region_labels, where)
 
 
-def _minicubes(cases: list[PreparedCase], cube: list[int], context: int) -> list[PreparedCase]:
-    """Each case's fixed partition into cubes (with context), as cases of their own (seed 000)."""
-    out = []
+def _minicubes(cases: list[PreparedCase], cube: list[int], context: int, cache_dir: Path, stamp: str
+               ) -> list[PreparedCase]:
+    """Each case's fixed partition into cubes (with context), as cases of their own (seed 000). The cubes are
+    cached in ``cache_dir`` as ``.npy`` files opened memory-mapped, like the cases (one case's cubes are in
+    memory at a time); ``stamp`` names the preprocessing they come from, so other settings remake them."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stamp = json.dumps({"cases": stamp, "cube": list(cube), "context": context}, sort_keys=True)
+    _raise_open_file_limit(8 * len(cases) + 1024)
+    mapped, out = True, []
     for case in cases:
+        n_cubes = len(minicube_starts(case.image.shape[1:], cube))
+        ids = [f"{case.case_id}#cube{k}" for k in range(n_cubes)]
+        cached = []
+        for cube_id in ids:
+            try:
+                cached.append(_load_cached(cache_dir, cube_id, stamp, mapped))
+            except OSError as exc:  # out of open files even after raising the limit: hold the rest in memory
+                mapped = False
+                warnings.warn(f"{cache_dir}: cannot map more minicubes ({exc.strerror}); the rest are held in "
+                              "memory (raise 'ulimit -n' to map them all)")
+                cached.append(_load_cached(cache_dir, cube_id, stamp, mapped))
+        if all(c is not None for c in cached):
+            out.extend(cached)
+            continue
         images = minicube_partition(case.image, None, cube, context)
-        labels = minicube_partition(case.label[None].astype(np.float32), None, cube, context)
-        for k, ((img, _), (lbl, _)) in enumerate(zip(images, labels)):
-            out.append(PreparedCase(f"{case.case_id}#cube{k}", img, lbl[0].astype(case.label.dtype)))
+        labels = minicube_partition(case.label[None], None, cube, context)
+        for cube_id, (img, _), (lbl, _) in zip(ids, images, labels):
+            image_path, label_path, meta_path = _cache_files(cache_dir, cube_id)
+            meta_path.unlink(missing_ok=True)  # the arrays below are not valid until the settings name them
+            _save_atomic(np.ascontiguousarray(img, dtype=np.float32), image_path)
+            _save_atomic(np.ascontiguousarray(lbl[0]), label_path)
+            save_json_atomic({"stamp": stamp, "has_label": True}, meta_path)
+            out.append(_load_cached(cache_dir, cube_id, stamp, mapped))
+        del images, labels
     return out
 
 
 def _train_in(run_dir: Path, plan: RunPlan, split: dict, prepared: list[PreparedCase], resume: bool,
               progress: bool, log) -> TrainResult:
+    resume = resume and (run_dir / CHECKPOINT_LAST).exists()  # without one: a planned run starts here
     by_id = {c.case_id: c for c in prepared}
     train_cases = [by_id[i] for i in split["train"]]
     if plan.train.minicube:
-        train_cases = _minicubes(train_cases, plan.train.minicube, plan.train.minicube_context)
+        args = (plan.train.minicube, plan.train.minicube_context, run_dir / "preprocessed" / "minicubes",
+                _cache_stamp(plan.preprocess, plan.label_values))
+        rank = rank_and_world()[0]
+        cubes = _minicubes(train_cases, *args) if rank == 0 else None
+        barrier()  # under torchrun, rank 0 writes the cubes and the other ranks map them
+        train_cases = cubes if rank == 0 else _minicubes(train_cases, *args)
         log(f"training on {len(train_cases)} fixed minicubes {plan.train.minicube} + {plan.train.minicube_context} "
             f"voxels of context")
     return train_model(plan, train_cases, [by_id[i] for i in split["val"]], run_dir,
@@ -851,8 +894,12 @@ def _train_in(run_dir: Path, plan: RunPlan, split: dict, prepared: list[Prepared
 
 
 def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptions, overwrite: bool = False,
-                 resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
+                 resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+                 plan_only: bool = False) -> TrainResult | None:
     """``voxseg train``: validate, preprocess, plan, split, train; everything lands in ``run_dir``.
+
+    With ``plan_only`` it stops (returning None) once the run folder holds its plan, split and preprocessed
+    cases: ``plan.json`` can be read, or edited, and ``resume`` then trains the run as that file says.
 
     With ``options.folds = k`` the run folder holds ``splits.json`` (k seeded folds by case, editable)
     and one complete run folder per fold (``fold_0/`` ...); ``options.fold`` picks one fold or ``"all"``.
@@ -862,11 +909,13 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
     run_dir = Path(run_dir)
     dataset = load_dataset(data_root)
     rank, world = init_distributed()
+    if plan_only and (resume or world > 1):
+        raise InputError(run_dir, "--plan-only plans a new run in one process (not with --resume or under torchrun)")
     if options.folds:
         if world > 1:
             raise InputError(run_dir, "k-fold cross-validation under torchrun is not supported; train one "
                                       "--fold at a time")
-        return _run_folds(dataset, run_dir, options, overwrite, resume, progress, log)
+        return _run_folds(dataset, run_dir, options, overwrite, resume, progress, log, plan_only)
     if rank > 0:  # rank 0 validates, preprocesses and plans; the others read its run folder
         barrier()
         plan, split, cases = _load_cases_for_resume(dataset, run_dir)
@@ -876,6 +925,9 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
     _check_run_dir(run_dir, overwrite, resume)
     if resume:
         plan, split, cases = _load_cases_for_resume(dataset, run_dir)
+        if _is_planned_run(run_dir):  # plan.json may have been edited since --plan-only wrote it
+            _check_plan(plan, run_dir / "plan.json")
+            log(f"starting the planned run: {_plan_summary(plan, split)}")
         prepared = prepare_cases(cases, plan.preprocess, LabelMapping(plan.label_values), run_dir / "preprocessed",
                                  progress)
     else:
@@ -891,11 +943,26 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
             save_json_atomic(split, staging / "split.json")
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
             fingerprint.save(staging)
-        log(f"plan: {plan.network.name} {plan.network.spatial_dims}D, patch {plan.train.patch_size}, batch "
-            f"{plan.train.batch_size}, loss {plan.train.loss}, labels {plan.label_values} ({plan.label_scheme}); "
-            f"split {len(split['train'])} train / {len(split['val'])} validation cases")
+        log(f"plan: {_plan_summary(plan, split)}")
+        if plan_only:
+            log(_planned_message(run_dir, dataset))
+            return None
     barrier()
     return _train_in(run_dir, plan, split, prepared, resume, progress, log)
+
+
+def _plan_summary(plan: RunPlan, split: dict | None = None) -> str:
+    t = plan.train
+    budget = f", {t.time_budget_minutes:g}-minute budget" if t.time_budget_minutes else ""
+    cases = f"; split {len(split['train'])} train / {len(split['val'])} validation cases" if split else ""
+    return (f"{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
+            f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {plan.label_values} "
+            f"({plan.label_scheme}){cases}")
+
+
+def _planned_message(run_dir: Path, dataset: Dataset) -> str:
+    return (f"planned, not trained: read or edit {run_dir / 'plan.json'}, then train it with "
+            f"'voxseg train {dataset.root} --out {run_dir} --resume'")
 
 
 def _check_fold_choice(fold: str, n_folds: int, run_dir: Path) -> None:
@@ -904,7 +971,7 @@ def _check_fold_choice(fold: str, n_folds: int, run_dir: Path) -> None:
 
 
 def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite: bool, resume: bool,
-               progress: bool, log) -> TrainResult:
+               progress: bool, log, plan_only: bool = False) -> TrainResult | None:
     splits_path = run_dir / "splits.json"
     if resume or (splits_path.exists() and not overwrite):
         # An existing cross-validation: train the requested fold(s) into it, keeping its (edited) splits.
@@ -912,6 +979,8 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         if splits is None:
             raise InputError(run_dir, "nothing to resume: no splits.json in this run folder")
         plan = RunPlan.load(run_dir / "plan.json")
+        if not any((run_dir / f"fold_{k}" / CHECKPOINT_LAST).exists() for k in range(len(splits))):
+            _check_plan(plan, run_dir / "plan.json")  # no fold has trained: it may have been edited
         cases = [c for c in dataset.cases if c.case_id in {i for s in splits for i in s["train"] + s["val"]}]
         mapping = LabelMapping(plan.label_values)
         _check_fold_choice(options.fold, len(splits), run_dir)
@@ -934,8 +1003,10 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
             save_json_atomic(splits, staging / splits_path.name)
             save_json_atomic(dataset.to_dict(), staging / "dataset.json")
             fingerprint.save(staging)
-        log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan.network.name} "
-            f"{plan.network.spatial_dims}D, patch {plan.train.patch_size}")
+        log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {_plan_summary(plan)}")
+        if plan_only:
+            log(_planned_message(run_dir, dataset).replace(" --resume'", f" --folds {len(splits)}' (--fold N: one fold)"))
+            return None
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
     result = None
     for k in folds:
