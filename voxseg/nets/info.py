@@ -30,16 +30,8 @@ def estimate_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     Returns:
         FLOPs (an int; 1 MAC = 2 FLOPs).
     """
-    tensors = {name: torch.empty_like(t, device="meta") for name, t in model.named_parameters()}
-    tensors.update({name: torch.empty_like(t, device="meta") for name, t in model.named_buffers()})
-    x = torch.empty((1, *input_shape), device="meta")
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            functional_call(model, tensors, (x,), tie_weights=True, strict=False)
-    finally:
-        model.train(was_training)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        _call_on_meta(model, input_shape, 1, training=False)
     return int(counter.get_total_flops())
 
 
@@ -60,24 +52,30 @@ def estimate_saved_activation_bytes(model: nn.Module, input_shape: Sequence[int]
     Returns:
         Bytes.
     """
-    tensors = {name: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
-               for name, t in model.named_parameters()}
-    tensors.update({name: torch.empty_like(t, device="meta") for name, t in model.named_buffers()})
-    x = torch.empty((batch_size, *input_shape), device="meta")
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         saved[id(t)] = t.numel() * t.element_size()
         return t
 
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _call_on_meta(model, input_shape, batch_size, training=True)
+    return sum(saved.values())
+
+
+def _call_on_meta(model: nn.Module, input_shape: Sequence[int], batch_size: int, training: bool) -> None:
+    """Run ``model`` (in training or eval mode, restored after) on a ``(batch_size, *input_shape)`` input with
+    "meta" copies of its parameters and buffers: shapes flow, nothing is computed or allocated."""
+    tensors = {name: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
+               for name, t in model.named_parameters()}
+    tensors.update({name: torch.empty_like(t, device="meta") for name, t in model.named_buffers()})
+    x = torch.empty((batch_size, *input_shape), device="meta")
     was_training = model.training
-    model.train()
+    model.train(training)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            functional_call(model, tensors, (x,), tie_weights=True, strict=False)
+        functional_call(model, tensors, (x,), tie_weights=True, strict=False)
     finally:
         model.train(was_training)
-    return sum(saved.values())
 
 
 def network_table(
