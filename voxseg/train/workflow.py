@@ -960,9 +960,9 @@ def _plan_summary(plan: RunPlan, split: dict | None = None) -> str:
             f"({plan.label_scheme}){cases}")
 
 
-def _planned_message(run_dir: Path, dataset: Dataset) -> str:
+def _planned_message(run_dir: Path, dataset: Dataset, train_flags: str = "--resume") -> str:
     return (f"planned, not trained: read or edit {run_dir / 'plan.json'}, then train it with "
-            f"'voxseg train {dataset.root} --out {run_dir} --resume'")
+            f"'voxseg train {dataset.root} --out {run_dir} {train_flags}'")
 
 
 def _check_fold_choice(fold: str, n_folds: int, run_dir: Path) -> None:
@@ -1005,7 +1005,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
             fingerprint.save(staging)
         log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {_plan_summary(plan)}")
         if plan_only:
-            log(_planned_message(run_dir, dataset).replace(" --resume'", f" --folds {len(splits)}' (--fold N: one fold)"))
+            log(_planned_message(run_dir, dataset, f"--folds {len(splits)}") + " (--fold N: one fold)")
             return None
     folds = range(len(splits)) if options.fold == "all" else [int(options.fold)]
     result = None
