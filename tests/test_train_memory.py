@@ -107,6 +107,36 @@ def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_
     assert not (tmp_path / "huge").exists()
 
 
+def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_training(larger_phantoms, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = tmp_path / "planned"
+    options = TrainOptions(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.34,
+                           net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16])
+    assert run_training(larger_phantoms, run, options, progress=False, plan_only=True) is None
+    plan = RunPlan.load(run / "plan.json")
+    plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 8  # the user's edit
+    plan.save(run / "plan.json")
+    monkeypatch.setattr("voxseg.train.workflow.available_memory", lambda device: 0.1 * GIB)
+    with pytest.raises(InputError, match=r"plan\.json: patch \[48, 64, 64\] with batch 8 needs about .* more than "
+                                         r"all 0\.1 GiB free: give a smaller patch_size or batch_size in plan\.json$"):
+        run_training(larger_phantoms, run, options, resume=True, progress=False)
+    assert not (run / "checkpoint_last.pt").exists()
+    # Over 80% of the memory free but under all of it: said, then trained.
+    from voxseg.nets import build_model
+    from voxseg.train.memory import FRAMEWORK_BYTES
+
+    need = estimate_training_memory(build_model(plan), (4, 48, 64, 64), 8, plan.train.optimizer, "cpu").total
+    assert need > FRAMEWORK_BYTES
+    # The budget is 80% of the memory free plus the framework already loaded; refused only above all of it.
+    monkeypatch.setattr("voxseg.train.workflow.available_memory", lambda device: (need - FRAMEWORK_BYTES) / 0.9)
+    said = []
+    run_training(larger_phantoms, run, options, resume=True, progress=False, log=said.append)
+    assert any(line.startswith("warning: patch [48, 64, 64] with batch 8 needs about") and "in plan.json fits" in line
+               for line in said), said
+    assert (run / "checkpoint_last.pt").exists()
+
+
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
                                    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
                                                 "can't allocate memory: you tried to allocate 8589934592 bytes")])

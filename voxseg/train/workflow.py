@@ -496,9 +496,11 @@ def _spacing_strides(options: TrainOptions, spacing: list[float], net_kwargs: di
     return {**net_kwargs, "strides": strides, "kernel_sizes": kernels}
 
 
-def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, log: Callable[[str], None]) -> None:
+def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, log: Callable[[str], None],
+                hint: str = "a smaller --patch or --batch-size") -> None:
     """Shrink a planned patch (then batch) until a training step fits the memory budget; warn when the
-    user's own patch does not fit (refuse when they also gave ``--memory``)."""
+    user's own patch does not fit (refuse when they also gave ``--memory``, or it needs more than all the memory
+    free). ``hint``: what the user can change, in those messages."""
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     free = available_memory(device_type)
     if options.memory_gib is not None:
@@ -522,9 +524,9 @@ def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, lo
                 raise ValueError(message)
             if free is not None and estimate.total > free + (FRAMEWORK_BYTES if device_type == "cpu" else 0):
                 # More than all the memory free: it would only be killed, after preprocessing, mid-step.
-                raise ValueError(f"{message}, and more than all {free / GIB:.1f} GiB free: give a smaller --patch or "
-                                 "--batch-size (or leave --patch out: voxseg plans one that fits)")
-            log(f"warning: {message}: it may stop with out-of-memory (a smaller --patch or --batch-size fits)")
+                planned = " (or leave --patch out: voxseg plans one that fits)" if "--patch" in hint else ""
+                raise ValueError(f"{message}, and more than all {free / GIB:.1f} GiB free: give {hint}{planned}")
+            log(f"warning: {message}: it may stop with out-of-memory ({hint} fits)")
         return
     patch, batch, estimate = fit_patch_to_memory(model, plan.input_channels, t.patch_size, t.batch_size, budget,
                                                  model.size_divisor, t.optimizer, device_type)
@@ -926,7 +928,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
     if resume:
         plan, split, cases = _load_cases_for_resume(dataset, run_dir)
         if _is_planned_run(run_dir):  # plan.json may have been edited since --plan-only wrote it
-            _check_plan(plan, run_dir / "plan.json")
+            _check_edited_plan(plan, run_dir / "plan.json", log)
             log(f"starting the planned run: {_plan_summary(plan, split)}")
         prepared = prepare_cases(cases, plan.preprocess, LabelMapping(plan.label_values), run_dir / "preprocessed",
                                  progress)
@@ -949,6 +951,17 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
             return None
     barrier()
     return _train_in(run_dir, plan, split, prepared, resume, progress, log)
+
+
+def _check_edited_plan(plan: RunPlan, plan_path: Path, log: Callable[[str], None]) -> None:
+    """What :func:`_check_plan` checks, and that its patch and batch fit the memory free (a warning above 80% of
+    it, refused above all of it), for a plan the user may have edited; one line naming ``plan_path``."""
+    _check_plan(plan, plan_path)
+    options = TrainOptions(patch_size=list(plan.train.patch_size), spatial_dims=plan.network.spatial_dims)
+    try:
+        _fit_memory(plan, build_model(plan), options, log, hint=f"a smaller patch_size or batch_size in {plan_path.name}")
+    except ValueError as exc:
+        raise InputError(plan_path, str(exc)) from None
 
 
 def _plan_summary(plan: RunPlan, split: dict | None = None) -> str:
@@ -980,7 +993,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
             raise InputError(run_dir, "nothing to resume: no splits.json in this run folder")
         plan = RunPlan.load(run_dir / "plan.json")
         if not any((run_dir / f"fold_{k}" / CHECKPOINT_LAST).exists() for k in range(len(splits))):
-            _check_plan(plan, run_dir / "plan.json")  # no fold has trained: it may have been edited
+            _check_edited_plan(plan, run_dir / "plan.json", log)  # no fold has trained: it may have been edited
         cases = [c for c in dataset.cases if c.case_id in {i for s in splits for i in s["train"] + s["val"]}]
         mapping = LabelMapping(plan.label_values)
         _check_fold_choice(options.fold, len(splits), run_dir)
