@@ -26,9 +26,9 @@ Gaussian, and with random weights that alone gives ~0.91 (bf16 and float32 alike
 - trained default BraTS run (`--run benchmarks/results/brats/run --window 64`): voxseg against MONAI 0.864,
   same input 0.998, window placement (8 voxels) 0.830;
 - a run trained with `brats.py --overhang 0.5`: 0.886, 0.996, 0.913;
-- seeded random weights (window 128), 2026-12-06, on a machine ~1.7x slower than the day before: MONAI 173.4 s
-  (2.83 GiB), voxseg 42.5 s (1.40 GiB), 4.08x, agreement 0.503; same input 0.922; window placement (16 voxels)
-  0.886; voxseg on MONAI's whole extent 92.3 s, 0.909 (float32: 156.2 s, 0.910).
+- seeded random weights (window 128), 2026-12-06 (a bf16 128^3 window took 3.9 s then, 2.25 s hours before):
+  MONAI 173.4 s (2.83 GiB), voxseg 42.5 s (1.40 GiB), 4.08x, agreement 0.503; same input 0.922; window placement
+  (16 voxels) 0.886; voxseg on MONAI's whole extent 92.3 s, 0.909 (float32: 156.2 s, 0.910).
 Earlier versions let MONAI preprocess the whole volume itself; N4 then fitted its field on another domain
 (the overhang run: 0.780 that way, 0.938 with N4 on the whole volume for both), which measured preprocessing,
 not inference. When the case folder has a manual label, each method's foreground Dice against it is printed.
