@@ -768,6 +768,8 @@ def test_plan_only_refusals_and_a_broken_edit_are_one_line(phantoms, tmp_path):
     for broken, problem in [(text.replace('"patch_size": [\n      16', '"patch_size": [\n      15'),
                              "is not a multiple of 4"),
                             (text.replace('"epochs"', '"epoch"'), "unexpected keyword argument 'epoch'"),
+                            (text.replace('"epochs": 2', '"epochs": "2"'), 'train.epochs must be int, got "2"'),
+                            (text.replace('"minicube": null', '"minicube": [8, 8]'), "--minicubes must be 3 sizes"),
                             (text[:-5], "not valid JSON")]:
         assert broken != text
         plan_path.write_text(broken)
@@ -776,6 +778,22 @@ def test_plan_only_refusals_and_a_broken_edit_are_one_line(phantoms, tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert last.startswith(f"error: {plan_path}:") and problem in last, last
         assert not (run / "checkpoint_last.pt").exists()
+    plan_path.write_text(text)
+    split_path = run / "split.json"
+    split_path.write_text('{"train": ["case_000"]}')
+    proc = _run_cli("train", phantoms, "--out", run, "--resume")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f'error: {split_path}: must hold {{"train": [case ids], "val": [case ids]}}'), proc.stderr[-2000:]
+
+
+def test_resume_does_not_restart_a_trained_run_whose_last_checkpoint_is_gone(trained, phantoms, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "checkpoint_last.pt").unlink()
+    before = (run / "log.csv").read_text()
+    proc = _run_cli("train", phantoms, "--out", run, "--resume")
+    assert proc.returncode == 2 and "nothing to resume: no checkpoint_last.pt" in proc.stderr.strip().splitlines()[-1]
+    assert (run / "log.csv").read_text() == before
 
 
 def test_plan_only_with_folds_then_the_folds_train(phantoms, tmp_path):
@@ -788,3 +806,7 @@ def test_plan_only_with_folds_then_the_folds_train(phantoms, tmp_path):
     result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--folds", "2", "--fold", "0"])
     assert result.exit_code == 0, result.output
     assert (run / "fold_0" / "checkpoint_last.pt").exists() and not (run / "fold_1").exists()
+    before = (run / "fold_0" / "checkpoint_last.pt").read_bytes()
+    proc = _run_cli("train", phantoms, "--out", run, "--folds", "2", "--plan-only", *TINY)  # would retrain fold 0
+    assert proc.returncode == 2 and "holds a cross-validation already" in proc.stderr.strip().splitlines()[-1]
+    assert (run / "fold_0" / "checkpoint_last.pt").read_bytes() == before

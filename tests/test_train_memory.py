@@ -234,3 +234,39 @@ def test_cases_beyond_the_open_file_limit_are_held_in_memory_with_a_warning(tmp_
     n, mapped, warned, message = proc.stdout.strip().split(" ", 3)
     assert n == "10" and 0 < int(mapped) < 10 and warned == "1", proc.stdout
     assert "cannot map more cached cases" in message and "raise 'ulimit -n'" in message
+
+
+_FEW_FILES_FIRST_RUN = r"""
+import os, resource, sys, warnings
+from pathlib import Path
+import numpy as np
+import voxseg.train.workflow as wf
+from voxseg.data import LabelMapping, PreprocessConfig
+from voxseg.io import load_dataset
+from voxseg.train.loop import PreparedCase
+cases = load_dataset(sys.argv[1]).cases
+open_now = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+wf._raise_open_file_limit = lambda wanted: -1  # as where the hard limit is reached
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    if sys.argv[3] == "cases":  # nothing cached yet: every case is written, then mapped
+        out = wf.prepare_cases(cases, PreprocessConfig(), LabelMapping([0, 1, 2, 4]), Path(sys.argv[2]), progress=False)
+    else:  # one case in memory cut into 24 minicubes, none cached yet
+        case = PreparedCase("c", np.zeros((1, 16, 12, 12), np.float32), np.zeros((16, 12, 12), np.uint8))
+        out = wf._minicubes([case], [4, 4, 6], 0, Path(sys.argv[2]), "x")
+mapped = sum(isinstance(c.image, np.memmap) for c in out)
+print(len(out), mapped, len(said), str(said[0].message) if said else "")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("what,n", [("cases", 10), ("minicubes", 24)])
+def test_a_first_run_beyond_the_open_file_limit_holds_the_rest_in_memory(tmp_path, what, n):
+    data = make_phantom_dataset(tmp_path / "ds", n_cases=10, shape=(12, 16, 12), seed=2)
+    proc = subprocess.run([sys.executable, "-c", _FEW_FILES_FIRST_RUN, str(data), str(tmp_path / "cache"), what],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    count, mapped, warned, message = proc.stdout.strip().split(" ", 3)
+    assert count == str(n) and 0 < int(mapped) < n and warned == "1", proc.stdout
+    assert f"cannot map more cached {what}" in message and "raise 'ulimit -n'" in message

@@ -337,7 +337,8 @@ def _training_flags(func):
 @main.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="run folder to create")
-@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint (or start a run "
+                                             "planned with --plan-only)")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--plan-only", is_flag=True, help="validate, preprocess and plan into --out, then stop: read or edit "
                                                 "its plan.json, then train it with --resume")

@@ -186,6 +186,36 @@ class InferenceConfig:
     gaussian: bool = True
 
 
+_SCALAR_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _typed_fields(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` for ``cls(**values)``, checked against the dataclass's annotations (int, float, bool, str, lists of
+    them, each optionally ``| None``), so that a hand-edited ``"epochs": "10"`` is named here, not met mid-run.
+
+    Raises:
+        TypeError: ``where.name must be ..., got ...``.
+    """
+    annotations = {f.name: f.type for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        kind = str(annotations.get(name, "Any"))
+        optional = kind.endswith(" | None")
+        kind = kind.removesuffix(" | None")
+        if value is None and optional:
+            continue
+        item = kind[len("list["):-1] if kind.startswith("list[") else None
+        allowed = _SCALAR_TYPES.get(item or kind)
+        if allowed is None:
+            continue
+
+        def ok(v: Any, allowed: tuple[type, ...] = allowed) -> bool:
+            return isinstance(v, allowed) and (bool in allowed or not isinstance(v, bool))
+
+        if not (all(ok(v) for v in value) if item and isinstance(value, list) else (not item and ok(value))):
+            raise TypeError(f"{where}.{name} must be {kind}{' or null' if optional else ''}, got {json.dumps(value)}")
+    return values
+
+
 @dataclass
 class RunPlan:
     """Everything a run needs, saved as ``plan.json``.
@@ -234,8 +264,8 @@ class RunPlan:
             region_labels=[int(v) for v in data.get("region_labels", [])],
             preprocess=PreprocessConfig.from_dict(data.get("preprocess", {})),
             network=NetworkConfig(**data.get("network", {})),
-            train=TrainConfig(**data.get("train", {})),
-            inference=InferenceConfig(**data.get("inference", {})),
+            train=TrainConfig(**_typed_fields(TrainConfig, data.get("train", {}), "train")),
+            inference=InferenceConfig(**_typed_fields(InferenceConfig, data.get("inference", {}), "inference")),
             dataset=data.get("dataset", ""),
             augment=AugmentConfig.from_dict(data["augment"]) if "augment" in data else augmentation_preset("flips"),
         )
@@ -246,7 +276,8 @@ class RunPlan:
     @classmethod
     def load(cls, path: str | Path) -> "RunPlan":
         """Read a ``plan.json``; one that is missing, not JSON, or (hand-edited) holds an unknown field or a
-        value of the wrong kind is an :class:`~voxseg.errors.InputError` naming the file."""
+        training or inference value of the wrong type (:func:`_typed_fields`) is an :class:`~voxseg.errors.InputError`
+        naming the file. Values of the right type but out of range are checked where a run starts."""
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))

@@ -110,10 +110,7 @@ def _run_sections(run_dir: Path) -> tuple[list[tuple[str, str, str]], dict[int, 
     plan_path = run_dir / "plan.json"
     if not plan_path.exists():
         raise InputError(run_dir, "not a voxseg run folder (no plan.json)")
-    try:
-        plan = RunPlan.load(plan_path)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(plan_path, f"unreadable run plan ({type(exc).__name__}: {exc})") from None
+    plan = RunPlan.load(plan_path)  # an unreadable one is an InputError naming it
     sections = [("plan", "Plan", _plan_body(plan, run_dir)), ("data", "Data", _data_body(run_dir))]
     models = sorted(run_dir.glob("fold_*/log.csv")) or [run_dir / "log.csv"]
     sections.append(("training", "Training", "".join(_training_body(log.parent, len(models) > 1) for log in models)))

@@ -7,6 +7,7 @@ Run folder layout::
     RUN/dataset.json         the dataset as voxseg saw it (layout, channel order, cases)
     RUN/preprocessed/        cached preprocessed cases: CASE.image.npy (memory-mapped while training, so a
                              dataset larger than RAM trains), CASE.label.npy, CASE.json (settings, record)
+    RUN/preprocessed/minicubes/  with --minicubes: each training case's cubes, cached and mapped the same way
     RUN/log.csv              one row per epoch
     RUN/checkpoint_{last,best}.pt
 """
@@ -220,12 +221,8 @@ def _convert_old_cache(cache_dir: Path, case_id: str, stamp: str) -> None:
     with np.load(old, allow_pickle=False) as npz:
         if str(npz["stamp"]) != stamp:
             return
-        image_path, label_path, meta_path = _cache_files(cache_dir, case_id)
-        _save_atomic(npz["image"], image_path)
-        if npz["label"].size:
-            _save_atomic(npz["label"], label_path)
-        save_json_atomic({"stamp": stamp, "has_label": bool(npz["label"].size),
-                          "record": json.loads(str(npz["record"]))}, meta_path)
+        _write_cached(cache_dir, case_id, stamp, npz["image"], npz["label"] if npz["label"].size else None,
+                      json.loads(str(npz["record"])))
     old.unlink()
 
 
@@ -246,6 +243,47 @@ def _load_cached(cache_dir: Path, case_id: str, stamp: str, mapped: bool = True)
     except (FileNotFoundError, ValueError):
         return None
     return PreparedCase(case_id, image, label)
+
+
+def _is_cached(cache_dir: Path, item_id: str, stamp: str) -> bool:
+    """Whether the item is cached with these settings (its settings file, written last, names them)."""
+    try:
+        return json.loads(_cache_files(cache_dir, item_id)[2].read_text()).get("stamp") == stamp
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _write_cached(cache_dir: Path, item_id: str, stamp: str, image: np.ndarray, label: np.ndarray | None,
+                  record: dict | None = None) -> None:
+    """Cache one item (a case, or a minicube): the arrays first, the settings file that validates them last, so an
+    interrupted write is redone, never half read."""
+    image_path, label_path, meta_path = _cache_files(cache_dir, item_id)
+    meta_path.unlink(missing_ok=True)
+    _save_atomic(np.ascontiguousarray(image, dtype=np.float32), image_path)
+    if label is not None:
+        _save_atomic(np.ascontiguousarray(label), label_path)
+    meta = {"stamp": stamp, "has_label": label is not None}
+    save_json_atomic(meta if record is None else {**meta, "record": record}, meta_path)
+
+
+class _CacheReader:
+    """Reads cached items memory-mapped until the process runs out of open files (each mapped item keeps one open),
+    then into memory, with one warning."""
+
+    def __init__(self, cache_dir: Path, stamp: str, what: str):
+        self.cache_dir, self.stamp, self.what, self.mapped = cache_dir, stamp, what, True
+
+    def load(self, item_id: str) -> PreparedCase | None:
+        """The cached item, or None when absent, partial or made with other settings."""
+        try:
+            return _load_cached(self.cache_dir, item_id, self.stamp, self.mapped)
+        except OSError as exc:  # out of open files even after raising the limit: hold the rest in memory
+            if not self.mapped:
+                raise
+            self.mapped = False
+            warnings.warn(f"{self.cache_dir}: cannot map more cached {self.what} ({exc.strerror}); the rest are held "
+                          "in memory (raise 'ulimit -n' to map them all)")
+            return _load_cached(self.cache_dir, item_id, self.stamp, self.mapped)
 
 
 def _raise_open_file_limit(wanted: int) -> None:
@@ -279,35 +317,19 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
     cache_dir.mkdir(parents=True, exist_ok=True)
     stamp = _cache_stamp(config, mapping.values)
     _raise_open_file_limit(len(cases) + 1024)
-    mapped = True
+    reader = _CacheReader(cache_dir, stamp, "cases")
     prepared = []
     for case in tqdm(cases, desc="preprocess", unit="case", disable=not progress):
         _convert_old_cache(cache_dir, case.case_id, stamp)
-        try:
-            cached = _load_cached(cache_dir, case.case_id, stamp, mapped)
-        except OSError as exc:  # out of open files even after raising the limit: hold the rest in memory
-            mapped = False
-            warnings.warn(f"{cache_dir}: cannot map more cached cases ({exc.strerror}); the remaining "
-                          f"{len(cases) - len(prepared)} are held in memory (raise 'ulimit -n' to map them all)")
-            cached = _load_cached(cache_dir, case.case_id, stamp, mapped)
-        if cached is not None:
-            prepared.append(cached)
-            continue
-        image, label, geometry = read_case(case, with_label=True)
-        consecutive = mapping.to_consecutive(label) if label is not None else None
-        result = preprocess_case(image, geometry.spacing, config, label=consecutive, affine=geometry.affine)
-        image_path, label_path, meta_path = _cache_files(cache_dir, case.case_id)
-        meta_path.unlink(missing_ok=True)  # the arrays below are not valid until the settings name them
-        image = np.ascontiguousarray(result.image, dtype=np.float32)
-        label = None if result.label is None else np.ascontiguousarray(result.label)
-        _save_atomic(image, image_path)
-        if label is not None:
-            _save_atomic(label, label_path)
-        save_json_atomic({"stamp": stamp, "has_label": label is not None,
-                          "record": result.record.to_dict()}, meta_path)
-        # Mapped from the file just written (its pages, not this copy, are what training reads), else kept.
-        image = np.load(image_path, mmap_mode="r", allow_pickle=False) if mapped else image
-        prepared.append(PreparedCase(case.case_id, image, label))
+        cached = reader.load(case.case_id)
+        if cached is None:
+            image, label, geometry = read_case(case, with_label=True)
+            consecutive = mapping.to_consecutive(label) if label is not None else None
+            result = preprocess_case(image, geometry.spacing, config, label=consecutive, affine=geometry.affine)
+            _write_cached(cache_dir, case.case_id, stamp, result.image, result.label, result.record.to_dict())
+            del image, result  # what training reads is the file just written (mapped), not this copy
+            cached = reader.load(case.case_id)
+        prepared.append(cached)
     return prepared
 
 
@@ -328,7 +350,8 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         raise InputError(run_dir, "exists and is not a folder; name a new run folder")
     if resume:
         if not (run_dir / CHECKPOINT_LAST).exists() and not _is_planned_run(run_dir):
-            raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder")
+            raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder (and not a run "
+                                      "planned with --plan-only)")
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -339,9 +362,11 @@ def _check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
 
 
 def _is_planned_run(run_dir: Path) -> bool:
-    """A run folder that ``--plan-only`` made (its plan and split, no checkpoint): ``--resume`` starts it."""
-    return (run_dir / "plan.json").exists() and (run_dir / "split.json").exists() and not (
-        run_dir / CHECKPOINT_LAST).exists()
+    """A run folder as ``--plan-only`` made it (plan and split; no log or checkpoint: nothing trained yet), which
+    ``--resume`` starts."""
+    trained = ("log.csv", CHECKPOINT_LAST, "checkpoint_best.pt", "checkpoint_swa.pt")
+    return (run_dir / "plan.json").exists() and (run_dir / "split.json").exists() and not any(
+        (run_dir / name).exists() for name in trained)
 
 
 @contextlib.contextmanager
@@ -410,6 +435,8 @@ def _check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = No
         ("--val-every", t.val_every, t.val_every >= 1, ">= 1"),
         ("--time-budget", t.time_budget_minutes, t.time_budget_minutes is None or t.time_budget_minutes > 0, "> 0"),
         ("--slices", t.slices, t.mode != "2.5d" or (t.slices >= 1 and t.slices % 2 == 1), "odd and >= 1"),
+        ("--minicubes", t.minicube, t.minicube is None or (len(t.minicube) == 3 and min(t.minicube) >= 1),
+         "3 sizes >= 1"),
         ("--minicube-context", t.minicube_context, t.minicube_context >= 0, ">= 0"),
         ("--loader-workers", t.loader_workers, t.loader_workers >= 0, ">= 0"),
         ("--swa-epochs", t.swa_epochs, t.swa_epochs >= 0, ">= 0"),
@@ -655,13 +682,34 @@ def kfold_splits(case_ids: list[str], k: int, seed: int) -> list[dict[str, list[
 
 def _load_cases_for_resume(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, dict, list[Case]]:
     plan = RunPlan.load(run_dir / "plan.json")
-    split = json.loads((run_dir / "split.json").read_text())
+    split = _read_split(run_dir / "split.json")
     wanted = set(split["train"]) | set(split["val"])
     cases = [c for c in dataset.cases if c.case_id in wanted]
     missing = wanted - {c.case_id for c in cases}
     if missing:
         raise InputError(dataset.root, f"cases of the saved split are missing: {', '.join(sorted(missing))}")
     return plan, split, cases
+
+
+def _read_split(path: Path, folds: bool = False):
+    """A (possibly hand-edited) ``split.json`` (``{"train": [ids], "val": [ids]}``) or, with ``folds``, a
+    ``splits.json`` (a list of them); anything else is one line naming the file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+
+    def valid(split) -> bool:
+        return isinstance(split, dict) and all(
+            isinstance(split.get(k), list) and all(isinstance(i, str) for i in split[k]) for k in ("train", "val"))
+
+    ok = (isinstance(data, list) and bool(data) and all(valid(x) for x in data)) if folds else valid(data)
+    if not ok:
+        shape = '{"train": [case ids], "val": [case ids]}'
+        raise InputError(path, f"must hold {'a list of ' if folds else ''}{shape}")
+    return data
 
 
 def _fingerprint(rows: dict[str, CaseSummary], orientation: str | None) -> DatasetFingerprint:
@@ -847,43 +895,31 @@ def _minicubes(cases: list[PreparedCase], cube: list[int], context: int, cache_d
     memory at a time); ``stamp`` names the preprocessing they come from, so other settings remake them."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     stamp = json.dumps({"cases": stamp, "cube": list(cube), "context": context}, sort_keys=True)
-    _raise_open_file_limit(8 * len(cases) + 1024)
-    mapped, out = True, []
-    for case in cases:
-        n_cubes = len(minicube_starts(case.image.shape[1:], cube))
+    counts = [len(minicube_starts(case.image.shape[1:], cube)) for case in cases]
+    _raise_open_file_limit(len(cases) + sum(counts) + 1024)  # the mapped cases hold one file each too
+    reader = _CacheReader(cache_dir, stamp, "minicubes")
+    out = []
+    for case, n_cubes in zip(cases, counts):
         ids = [f"{case.case_id}#cube{k}" for k in range(n_cubes)]
-        cached = []
-        for cube_id in ids:
-            try:
-                cached.append(_load_cached(cache_dir, cube_id, stamp, mapped))
-            except OSError as exc:  # out of open files even after raising the limit: hold the rest in memory
-                mapped = False
-                warnings.warn(f"{cache_dir}: cannot map more minicubes ({exc.strerror}); the rest are held in "
-                              "memory (raise 'ulimit -n' to map them all)")
-                cached.append(_load_cached(cache_dir, cube_id, stamp, mapped))
-        if all(c is not None for c in cached):
-            out.extend(cached)
-            continue
-        images = minicube_partition(case.image, None, cube, context)
-        labels = minicube_partition(case.label[None], None, cube, context)
-        for cube_id, (img, _), (lbl, _) in zip(ids, images, labels):
-            image_path, label_path, meta_path = _cache_files(cache_dir, cube_id)
-            meta_path.unlink(missing_ok=True)  # the arrays below are not valid until the settings name them
-            _save_atomic(np.ascontiguousarray(img, dtype=np.float32), image_path)
-            _save_atomic(np.ascontiguousarray(lbl[0]), label_path)
-            save_json_atomic({"stamp": stamp, "has_label": True}, meta_path)
-            out.append(_load_cached(cache_dir, cube_id, stamp, mapped))
-        del images, labels
+        if not all(_is_cached(cache_dir, cube_id, stamp) for cube_id in ids):
+            images = minicube_partition(case.image, None, cube, context)
+            labels = minicube_partition(case.label[None], None, cube, context)
+            for cube_id, (img, _), (lbl, _) in zip(ids, images, labels):
+                _write_cached(cache_dir, cube_id, stamp, img, lbl[0])
+            del images, labels
+        out.extend(reader.load(cube_id) for cube_id in ids)
     return out
 
 
 def _train_in(run_dir: Path, plan: RunPlan, split: dict, prepared: list[PreparedCase], resume: bool,
-              progress: bool, log) -> TrainResult:
+              progress: bool, log, cube_cache: Path | None = None) -> TrainResult:
+    """Train the run in ``run_dir`` on its split of the prepared cases; ``cube_cache``: where ``--minicubes`` are
+    cached (default ``run_dir/preprocessed/minicubes``; the folds of a cross-validation share their root's)."""
     resume = resume and (run_dir / CHECKPOINT_LAST).exists()  # without one: a planned run starts here
     by_id = {c.case_id: c for c in prepared}
     train_cases = [by_id[i] for i in split["train"]]
     if plan.train.minicube:
-        args = (plan.train.minicube, plan.train.minicube_context, run_dir / "preprocessed" / "minicubes",
+        args = (plan.train.minicube, plan.train.minicube_context, cube_cache or run_dir / "preprocessed" / "minicubes",
                 _cache_stamp(plan.preprocess, plan.label_values))
         rank = rank_and_world()[0]
         cubes = _minicubes(train_cases, *args) if rank == 0 else None
@@ -960,7 +996,7 @@ def _check_edited_plan(plan: RunPlan, plan_path: Path, log: Callable[[str], None
     options = TrainOptions(patch_size=list(plan.train.patch_size), spatial_dims=plan.network.spatial_dims)
     try:
         _fit_memory(plan, build_model(plan), options, log, hint=f"a smaller patch_size or batch_size in {plan_path.name}")
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise InputError(plan_path, str(exc)) from None
 
 
@@ -988,9 +1024,12 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
     splits_path = run_dir / "splits.json"
     if resume or (splits_path.exists() and not overwrite):
         # An existing cross-validation: train the requested fold(s) into it, keeping its (edited) splits.
-        splits = json.loads(splits_path.read_text()) if splits_path.exists() else None
+        splits = _read_split(splits_path, folds=True) if splits_path.exists() else None
         if splits is None:
             raise InputError(run_dir, "nothing to resume: no splits.json in this run folder")
+        if plan_only:
+            raise InputError(run_dir, "holds a cross-validation already (splits.json): train it with --folds "
+                                      f"{len(splits)}, or plan it again with --overwrite")
         plan = RunPlan.load(run_dir / "plan.json")
         if not any((run_dir / f"fold_{k}" / CHECKPOINT_LAST).exists() for k in range(len(splits))):
             _check_edited_plan(plan, run_dir / "plan.json", log)  # no fold has trained: it may have been edited
@@ -1032,5 +1071,6 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
             plan.save(fold_dir / "plan.json")
             save_json_atomic(splits[k], fold_dir / "split.json")
         log(f"fold {k}: {len(splits[k]['train'])} train / {len(splits[k]['val'])} validation cases")
-        result = _train_in(fold_dir, plan, splits[k], prepared, fold_resume, progress, log)
+        result = _train_in(fold_dir, plan, splits[k], prepared, fold_resume, progress, log,
+                           cube_cache=run_dir / "preprocessed" / "minicubes")
     return result
