@@ -803,8 +803,12 @@ def test_plan_only_with_folds_then_the_folds_train(phantoms, tmp_path):
     assert result.exit_code == 0, result.output
     assert (run / "splits.json").exists() and not list(run.glob("fold_*"))
     assert f"--out {run} --folds 2'" in result.output
-    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--folds", "2", "--fold", "0"])
-    assert result.exit_code == 0, result.output
+    proc = _run_cli("train", phantoms, "--out", run, "--folds", "2", "--fold", "0", "--epochs", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert any("the cross-validation continues as its plan.json says; ignored: --epochs (" in line
+               for line in warned), warned
+    assert len((run / "fold_0" / "log.csv").read_text().splitlines()) == 3  # header + the plan's 2 epochs
     assert (run / "fold_0" / "checkpoint_last.pt").exists() and not (run / "fold_1").exists()
     before = (run / "fold_0" / "checkpoint_last.pt").read_bytes()
     proc = _run_cli("train", phantoms, "--out", run, "--folds", "2", "--plan-only", *TINY)  # would retrain fold 0

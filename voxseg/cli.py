@@ -359,14 +359,19 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
                                  param_hint="'--plan-only'")
     if resume and not run_dir.is_dir():
         raise InputError(run_dir, "nothing to resume: run folder not found")
-    if resume:  # the run continues as its plan.json says; options typed now would silently not apply
+    cross_validation = (run_dir / "splits.json").exists() and not overwrite and not plan_only
+    if resume or (cross_validation and kw.get("folds")):
+        # The run continues as its plan.json says; options typed now would silently not apply (but for which
+        # folds of a cross-validation to train).
         from click.core import ParameterSource
 
         ctx = click.get_current_context()
+        used = {"folds", "fold"} if cross_validation else set()
         ignored = [f"--{name.replace('_', '-')}" for name in kw
-                   if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+                   if name not in used and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if ignored:
-            warnings.warn(f"{run_dir}: --resume continues the run as its plan.json says; ignored: "
+            how = "--resume continues the run" if resume else "the cross-validation continues"
+            warnings.warn(f"{run_dir}: {how} as its plan.json says; ignored: "
                           f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
     result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume,
                           plan_only=plan_only)
