@@ -13,7 +13,8 @@ Measured on 2 cores: 64^3 costs ~1.5 s per iteration, 96^3 ~7.6 s (too few itera
 History (same split, 60 min): SGD 0.01 + flips only, no N4: WT 0.673 (2,378 iterations); Adam + full
 augmentation + N4 with flip TTA: WT 0.804 without post-processing, 0.799 with "largest component of WT"
 chosen on the training cases (2,330 iterations); the same with batch norm (``--net-args ...,norm=batch``):
-WT 0.634 (one case missed almost entirely); these defaults: WT 0.807, TC 0.751, ET 0.597 (2,208 iterations).
+WT 0.634 (one case missed almost entirely); these defaults: WT 0.807, TC 0.751, ET 0.597 (2,208 iterations);
+on 2026-12-06, 4,371 iterations in the hour: WT 0.843, TC 0.724, ET 0.552.
 ``--no-crop --minutes 40`` (patches also show the background outside the head): WT 0.783 (0.798 with flips),
 1,449 iterations; its agreement with MONAI when the crop is taken only at prediction is 0.925 instead of 0.839
 (see benchmarks/inference.py), so context-robust training narrows but does not close that gap.
