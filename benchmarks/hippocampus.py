@@ -34,6 +34,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train exactly this many epochs of 100 iterations instead of a time budget (with "
+                             "--amp none the figures then depend on the seed alone, not on the machine's speed)")
+    parser.add_argument("--amp", default="auto", help="mixed precision: auto, bf16, none")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 80/20 split and of training")
@@ -50,8 +54,8 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     net_kwargs = {k: int(v) for k, v in (item.split("=") for item in args.net_args.split(",") if item)}
-    options = TrainOptions(net_kwargs=net_kwargs, epochs=100_000, iterations_per_epoch=100,
-                           time_budget_minutes=args.minutes, batch_size=args.batch_size, optimizer=args.optimizer,
+    options = TrainOptions(net_kwargs=net_kwargs, epochs=args.epochs or 100_000, iterations_per_epoch=100,
+                           time_budget_minutes=None if args.epochs else args.minutes, amp=args.amp, batch_size=args.batch_size, optimizer=args.optimizer,
                            lr=args.lr, val_fraction=0.0, seed=args.seed, num_threads=args.threads)
     held = train_and_test(args.data, args.out, options, {"anterior": [1], "posterior": [2]}, args.seed,
                           tta=(args.tta, "none") if args.tta != "none" else ("none",))
