@@ -14,7 +14,8 @@ from voxseg.metrics.postprocessing import choose_run_postprocessing
 from voxseg.io.image import read_volume, write_volume
 from voxseg.io import load_dataset
 from voxseg.metrics import evaluate_folders
-from voxseg.train import TrainOptions, TrainResult, checked_cases, run_training, split_cases
+from voxseg.train import TrainResult
+from voxseg.runs import TrainOptions, checked_cases, run_training, split_cases
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

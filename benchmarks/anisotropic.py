@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
-from voxseg.train import TrainOptions
+from voxseg.runs import TrainOptions
 
 
 def thick_slice_copy(src: Path, dst: Path, every: int, odd_cases_only: bool = False) -> Path:

@@ -2,10 +2,10 @@
 on 10 of the 14 cases in ../shared/data/brats2018 within a budget on 2 CPU threads, predict the other 4
 through the full chain (BraTS labels 0/1/2/4 written in the input geometry), evaluate per region.
 
-Defaults chosen for a CPU: N4 bias-field correction of every channel (seed 001; 2.7 s per channel), resampling
+Defaults chosen for a CPU: N4 bias-field correction of every channel (Archit & Adilina 2022; 2.7 s per channel), resampling
 to 2 mm (8x fewer voxels, a 64^3 patch then sees 128 mm, most of the brain), a 5-stage U-Net with base width 16
 and deep supervision, Dice + BCE, batch 2, Adam 1e-3 with poly decay over the budget, the full augmentation
-chain (nnU-Net's plus axial rot90s), all 16 flip x axial-rot90 TTA variants at prediction (seed 003; the figures
+chain (nnU-Net's plus axial rot90s), all 16 flip x axial-rot90 TTA variants at prediction (Henry et al. 2021; the figures
 with the 8 flips and without TTA are printed too). No post-processing by default: the issue wants rules kept
 only if they raise cross-validation Dice, and no k-fold fits the budget. ``--postprocess`` chooses them on the
 model's predictions of its own training cases instead (in-sample, so it favours "largest component").
@@ -43,8 +43,8 @@ from voxseg.data.labels import LabelScheme
 from voxseg.cli import user_errors
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.metrics import format_summary
-from voxseg.plan import augmentation_preset
-from voxseg.train import TrainOptions
+from voxseg.config import augmentation_preset
+from voxseg.runs import TrainOptions
 
 
 @user_errors

@@ -30,7 +30,7 @@ import json, sys, threading, time
 import numpy as np
 from voxseg.data import LabelMapping, PatchSampler, PreprocessConfig
 from voxseg.io import load_dataset
-from voxseg.train import prepare_cases
+from voxseg.runs import prepare_cases
 
 def anon():
     for line in open("/proc/self/status"):
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     from voxseg.data import LabelMapping, PreprocessConfig, make_phantom_dataset
     from voxseg.io import load_dataset
-    from voxseg.train import prepare_cases
+    from voxseg.runs import prepare_cases
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_phantom_dataset(Path(tmp) / "ds", n_cases=args.cases, shape=(128, 160, 128), seed=0)

@@ -25,7 +25,7 @@ import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
 from voxseg.metrics import format_summary
-from voxseg.train import TrainOptions
+from voxseg.runs import TrainOptions
 
 DEFAULT_DATA = SHARED_DATA / "hippocampus"
 

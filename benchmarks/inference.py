@@ -64,7 +64,7 @@ METHODS = ("monai", "voxseg", "monai_crop", "monai_shifted", "voxseg_whole", "vo
 
 def _model_and_plan(run: str | None, n_channels: int, window: tuple[int, ...]):
     from voxseg.infer import build_model, load_model
-    from voxseg.plan import NetworkConfig, RunPlan, TrainConfig
+    from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 
     if run:
         model, plan = load_model(run)

@@ -3,7 +3,7 @@
 Each configuration runs in its own process (2 threads): build a 3-D U-Net, take three SGD steps with
 Dice + CE on random data at the patch and batch, and report the growth of peak resident memory over
 the process's resident memory just before (torch, voxseg, model and data already loaded). The estimate
-is ``voxseg.train.memory.estimate_training_memory`` without its fixed framework term, which the
+is ``voxseg.plan.memory.estimate_training_memory`` without its fixed framework term, which the
 baseline already holds.
 
 Measured on 2 cores, torch 2.13 CPU (this script, 2026-11-25):
@@ -49,7 +49,7 @@ import json, resource, sys
 import torch
 from voxseg.losses import build_loss
 from voxseg.nets import build_network
-from voxseg.train.memory import estimate_training_memory
+from voxseg.plan.memory import estimate_training_memory
 
 base, side, batch, ds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 torch.set_num_threads(2)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
-from voxseg.train import TrainOptions
+from voxseg.runs import TrainOptions
 
 
 def main() -> int:

@@ -28,7 +28,7 @@ import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
 from voxseg.nets import NETWORKS, build_network, count_parameters, estimate_flops
-from voxseg.train import TrainOptions
+from voxseg.runs import TrainOptions
 
 
 def _three_d_presets() -> list[str]:

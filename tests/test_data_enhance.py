@@ -13,7 +13,7 @@ from voxseg.data.enhance import (
     n4_bias_correction,
 )
 from voxseg.data.preprocess import PreprocessConfig, preprocess_case
-from voxseg.plan.plan import RunPlan
+from voxseg.config import RunPlan
 
 SPACING = (1.5, 1.0, 1.0)  # (sz, sy, sx) mm
 NEW_FIELDS = ("n4", "n4_shrink", "n4_iterations", "n4_convergence", "denoise", "denoise_iterations",

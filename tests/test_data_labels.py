@@ -193,7 +193,7 @@ def test_regions_scheme_refuses_a_paint_order_that_moves_labels_between_regions(
     ("regions", [0, 1, 2, 3], {k: list(v) for k, v in NNUNET_BRATS.items()}),
 ])
 def test_training_region_targets_match_labels_to_regions(scheme, values, regions):
-    from voxseg.plan import RunPlan
+    from voxseg.config import RunPlan
     from voxseg.train.loop import _targets
 
     plan = RunPlan(channel_names=["t1"], label_values=values, label_scheme=scheme, label_regions=regions)

@@ -91,7 +91,7 @@ def test_channel_subset_selects_by_name_and_round_trips():
 
 def test_training_minicubes_are_cached_memory_mapped_and_remade_for_other_settings(tmp_path):
     from voxseg.train.loop import PreparedCase
-    from voxseg.train.workflow import _minicubes
+    from voxseg.runs.workflow import _minicubes
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(2, 12, 10, 9)).astype(np.float32)

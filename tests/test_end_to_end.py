@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from voxseg.cli import main
 from voxseg.data.phantoms import make_phantom_dataset
-from voxseg.plan import RunPlan
+from voxseg.config import RunPlan
 
 TINY = ["--net-args", "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "2", "--iterations", "2",
         "--threads", "2"]
@@ -272,7 +272,7 @@ def test_minicube_partition_training_and_slice_selection(phantoms, tmp_path):
 
 def test_demo_runs_the_whole_chain_on_phantoms(tmp_path):
     from voxseg.demo import run_demo
-    from voxseg.train import TrainOptions
+    from voxseg.runs import TrainOptions
 
     options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=1,
                            iterations_per_epoch=2, num_threads=2)
@@ -350,7 +350,7 @@ def test_init_from_a_folder_without_checkpoint_is_one_line_and_makes_no_run(phan
 def test_predict_warns_about_a_voxel_size_the_run_never_saw(trained, phantoms, tmp_path):
     import shutil
 
-    from voxseg.plan import DatasetFingerprint
+    from voxseg.data import DatasetFingerprint
 
     fingerprint = DatasetFingerprint.load(trained)
     assert fingerprint is not None and fingerprint.n_cases == 5
@@ -638,7 +638,7 @@ def test_ct_datasets_are_normalised_with_their_foreground_statistics(tmp_path):
     assert bad.exit_code == 2 and "LO < HI" in bad.output and not (tmp_path / "b").exists()
     # Through the Python API, a normalisation other than the default is kept on a CT dataset.
     from voxseg.data.preprocess import PreprocessConfig
-    from voxseg.train import TrainOptions, run_training
+    from voxseg.runs import TrainOptions, run_training
 
     run_training(data, tmp_path / "api", TrainOptions(preprocess=PreprocessConfig("percentile"), epochs=1,
                                                       iterations_per_epoch=1, patch_size=[16, 16, 16], num_threads=1,
@@ -727,7 +727,7 @@ def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
 def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, phantoms, tmp_path):
     import warnings as _warnings
 
-    from voxseg.train.checkpoint_files import checkpoint_path
+    from voxseg.infer.checkpoint_files import checkpoint_path
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)

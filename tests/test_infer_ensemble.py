@@ -1,4 +1,4 @@
-"""Ensembles (folds, runs with different preprocessing), seed 003's merge table, and the predict CLI."""
+"""Ensembles (folds, runs with different preprocessing), Henry et al.'s (2021) merge table, and the predict CLI."""
 import copy
 import json
 import shutil
@@ -16,7 +16,7 @@ from voxseg.errors import InputError
 from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, count_windows, ensemble_predict,
                                    load_merge_table, member_dirs, predict_groups, prepare_groups)
 from voxseg.nets.runtime import build_model
-from voxseg.plan.plan import NetworkConfig, RunPlan, TrainConfig
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 
 # Seed 003, Table 1, as printed: rows = model B's label, columns = model A's label (0, 1, 2, 4).
 TABLE_1 = {0: [0, 1, 0, 4], 1: [0, 1, 2, 4], 2: [2, 1, 2, 4], 4: [0, 1, 2, 4]}
@@ -148,7 +148,7 @@ def test_merge_table_from_json_and_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from voxseg.train import TrainOptions, run_training
+    from voxseg.runs import TrainOptions, run_training
 
     root = tmp_path_factory.mktemp("ens")
     data = make_phantom_dataset(root / "ds", n_cases=4, shape=(20, 24, 20), seed=2)

@@ -111,7 +111,7 @@ def test_choose_run_postprocessing_from_out_of_fold_predictions(tmp_path):
     import nibabel as nib
 
     from voxseg.metrics.postprocessing import choose_run_postprocessing
-    from voxseg.plan.plan import RunPlan
+    from voxseg.config import RunPlan
 
     run = tmp_path / "cv"
     for sub in ("oof/pred", "oof/ref"):

@@ -1,5 +1,6 @@
-"""The package shows the pipeline: io -> data -> plan -> nets -> losses -> train -> infer -> metrics -> report ->
-demo / cli. A module imports only from its own package and the ones before it (function-level imports count)."""
+"""The package shows the pipeline: io -> data -> config -> nets -> losses -> infer -> train -> plan -> runs -> metrics ->
+report -> demo / cli. Planning times the real training step, so it comes after train; runs/ drives a run folder.
+A module imports only from its own package and the ones before it (function-level imports count)."""
 from __future__ import annotations
 
 import ast
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import voxseg
 
-ORDER = ["errors", "io", "data", "plan", "nets", "losses", "train", "infer", "metrics", "report", "demo", "cli"]
+ORDER = ["errors", "io", "data", "config", "nets", "losses", "infer", "train", "plan", "runs", "metrics", "report", "demo",
+         "cli"]
 
 
 def _stage(module: str) -> int | None:

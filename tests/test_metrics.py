@@ -53,7 +53,7 @@ def test_bars_overlap_by_hand():
     assert m["vol_pred_ml"] == pytest.approx(0.010)
     assert m["vol_diff_ml"] == pytest.approx(-0.002)
     assert m["abs_vol_diff_ml"] == pytest.approx(0.002)
-    assert m["rel_vol_diff"] == pytest.approx(1 / 6)  # seed 001: |V_ref - V_pred| / V_ref
+    assert m["rel_vol_diff"] == pytest.approx(1 / 6)  # Archit & Adilina (2022): |V_ref - V_pred| / V_ref
 
 
 def test_bars_surface_by_hand():

@@ -141,7 +141,7 @@ def test_evaluate_folders_end_to_end(tmp_path):
     assert document["structures"] == STRUCTURES
     assert document["summary"]["n_cases"] == 3 == summary["n_cases"]
     assert set(document["summary"]["metrics"]) == set(STRUCTURES)
-    assert "seed 001" in document["volume_difference"]
+    assert "Archit & Adilina 2022" in document["volume_difference"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["metrics_per_case.csv", "metrics_summary.json"]
     assert "WT" in format_summary(summary)
 

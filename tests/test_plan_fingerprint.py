@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from voxseg.plan.fingerprint import FINGERPRINT_NAME, DatasetFingerprint, dataset_fingerprint
+from voxseg.data.fingerprint import FINGERPRINT_NAME, DatasetFingerprint, dataset_fingerprint
 
 
 def test_ranges_are_per_axis():
@@ -40,7 +40,7 @@ def test_save_load_round_trip_and_fold_folders(tmp_path):
 def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
     import pytest
 
-    from voxseg.plan import write_atomic
+    from voxseg.io.files import write_atomic
 
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")

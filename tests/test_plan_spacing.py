@@ -8,8 +8,9 @@ import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.nets import build_network
-from voxseg.plan import RunPlan, plan_patch_size, plan_strides, plan_target_spacing
-from voxseg.train import TrainOptions, run_training
+from voxseg.config import RunPlan
+from voxseg.plan import plan_patch_size, plan_strides, plan_target_spacing
+from voxseg.runs import TrainOptions, run_training
 
 
 def test_isotropic_and_mildly_anisotropic_spacings_keep_the_defaults():

@@ -17,7 +17,7 @@ from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.io import read_volume, write_volume
 from voxseg.metrics import evaluate_folders
 from voxseg.report import REPORT_NAME, write_report
-from voxseg.train import TrainOptions, run_training
+from voxseg.runs import TrainOptions, run_training
 
 STRUCTURES = {"necrosis": [1], "edema": [2], "enhancing": [4]}
 
@@ -125,7 +125,7 @@ def run(dataset, tmp_path_factory):
 def test_run_report_says_what_the_run_folder_holds(run):
     from voxseg.nets.runtime import build_model
     from voxseg.nets import count_parameters
-    from voxseg.plan import RunPlan
+    from voxseg.config import RunPlan
 
     page = write_report(run / REPORT_NAME, run).read_text()
     text = html.unescape(_without_pictures(page))

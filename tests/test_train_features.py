@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
-from voxseg.plan import RunPlan
-from voxseg.train import TrainOptions, kfold_splits, run_training
+from voxseg.config import RunPlan
+from voxseg.runs import TrainOptions, kfold_splits, run_training
 
 
 def _options(**kw):
@@ -179,7 +179,7 @@ def test_a_budget_too_short_for_training_is_said_with_its_projection(phantoms, t
 
 
 def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monkeypatch):
-    from voxseg.train.workflow import CPU_DEFAULTS
+    from voxseg.runs.workflow import CPU_DEFAULTS
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = []
@@ -195,7 +195,7 @@ def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monk
     assert RunPlan.load(tmp_path / "own" / "plan.json").network.kwargs == {"base_width": 4, "depth": 3,
                                                                             "deep_supervision": False}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # planning only: nothing runs on the GPU here
-    from voxseg.train.workflow import _hardware_defaults
+    from voxseg.runs.workflow import _hardware_defaults
 
     kwargs, cap, note = _hardware_defaults(TrainOptions())
     assert kwargs == {} and cap == 96 * 96 * 64 and note == ""

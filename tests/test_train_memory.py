@@ -11,9 +11,9 @@ import torch
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.errors import InputError
 from voxseg.nets import build_network, estimate_saved_activation_bytes
-from voxseg.plan import RunPlan
-from voxseg.train import TrainOptions, run_training
-from voxseg.train.memory import GIB, estimate_training_memory, fit_patch_to_memory
+from voxseg.config import RunPlan
+from voxseg.runs import TrainOptions, run_training
+from voxseg.plan.memory import GIB, estimate_training_memory, fit_patch_to_memory
 
 
 def _real_saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -91,9 +91,9 @@ def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_
                                                                      **options), progress=False)
     assert not (tmp_path / "none").exists() and not (tmp_path / "own").exists()
     # No --memory: the budget is 80% of what the machine has free, plus the framework this process already holds.
-    from voxseg.train.memory import FRAMEWORK_BYTES
+    from voxseg.plan.memory import FRAMEWORK_BYTES
 
-    monkeypatch.setattr("voxseg.train.workflow.available_memory", lambda device: (0.8 * GIB - FRAMEWORK_BYTES) / 0.8)
+    monkeypatch.setattr("voxseg.runs.workflow.available_memory", lambda device: (0.8 * GIB - FRAMEWORK_BYTES) / 0.8)
     run_training(larger_phantoms, tmp_path / "machine", TrainOptions(**options), progress=False)
     assert RunPlan.load(tmp_path / "machine" / "plan.json").train.patch_size == tight.train.patch_size
     # A patch the user set: over 80% of the free memory is a warning, over all of it is refused at once.
@@ -117,19 +117,19 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
     plan = RunPlan.load(run / "plan.json")
     plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 8  # the user's edit
     plan.save(run / "plan.json")
-    monkeypatch.setattr("voxseg.train.workflow.available_memory", lambda device: 0.1 * GIB)
+    monkeypatch.setattr("voxseg.runs.workflow.available_memory", lambda device: 0.1 * GIB)
     with pytest.raises(InputError, match=r"plan\.json: patch \[48, 64, 64\] with batch 8 needs about .* more than "
                                          r"all 0\.1 GiB free: give a smaller patch_size or batch_size in plan\.json$"):
         run_training(larger_phantoms, run, options, resume=True, progress=False)
     assert not (run / "checkpoint_last.pt").exists()
     # Over 80% of the memory free but under all of it: said, then trained.
     from voxseg.nets import build_model
-    from voxseg.train.memory import FRAMEWORK_BYTES
+    from voxseg.plan.memory import FRAMEWORK_BYTES
 
     need = estimate_training_memory(build_model(plan), (4, 48, 64, 64), 8, plan.train.optimizer, "cpu").total
     assert need > FRAMEWORK_BYTES
     # The budget is 80% of the memory free plus the framework already loaded; refused only above all of it.
-    monkeypatch.setattr("voxseg.train.workflow.available_memory", lambda device: (need - FRAMEWORK_BYTES) / 0.9)
+    monkeypatch.setattr("voxseg.runs.workflow.available_memory", lambda device: (need - FRAMEWORK_BYTES) / 0.9)
     said = []
     run_training(larger_phantoms, run, options, resume=True, progress=False, log=said.append)
     assert any(line.startswith("warning: patch [48, 64, 64] with batch 8 needs about") and "in plan.json fits" in line
@@ -148,7 +148,7 @@ def test_out_of_memory_during_training_is_one_line_with_what_to_do(larger_phanto
     def run_out_of_memory(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("voxseg.train.workflow.run_training", run_out_of_memory)
+    monkeypatch.setattr("voxseg.runs.workflow.run_training", run_out_of_memory)
     result = CliRunner().invoke(main, ["train", str(larger_phantoms), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit)
     (line,) = [x for x in result.output.splitlines() if x.startswith("error:")]
@@ -160,7 +160,7 @@ def test_preprocessed_cases_are_memory_mapped_from_the_cache_and_reused(larger_p
 
     from voxseg.data import LabelMapping, PreprocessConfig
     from voxseg.io import load_dataset
-    from voxseg.train import prepare_cases
+    from voxseg.runs import prepare_cases
 
     cases = load_dataset(larger_phantoms).cases
     config, mapping = PreprocessConfig(), LabelMapping([0, 1, 2, 4])
@@ -172,7 +172,7 @@ def test_preprocessed_cases_are_memory_mapped_from_the_cache_and_reused(larger_p
     def read_case_not_expected(*args, **kwargs):
         raise AssertionError("a cached case was read and preprocessed again")
 
-    monkeypatch.setattr("voxseg.train.workflow.read_case", read_case_not_expected)
+    monkeypatch.setattr("voxseg.runs.workflow.read_case", read_case_not_expected)
     again = prepare_cases(cases, config, mapping, tmp_path / "cache", progress=False)
     assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label) for a, b in zip(first, again))
     # A case whose settings file is missing (a write cut short) is preprocessed again.
@@ -188,7 +188,7 @@ def test_a_cache_from_before_memory_mapping_is_converted_not_redone(larger_phant
 
     from voxseg.data import LabelMapping, PreprocessConfig
     from voxseg.io import load_dataset
-    from voxseg.train import prepare_cases
+    from voxseg.runs import prepare_cases
 
     cases = load_dataset(larger_phantoms).cases[:1]
     config, mapping = PreprocessConfig(), LabelMapping([0, 1, 2, 4])
@@ -198,7 +198,7 @@ def test_a_cache_from_before_memory_mapping_is_converted_not_redone(larger_phant
     old.mkdir()
     np.savez(old / f"{fresh.case_id}.npz", image=np.array(fresh.image), label=fresh.label, stamp=np.array(stamp),
              record=np.array(_json.dumps({"kept": "as it was"})))  # the format voxseg wrote before 2026-11-25
-    monkeypatch.setattr("voxseg.train.workflow.read_case", lambda *a, **k: pytest.fail("preprocessed again"))
+    monkeypatch.setattr("voxseg.runs.workflow.read_case", lambda *a, **k: pytest.fail("preprocessed again"))
     (converted,) = prepare_cases(cases, config, mapping, old, progress=False)
     assert np.array_equal(converted.image, fresh.image) and np.array_equal(converted.label, fresh.label)
     assert not (old / f"{fresh.case_id}.npz").exists() and isinstance(converted.image, np.memmap)
@@ -207,7 +207,7 @@ def test_a_cache_from_before_memory_mapping_is_converted_not_redone(larger_phant
 _FEW_FILES = r"""
 import resource, sys, warnings
 import numpy as np
-import voxseg.train.workflow as wf
+import voxseg.runs.workflow as wf
 from voxseg.data import LabelMapping, PreprocessConfig
 from voxseg.io import load_dataset
 cases = load_dataset(sys.argv[1]).cases
@@ -240,7 +240,7 @@ _FEW_FILES_FIRST_RUN = r"""
 import os, resource, sys, warnings
 from pathlib import Path
 import numpy as np
-import voxseg.train.workflow as wf
+import voxseg.runs.workflow as wf
 from voxseg.data import LabelMapping, PreprocessConfig
 from voxseg.io import load_dataset
 from voxseg.train.loop import PreparedCase

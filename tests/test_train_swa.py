@@ -75,7 +75,7 @@ def test_state_round_trip_continues_identically():
 
 
 def test_swa_lr_restarts_at_half_the_rate_every_cycle():
-    base = 1e-4  # seed 003: 5 cycles of 30 epochs, each from 5e-5 down by a cosine
+    base = 1e-4  # Henry et al. (2021): 5 cycles of 30 epochs, each from 5e-5 down by a cosine
     assert swa_lr(0.0, base) == pytest.approx(5e-5)
     assert swa_lr(0.1, base) == pytest.approx(2.5e-5)  # half-way through the first cycle
     assert swa_lr(0.2 - 1e-9, base) == pytest.approx(0.0, abs=1e-12)

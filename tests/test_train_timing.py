@@ -8,9 +8,9 @@ import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.nets import build_network
-from voxseg.plan import RunPlan
-from voxseg.train import TrainOptions, run_training
-from voxseg.train.timing import fit_patch_to_time_budget, measure_step_seconds
+from voxseg.config import RunPlan
+from voxseg.runs import TrainOptions, run_training
+from voxseg.plan.timing import fit_patch_to_time_budget, measure_step_seconds
 
 
 def _per_voxel(seconds_per_voxel: float, calls: list):

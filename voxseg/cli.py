@@ -190,8 +190,8 @@ def _exclusions(text: str | None) -> list[str] | None:
 def _train_options(**kw):
     from voxseg.data.preprocess import PreprocessConfig
     from voxseg.losses import parse_loss_args
-    from voxseg.plan import augmentation_preset
-    from voxseg.train import TrainOptions, checked_patch_size
+    from voxseg.config import augmentation_preset
+    from voxseg.runs import TrainOptions, checked_patch_size
 
     if kw["fold"] != "all" and not kw["folds"]:
         raise click.BadParameter("--fold picks a fold of a cross-validation: give --folds K too", param_hint="'--fold'")
@@ -313,7 +313,7 @@ def _training_flags(func):
                      help="patches, slices, or 2.5-D stacks of --slices neighbours (2-D modes imply --dims 2)"),
         click.option("--slices", type=click.IntRange(min=1), default=3, show_default=True, help="slices per 2.5-D stack"),
         click.option("--slice-selection", type=click.IntRange(min=0), default=None,
-                     help="2-D modes: slices with foreground plus N empty neighbours (seed 002)"),
+                     help="2-D modes: slices with foreground plus N empty neighbours (Wang & Tang 2020)"),
         click.option("--channels", default=None, help="train on a channel subset by name, e.g. flair or t1ce,t2,flair"),
         click.option("--loader-workers", type=click.IntRange(min=0), default=0, show_default=True,
                      help="processes making batches ahead of the model"),
@@ -321,9 +321,9 @@ def _training_flags(func):
                      help="how far training patches may reach beyond the cropped volume, as a fraction of the patch "
                           "(zero-filled there; 0.5: patch centres anywhere in the volume)"),
         click.option("--minicubes", default=None, help="train on the fixed partition into cubes, e.g. 80x96x96 "
-                     "(seed 000)"),
+                     "(Buchwald et al. 2022)"),
         click.option("--minicube-context", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="voxels of context read around each minicube (seed 000: 20)"),
+                     help="voxels of context read around each minicube (Buchwald et al. 2022: 20)"),
         click.option("--flag-hard-cases", is_flag=True,
                      help="after training, flag cases whose loss stays high (flagged_cases.json)"),
         click.option("--exclude-cases", default=None,
@@ -347,7 +347,7 @@ def _training_flags(func):
 def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: bool, **kw) -> None:
     """Train a segmentation network on DATA into the run folder --out."""
     from voxseg.report import REPORT_NAME, plot_learning_curves, write_report
-    from voxseg.train.workflow import run_training
+    from voxseg.runs.workflow import run_training
 
     from voxseg.train.distributed import rank_and_world
 
@@ -429,7 +429,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     """
     from voxseg.infer.predict import predict_path
     from voxseg.io.datasets import Dataset
-    from voxseg.train.workflow import checked_cases
+    from voxseg.runs.workflow import checked_cases
 
     def refuse_invalid(cases):
         n_channels = max((len(c.image_paths) + len(c.missing_channels) for c in cases), default=0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from voxseg.train import TrainOptions, run_training
+from voxseg.runs import TrainOptions, run_training
 
 data, run, out = map(Path, sys.argv[1:4])
 deep_supervision = sys.argv[4:5] == ["deep_supervision"]

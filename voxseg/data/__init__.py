@@ -2,6 +2,7 @@
 
 Arrays are ``(C, Z, Y, X)`` images and ``(Z, Y, X)`` labels; spacings ``(sz, sy, sx)`` in mm.
 """
+from voxseg.data.fingerprint import FINGERPRINT_NAME, SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.data.phantoms import make_phantom_case, make_phantom_dataset
 from voxseg.data.preprocess import (
     NORMALIZATIONS,
@@ -31,6 +32,7 @@ from voxseg.data.labels import (REGION_NAMES, LabelScheme, check_labels_fit, dec
                                labels_to_regions, regions_to_labels)
 
 __all__ = [
+    "FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint",
     "tensor_view",
     # orientation
     "check_orientation_code",

@@ -11,7 +11,7 @@ and resamples image (linear) and label (nearest) once, straight from the whole v
 draw is a pure flip / rot90 (the common case) the patch is cut by slicing instead, exactly.
 
 Coordinates are voxel indices; an output voxel ``o`` (relative to the patch centre) reads the input
-at ``centre + M @ o + d(o)``. Defaults follow nnU-Net (probabilities and ranges) and seed 003
+at ``centre + M @ o + d(o)``. Defaults follow nnU-Net (probabilities and ranges) and Henry et al. (2021)
 (channel scale / shift / drop); axial rot90 (p = 0.2) is ours, nnU-Net has none.
 
 Adding a transform: one frozen dataclass subclass with ``@_register`` and one field in
@@ -306,7 +306,7 @@ def _per_channel(rng: np.random.Generator, low_high: tuple[float, float], image:
 @_register
 @dataclass(frozen=True)
 class GaussianNoise(Transform):
-    """Add zero-mean Gaussian noise with a std drawn per sample (nnU-Net p = 0.1; seed 003 std 0.1).
+    """Add zero-mean Gaussian noise with a std drawn per sample (nnU-Net p = 0.1; Henry et al. (2021) std 0.1).
 
     Attributes:
         std: ``(low, high)`` noise std, in normalised intensity units.
@@ -348,7 +348,7 @@ class GaussianBlur(Transform):
 @_register
 @dataclass(frozen=True)
 class IntensityScale(Transform):
-    """Multiply each channel by its own factor (seed 003: U(0.9, 1.1), pipeline B p = 0.2).
+    """Multiply each channel by its own factor (Henry et al. 2021: U(0.9, 1.1), pipeline B p = 0.2).
 
     Attributes:
         factor: ``(low, high)`` multiplicative factor.
@@ -365,7 +365,7 @@ class IntensityScale(Transform):
 @_register
 @dataclass(frozen=True)
 class IntensityShift(Transform):
-    """Add a constant per channel (seed 003: U(-0.1, 0.1), p = 0.2).
+    """Add a constant per channel (Henry et al. 2021: U(-0.1, 0.1), p = 0.2).
 
     Attributes:
         offset: ``(low, high)`` additive offset, normalised intensity units.
@@ -496,7 +496,7 @@ class BiasField(Transform):
 @_register
 @dataclass(frozen=True)
 class ChannelDrop(Transform):
-    """Set one random input channel to zero (seed 003 pipeline A: p = 0.16); needs >= 2 channels."""
+    """Set one random input channel to zero (Henry et al. (2021) pipeline A: p = 0.16); needs >= 2 channels."""
 
     name: ClassVar[str] = "channel_drop"
     p: float = 0.0
@@ -709,7 +709,7 @@ class AugmentConfig:
     """Every augmentation with its probability and ranges; field order is application order.
 
     Defaults are nnU-Net's (flip, rotation, scaling, noise, blur, low resolution, gamma), nnU-Net v1's
-    elastic deformation, and seed 003's channel scale / shift; sharpening, bias field and channel
+    elastic deformation, and Henry et al.'s (2021) channel scale / shift; sharpening, bias field and channel
     dropping are off (``p = 0``). Set a transform's ``p`` to 0 to disable it.
     Round trip: ``AugmentConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c``.
 

@@ -70,7 +70,7 @@ class PatchLoader:
             stack; per-channel intensity draws treat each stacked slice as its own channel).
         slices: slices per 2.5-D stack (odd).
         slice_selection: for 2-D / 2.5-D, restrict random slices to those with foreground plus this
-            many empty neighbours (seed 002, :func:`~voxseg.data.sampling.select_slices`); ``None`` = all.
+            many empty neighbours (Wang & Tang 2020, :func:`~voxseg.data.sampling.select_slices`); ``None`` = all.
         channels: indices of the channels to keep (a modality subset); ``None`` = all.
         num_batches: stop after this many batches in total; ``None`` = endless.
         max_voxels_per_class: foreground coordinates kept per class and case (see ``PatchSampler``).

@@ -9,11 +9,11 @@ Sampling modes beyond 3-D patches and 2-D slices:
 
 - 2.5-D stacks (:func:`stack_neighbours`): ``k`` neighbouring slices as channels, the label of the
   centre slice.
-- Slice selection (:func:`select_slices`, seed 002): every slice with foreground plus a set number
+- Slice selection (:func:`select_slices`, Wang & Tang (2020)): every slice with foreground plus a set number
   of the nearest slices without; pass the result as ``PatchSampler(..., slices=...)``.
-- Minicubes (:func:`minicube_partition`, seed 000): a fixed, deterministic partition of the cropped
+- Minicubes (:func:`minicube_partition`, Buchwald et al. (2022)): a fixed, deterministic partition of the cropped
   volume into cubes, optionally with a context margin around each.
-- Modality subsets (:class:`ChannelSubset`, seed 004): a fixed selection of channels by name, used
+- Modality subsets (:class:`ChannelSubset`, Yildiz et al. (2024)): a fixed selection of channels by name, used
   at training and prediction time alike.
 """
 from __future__ import annotations
@@ -292,7 +292,7 @@ def stack_neighbours(image: np.ndarray, z: int, k: int) -> np.ndarray:
 
 
 def select_slices(label: np.ndarray, n_background: int) -> np.ndarray:
-    """Slices for 2-D training as in seed 002: all slices with foreground plus nearby empty ones.
+    """Slices for 2-D training as in Wang & Tang (2020): all slices with foreground plus nearby empty ones.
 
     The ``n_background`` slices without foreground nearest to any foreground slice are added
     (ties: lower index first), so training sees the organ and its borders without thousands of
@@ -330,7 +330,7 @@ def minicube_partition(
     cube: Sequence[int] = (80, 96, 96),
     context: int | Sequence[int] = 0,
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Fixed partition of a (cropped) volume into minicubes, optionally with context (seed 000).
+    """Fixed partition of a (cropped) volume into minicubes, optionally with context (Buchwald et al. 2022).
 
     Seed 000 splits a 160x192x192 crop into eight 80x96x96 cubes and feeds 100x116x116 inputs
     (``context=20``: 10 voxels on each side). The list is deterministic, so that experiment reruns.
@@ -361,7 +361,7 @@ def minicube_partition(
 
 
 class ChannelSubset:
-    """A fixed modality subset (seed 004, e.g. FLAIR only), applied identically at train and predict time.
+    """A fixed modality subset (Yildiz et al. 2024, e.g. FLAIR only), applied identically at train and predict time.
 
     Not a random transform: it changes the network's input channels, so it belongs to the plan.
 

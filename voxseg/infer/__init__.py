@@ -13,7 +13,7 @@ from voxseg.infer.runtime import load_model
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import mutual_information, predictive_entropy
 from voxseg.nets.runtime import autocast_context, build_model, predict_volume, probabilities_to_labels, resolve_amp
-from voxseg.train.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
+from voxseg.infer.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
 
 __all__ = [
     "MERGE_TABLES", "EnsembleMember", "EnsemblePrediction", "MergeRule", "MergeTable", "check_members",

@@ -1,6 +1,6 @@
 """Ensembles: average the folds of a run, or several runs, in probability space; merge pipelines' labels.
 
-Averaging (seed 003, section 2.6, first step: "models ... were ensembled ... by simple predictions
+Averaging (Henry et al. 2021, section 2.6, first step: "models ... were ensembled ... by simple predictions
 averaging"): every member preprocesses the case with its *own* plan (so a z-score and a min-max
 model can be combined), predicts (with TTA) in its cropped, resampled space, and the mean is put
 back on the ORIGINAL voxel grid, where members are averaged. Members sharing a preprocessing (the
@@ -8,7 +8,7 @@ folds of one run) share one preprocessing, one running mean in the cropped space
 restoration. Members must share label scheme, label values and channel order
 (:func:`check_members`).
 
-Merging (seed 003, second step and Table 1): two pipelines each produce a label map; a
+Merging (Henry et al. 2021, second step and Table 1): two pipelines each produce a label map; a
 :class:`MergeTable` says, label by label, which pipeline decides. The built-in ``henry2020`` table
 keeps pipeline A's necrosis (1) and enhancing tumour (4) everywhere, and takes B's label where A
 predicts background or oedema and B predicts background or oedema::
@@ -21,7 +21,7 @@ predicts background or oedema and B predicts background or oedema::
 
 References:
     Henry T. et al. (2021) Brain tumor segmentation with self-ensembled, deeply-supervised 3D U-net
-    neural networks: a BraTS 2020 challenge solution. BrainLes 2020, LNCS 12658 (seed 003), Table 1.
+    neural networks: a BraTS 2020 challenge solution. BrainLes 2020, LNCS 12658 (Henry et al. 2021), Table 1.
 """
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ from voxseg.infer.runtime import load_model
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
 from voxseg.nets.runtime import predict_volume
-from voxseg.plan.fingerprint import DatasetFingerprint
-from voxseg.plan.plan import RunPlan
-from voxseg.train.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST
+from voxseg.data.fingerprint import DatasetFingerprint
+from voxseg.config import RunPlan
+from voxseg.infer.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST
 
 __all__ = ["EnsembleMember", "EnsemblePrediction", "member_dirs", "load_members", "check_members",
            "ensemble_predict", "prepare_groups", "count_windows", "predict_groups", "combine_predictions", "MergeRule", "MergeTable", "MERGE_TABLES",

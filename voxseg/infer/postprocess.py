@@ -41,7 +41,7 @@ __all__ = ["PostRule", "RULE_KINDS", "DEFAULT_ET_THRESHOLD", "POSTPROCESSING_FIL
 
 RULE_KINDS: tuple[str, ...] = ("largest_component", "remove_small", "et_to_ncr")
 DEFAULT_ET_THRESHOLD = 500
-"""Voxels; enhancing tumour smaller than this becomes necrosis under ``et_to_ncr`` (not from seed 003)."""
+"""Voxels; enhancing tumour smaller than this becomes necrosis under ``et_to_ncr`` (not from Henry et al. (2021))."""
 POSTPROCESSING_FILE = "postprocessing.json"
 
 

@@ -27,7 +27,7 @@ from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, find_prediction_cases, read_case
 from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
 from voxseg.nets.runtime import probabilities_to_labels
-from voxseg.plan.plan import RunPlan
+from voxseg.config import RunPlan
 
 __all__ = ["PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path"]
 

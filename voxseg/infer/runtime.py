@@ -1,4 +1,4 @@
-"""Load a trained run folder's network (checkpoint names, format and lookup: :mod:`voxseg.train.checkpoint_files`)."""
+"""Load a trained run folder's network (checkpoint names, format and lookup: :mod:`voxseg.infer.checkpoint_files`)."""
 from __future__ import annotations
 
 import pickle
@@ -8,8 +8,8 @@ import torch
 
 from voxseg.errors import InputError
 from voxseg.nets.runtime import build_model
-from voxseg.plan.plan import RunPlan
-from voxseg.train.checkpoint_files import checkpoint_path
+from voxseg.config import RunPlan
+from voxseg.infer.checkpoint_files import checkpoint_path
 
 __all__ = ["load_model"]
 

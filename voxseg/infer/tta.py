@@ -26,7 +26,7 @@ transposed as well (``transposed_fn``); otherwise the network would see differen
 
 References:
     Henry T. et al. (2021) Brain tumor segmentation with self-ensembled, deeply-supervised 3D U-net
-    neural networks: a BraTS 2020 challenge solution. BrainLes 2020, LNCS 12658 (seed 003).
+    neural networks: a BraTS 2020 challenge solution. BrainLes 2020, LNCS 12658 (Henry et al. 2021).
     Wang G. et al. (2019) Aleatoric uncertainty estimation with test-time augmentation for medical
     image segmentation with convolutional neural networks. Neurocomputing 338:34-45.
 """

@@ -10,6 +10,7 @@ from voxseg.io.datasets import (
     read_case,
     read_dataset_labels,
 )
+from voxseg.io.files import save_json_atomic, write_atomic
 from voxseg.io.image import (ImageGeometry, is_nifti, orientation_code, read_geometry, read_volume, strip_nifti_suffix,
                              write_volume)
 from voxseg.io.validate import (
@@ -25,6 +26,7 @@ from voxseg.io.validate import (
 )
 
 __all__ = [
+    "save_json_atomic", "write_atomic",
     # image.py
     "ImageGeometry",
     "orientation_code",

@@ -17,7 +17,7 @@ from voxseg.metrics.aggregate import format_summary
 from voxseg.metrics.evaluate import evaluate_folders
 from voxseg.metrics.postprocessing import choose_run_postprocessing
 from voxseg.metrics.structures import structures_for
-from voxseg.train.checkpoint_files import CHECKPOINT_LAST
+from voxseg.infer.checkpoint_files import CHECKPOINT_LAST
 
 __all__ = ["evaluate_cross_validation", "out_of_fold_evaluation"]
 

@@ -31,7 +31,7 @@ from voxseg.metrics.lesionwise import BRATS_HD95_PENALTY_MM, lesionwise_metrics
 from voxseg.metrics.lesionwise import __doc__ as _LESIONWISE_DOC
 from voxseg.metrics.policy import EMPTY_MASK_POLICY
 from voxseg.metrics.surface import __doc__ as _SURFACE_DOC
-from voxseg.plan.plan import write_atomic
+from voxseg.io.files import write_atomic
 
 __all__ = ["case_id_from_name", "evaluate_folders", "find_label_files", "CSV_NAME", "JSON_NAME"]
 
@@ -282,7 +282,7 @@ def evaluate_folders(
                      "tolerance_mm": tolerance_mm, "lesionwise": lesionwise},
         "empty_mask_policy": EMPTY_MASK_POLICY,
         "surface_definitions": " ".join(_SURFACE_DOC.split()),
-        "volume_difference": "rel_vol_diff = |V_ref - V_pred| / V_ref (seed 001, eq. 9); vol_diff_ml = V_pred - V_ref",
+        "volume_difference": "rel_vol_diff = |V_ref - V_pred| / V_ref (Archit & Adilina 2022, eq. 9); vol_diff_ml = V_pred - V_ref",
         "pred_dir": str(pred_dir),
         "ref_dir": str(ref_dir),
     }

@@ -1,6 +1,6 @@
 """Voxel-overlap and volume metrics of one binary structure (see :mod:`voxseg.metrics.policy`).
 
-Volume difference follows seed 001 (IBSR18 report, eq. 9, "average volumetric distance"):
+Volume difference follows Archit & Adilina (2022) (IBSR18 report, eq. 9, "average volumetric distance"):
 ``rel_vol_diff = |V_ref - V_pred| / V_ref``, a fraction (not %) of the reference volume. The signed
 ``vol_diff_ml = V_pred - V_ref`` (positive = over-segmentation) and its absolute value are given in ml.
 """
@@ -51,7 +51,7 @@ def overlap_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float])
     Returns:
         ``dice``, ``iou``, ``precision``, ``recall`` (= sensitivity), ``specificity`` (fractions in
         [0, 1]); ``vol_ref_ml``, ``vol_pred_ml``, ``vol_diff_ml`` (pred - ref), ``abs_vol_diff_ml``
-        (ml); ``rel_vol_diff`` (|ref - pred| / ref, seed 001). Empty masks follow
+        (ml); ``rel_vol_diff`` (|ref - pred| / ref, Archit & Adilina (2022)). Empty masks follow
         :mod:`voxseg.metrics.policy`.
     """
     tp, fp, fn, tn = confusion_counts(pred, ref)

@@ -20,7 +20,8 @@ from voxseg.infer.postprocess import POSTPROCESSING_FILE, PostRule, candidate_ru
 from voxseg.io.image import read_volume
 from voxseg.metrics.overlap import overlap_metrics
 from voxseg.metrics.structures import structures_for
-from voxseg.plan.plan import RunPlan, save_json_atomic
+from voxseg.config import RunPlan
+from voxseg.io.files import save_json_atomic
 
 __all__ = ["PostprocessingChoice", "choose_postprocessing", "choose_run_postprocessing", "save_postprocessing"]
 

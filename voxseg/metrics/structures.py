@@ -11,7 +11,7 @@ from voxseg.errors import InputError
 from voxseg.io.datasets import read_dataset_labels
 from voxseg.io.image import read_volume
 from voxseg.metrics.evaluate import find_label_files
-from voxseg.plan.plan import RunPlan
+from voxseg.config import RunPlan
 
 __all__ = ["structures_for"]
 

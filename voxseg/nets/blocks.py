@@ -230,8 +230,8 @@ class ResidualBlock(nn.Module):
     (He et al. 2016, option B). Same layout as nnU-Net's residual encoder and MONAI's `UnetResBlock`.
 
     Reference: Drozdzal et al., "The Importance of Skip Connections in Biomedical Image Segmentation",
-    DLMIA 2016 (short skips inside a U-Net; used via Chlebus et al. 2018 in seed 002). Note: Drozdzal et
-    al. use the pre-activation order (BN-ReLU-conv) of He et al. 2016b, while seed 002 describes
+    DLMIA 2016 (short skips inside a U-Net; used via Chlebus et al. 2018 in Wang & Tang (2020)). Note: Drozdzal et
+    al. use the pre-activation order (BN-ReLU-conv) of He et al. 2016b, while Wang & Tang (2020) describes
     conv-BN-ReLU. We use the post-activation order (He et al. 2016a), so that the first block sees raw
     intensities through a conv (not through ReLU) and the segmentation head needs no extra norm/act; the
     short-skip idea of the paper is unchanged.
@@ -334,7 +334,7 @@ class CBAM(nn.Module):
 
     Reference: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018; placed at the end of
     each encoder stage as in Henry et al., "Brain tumor segmentation with self-ensembled, deeply-
-    supervised 3D U-net neural networks", BrainLes 2020 (seed 003).
+    supervised 3D U-net neural networks", BrainLes 2020 (Henry et al. 2021).
 
     Shapes: `(N, C, *S)` -> `(N, C, *S)`.
 
@@ -415,7 +415,7 @@ class DilatedBottleneck(nn.Module):
     resolution made of only one 3x3x3 convolution" of the paper).
 
     Reference: Henry et al., "Brain tumor segmentation with self-ensembled, deeply-supervised 3D U-net
-    neural networks: a BraTS 2020 challenge solution", BrainLes 2020 (seed 003); dilation trick of
+    neural networks: a BraTS 2020 challenge solution", BrainLes 2020 (Henry et al. 2021); dilation trick of
     Chen et al., DeepLab, TPAMI 2018.
 
     Shapes: `(N, C, *S)` -> `(N, C, *S)`.

@@ -17,7 +17,7 @@ import torch
 from voxseg.data.labels import regions_to_labels
 from voxseg.data.tiling import sliding_window_predict
 from voxseg.nets.registry import build_network
-from voxseg.plan.plan import RunPlan
+from voxseg.config import RunPlan
 
 __all__ = ["build_model", "resolve_amp", "autocast_context", "inference_precision", "network_input",
            "predict_volume", "probabilities_to_labels"]

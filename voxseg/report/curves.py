@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voxseg.plan import write_atomic
+from voxseg.io.files import write_atomic
 
 __all__ = ["dice_per_case_figure", "figure_png", "learning_curves_figure", "overlay_figure", "plot_learning_curves",
            "plot_overlay", "read_log"]

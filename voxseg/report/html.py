@@ -22,7 +22,9 @@ import numpy as np
 from voxseg.errors import InputError
 from voxseg.io import load_dataset, read_volume
 from voxseg.metrics.evaluate import CSV_NAME, JSON_NAME, find_label_files
-from voxseg.plan import FINGERPRINT_NAME, RunPlan, write_atomic
+from voxseg.config import RunPlan
+from voxseg.io.files import write_atomic
+from voxseg.data import FINGERPRINT_NAME
 from voxseg.report.curves import dice_per_case_figure, figure_png, learning_curves_figure, overlay_figure, read_log
 
 __all__ = ["REPORT_NAME", "write_report"]

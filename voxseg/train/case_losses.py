@@ -1,4 +1,4 @@
-"""Flag training cases whose loss stays high at the end of training (seed 003's dataset filtering:
+"""Flag training cases whose loss stays high at the end of training (Henry et al.'s (2021) dataset filtering:
 "cases with high training loss at the end of the training procedure were flagged as potentially
 wrong and removed"), so a user can look at them and retrain without them (``--exclude-cases``)."""
 from __future__ import annotations

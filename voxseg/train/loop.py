@@ -27,8 +27,9 @@ from voxseg.errors import InputError
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.nets import freeze_encoder, unfreeze
 from voxseg.nets.runtime import autocast_context, build_model, predict_volume, probabilities_to_labels, resolve_amp
-from voxseg.plan.plan import RunPlan, save_json_atomic, write_atomic
-from voxseg.train.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
+from voxseg.config import RunPlan
+from voxseg.io.files import save_json_atomic, write_atomic
+from voxseg.infer.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
 from voxseg.train.case_losses import flag_high_loss_cases, training_case_losses
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.early_stopping import EarlyStopping
@@ -161,7 +162,7 @@ def _loader(plan: RunPlan, cases: list[PreparedCase], seed: int, start_batch: in
 
 
 def _flag_cases(model, plan: RunPlan, cases: list[PreparedCase], loss_fn, dev, run_dir: Path, log) -> None:
-    """Write ``case_losses.csv`` and ``flagged_cases.json`` (seed 003's filtering; see ``case_losses``)."""
+    """Write ``case_losses.csv`` and ``flagged_cases.json`` (Henry et al.'s (2021) filtering; see ``case_losses``)."""
     two_d = plan.network.spatial_dims == 2
 
     def prepare(x: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ class SWACollector:
 
     Args:
         model: the model being trained (read at each snapshot; not modified).
-        every_k_epochs: take a snapshot after every ``k``-th epoch of the SWA phase. Default 3 (seed 003).
+        every_k_epochs: take a snapshot after every ``k``-th epoch of the SWA phase. Default 3 (Henry et al. 2021).
 
     Attributes:
         n_averaged: number of snapshots in the average.

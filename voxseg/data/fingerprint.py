@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from voxseg.plan.plan import save_json_atomic
+from voxseg.io.files import save_json_atomic
 
 __all__ = ["FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint"]
 

@@ -35,23 +35,24 @@ from voxseg.data.labels import LabelScheme, check_labels_fit, declared_regions_s
 from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
                                     preprocess_case)
-from voxseg.plan.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
+from voxseg.data.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.data.sampling import minicube_partition, minicube_starts
 from voxseg.errors import InputError, InputProblems
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.losses import build_loss
 from voxseg.nets import NETWORKS, build_model, check_spatial_size, freeze_encoder
-from voxseg.plan.plan import (NetworkConfig, RunPlan, TrainConfig, augmentation_preset, plan_patch_size,
-                              plan_strides, plan_target_spacing, save_json_atomic, write_atomic)
-from voxseg.train.checkpoint_files import CHECKPOINT_LAST, checkpoint_path
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig, augmentation_preset
+from voxseg.io.files import save_json_atomic, write_atomic
+from voxseg.plan.plan import plan_patch_size, plan_strides, plan_target_spacing
+from voxseg.infer.checkpoint_files import CHECKPOINT_LAST, checkpoint_path
 from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
-from voxseg.train.memory import (FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory,
+from voxseg.plan.memory import (FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory,
                                  fit_patch_to_memory)
 from voxseg.train.optim import build_optimizer
 from voxseg.train.schedules import lr_factor
-from voxseg.train.timing import fit_patch_to_time_budget
+from voxseg.plan.timing import fit_patch_to_time_budget
 
 __all__ = ["DEFAULT_MIN_ITERATIONS", "TrainOptions", "DatasetInvalid", "checked_cases", "checked_patch_size", "split_cases", "kfold_splits", "prepare_cases",
            "run_training"]
@@ -86,7 +87,7 @@ class TrainOptions:
             a GPU (see :data:`CPU_DEFAULTS`).
         min_iterations: with ``time_budget_minutes`` and a planned patch: the patch shrinks (longest axis first)
             until a training step, timed on this machine, lets the budget hold at least this many
-            (:func:`voxseg.train.timing.fit_patch_to_time_budget`). Default :data:`DEFAULT_MIN_ITERATIONS`;
+            (:func:`voxseg.plan.timing.fit_patch_to_time_budget`). Default :data:`DEFAULT_MIN_ITERATIONS`;
             None or 0: the patch is planned for memory only.
         val_fraction: share of cases held out for validation.
         preprocess: cropping, normalisation and resampling.
@@ -642,7 +643,7 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
         raise InputError(dataset.root, str(exc)) from None
     model = build_model(plan)
     median = np.median(np.array([c.image.shape[1:] for c in prepared]), axis=0)
-    if train.minicube:  # seed 000: the patch is the cube plus its context
+    if train.minicube:  # Buchwald et al. (2022): the patch is the cube plus its context
         patch = [c + train.minicube_context for c in train.minicube]
     else:
         patch = options.patch_size or plan_patch_size(tuple(median), model.size_divisor, max_patch_voxels,
@@ -890,7 +891,7 @@ def _label_scheme(options: TrainOptions, dataset: Dataset) -> LabelScheme:
 
 def _minicubes(cases: list[PreparedCase], cube: list[int], context: int, cache_dir: Path, stamp: str
                ) -> list[PreparedCase]:
-    """Each case's fixed partition into cubes (with context), as cases of their own (seed 000). The cubes are
+    """Each case's fixed partition into cubes (with context), as cases of their own (Buchwald et al. 2022). The cubes are
     cached in ``cache_dir`` as ``.npy`` files opened memory-mapped, like the cases (one case's cubes are in
     memory at a time); ``stamp`` names the preprocessing they come from, so other settings remake them."""
     cache_dir.mkdir(parents=True, exist_ok=True)

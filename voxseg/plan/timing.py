@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from voxseg.nets.runtime import autocast_context
-from voxseg.train.memory import shrink_longest_axis
+from voxseg.plan.memory import shrink_longest_axis
 
 __all__ = ["measure_step_seconds", "fit_patch_to_time_budget"]
 
