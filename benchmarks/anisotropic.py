@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
+from _results import save_result
 from voxseg.runs import TrainOptions
 
 
@@ -113,6 +114,7 @@ def main() -> int:
         print(f"{name:<14} {'x'.join(map(str, row['patch'])):<12} {row['iterations']:>6} {row['dice_anterior']:>7.4f} "
               f"{row['dice_posterior']:>7.4f} {row['dice_mean']:>7.4f}")
     print(json.dumps(results))
+    save_result("anisotropic", results, sys.argv)
     return 0
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
+from _results import save_result
 from voxseg.data.labels import LabelScheme
 from voxseg.cli import user_errors
 from voxseg.data.preprocess import PreprocessConfig
@@ -125,6 +126,7 @@ def main() -> int:
         print("without post-processing: " + ", ".join(f"{r} {figures[f'dice_{r.lower()}_no_postprocessing']:.3f}"
                                                       for r in ("WT", "TC", "ET")))
     print(json.dumps(figures))
+    save_result("brats", figures, sys.argv)
     return 0
 
 

@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _results import save_result
+
 _CHILD = r"""
 import json, sys, threading, time
 import numpy as np
@@ -81,10 +83,12 @@ def main() -> None:
             rows[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
             r = rows[variant]
             print(f"{variant:<8}  {r['dataset'] / 2**30:>11.2f}  {r['peak_anon'] / 2**30:>13.2f}  {r['seconds']:>7.1f}")
-    print(json.dumps({"cases": args.cases, "dataset_gib": rows["mmap"]["dataset"] / 2**30,
-                      "peak_anon_gib_mmap": rows["mmap"]["peak_anon"] / 2**30,
-                      "peak_anon_gib_ram": rows["ram"]["peak_anon"] / 2**30,
-                      "seconds_mmap": rows["mmap"]["seconds"], "seconds_ram": rows["ram"]["seconds"]}))
+    figures = {"cases": args.cases, "dataset_gib": rows["mmap"]["dataset"] / 2**30,
+               "peak_anon_gib_mmap": rows["mmap"]["peak_anon"] / 2**30,
+               "peak_anon_gib_ram": rows["ram"]["peak_anon"] / 2**30,
+               "seconds_mmap": rows["mmap"]["seconds"], "seconds_ram": rows["ram"]["seconds"]}
+    print(json.dumps(figures))
+    save_result("cache_memory", figures, sys.argv)
 
 
 if __name__ == "__main__":

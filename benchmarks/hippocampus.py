@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
+from _results import save_result
 from voxseg.metrics import format_summary
 from voxseg.runs import TrainOptions
 
@@ -73,13 +74,15 @@ def main() -> int:
                         ("Dice posterior, no TTA", plain["metrics"]["posterior"]["dice"]["mean"]),
                         ("reference MONAI fp32", 0.83), ("reference MONAI bf16", 0.86)]:
         print(f"{name:<28}{value:>10.3f}")
-    print(json.dumps({"dice_anterior": round(dice_a, 4), "dice_posterior": round(dice_p, 4),
-                      "dice_mean": round((dice_a + dice_p) / 2, 4), "train_minutes": round(result.elapsed_minutes, 2),
-                      "iterations": result.iterations, "held_out_cases": held.n_test,
-                      "net": plan.network.name, "net_kwargs": plan.network.kwargs, "patch": plan.train.patch_size,
-                      "batch_size": plan.train.batch_size, "amp": plan.train.amp, "tta": args.tta,
-                      "dice_anterior_no_tta": round(plain["metrics"]["anterior"]["dice"]["mean"], 4),
-                      "dice_posterior_no_tta": round(plain["metrics"]["posterior"]["dice"]["mean"], 4)}))
+    figures = {"dice_anterior": round(dice_a, 4), "dice_posterior": round(dice_p, 4),
+               "dice_mean": round((dice_a + dice_p) / 2, 4), "train_minutes": round(result.elapsed_minutes, 2),
+               "iterations": result.iterations, "held_out_cases": held.n_test,
+               "net": plan.network.name, "net_kwargs": plan.network.kwargs, "patch": plan.train.patch_size,
+               "batch_size": plan.train.batch_size, "amp": plan.train.amp, "tta": args.tta,
+               "dice_anterior_no_tta": round(plain["metrics"]["anterior"]["dice"]["mean"], 4),
+               "dice_posterior_no_tta": round(plain["metrics"]["posterior"]["dice"]["mean"], 4)}
+    print(json.dumps(figures))
+    save_result("hippocampus", figures, sys.argv)
     return 0
 
 

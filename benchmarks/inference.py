@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _heldout import SHARED_DATA
+from _results import save_result
 
 from voxseg.cli import user_errors
 
@@ -283,17 +284,19 @@ def main() -> int:
     if vs_truth:
         print("foreground Dice against the case's manual label: "
               + ", ".join(f"{m} {v:.4f}" for m, v in vs_truth.items()))
-    print(json.dumps({"speedup_vs_monai": round(speedup, 3), "label_dice": round(label_dice, 4),
-                      "peak_rss_gib": round(results["voxseg"]["peak_rss_gib"], 3),
-                      "voxseg_seconds": round(results["voxseg"]["seconds"], 1),
-                      "monai_seconds": round(results["monai"]["seconds"], 1),
-                      "monai_peak_rss_gib": round(results["monai"]["peak_rss_gib"], 3), "window": args.window,
-                      "weights": args.run or "random", "monai_net": args.monai_net,
-                      "label_dice_same_input": round(same_input_dice, 4),
-                      "label_dice_monai_shifted": round(shifted_dice, 4), "shift_voxels": shift,
-                      **{f"{m}_seconds": round(results[m]["seconds"], 1) for m in whole_dice},
-                      **{f"label_dice_{m}": round(v, 4) for m, v in whole_dice.items()},
-                      **{f"dice_vs_reference_{m}": round(v, 4) for m, v in vs_truth.items()}}))
+    figures = {"speedup_vs_monai": round(speedup, 3), "label_dice": round(label_dice, 4),
+               "peak_rss_gib": round(results["voxseg"]["peak_rss_gib"], 3),
+               "voxseg_seconds": round(results["voxseg"]["seconds"], 1),
+               "monai_seconds": round(results["monai"]["seconds"], 1),
+               "monai_peak_rss_gib": round(results["monai"]["peak_rss_gib"], 3), "window": args.window,
+               "weights": args.run or "random", "monai_net": args.monai_net,
+               "label_dice_same_input": round(same_input_dice, 4),
+               "label_dice_monai_shifted": round(shifted_dice, 4), "shift_voxels": shift,
+               **{f"{m}_seconds": round(results[m]["seconds"], 1) for m in whole_dice},
+               **{f"label_dice_{m}": round(v, 4) for m, v in whole_dice.items()},
+               **{f"dice_vs_reference_{m}": round(v, 4) for m, v in vs_truth.items()}}
+    print(json.dumps(figures))
+    save_result("inference_trained" if args.run else "inference", figures, sys.argv)
     return 0
 
 

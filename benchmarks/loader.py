@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import save_result
 
 from voxseg.data.augment import AugmentConfig, build_augmentation
 from voxseg.data.loader import PatchLoader
@@ -240,6 +241,7 @@ def main() -> int:
     for name, tv, tvf, tm, sp, alone, st, w in rows:
         print(f"| {name} | {tv:.4f} | {tvf:.4f} | {tm:.4f} | {sp:.1f}x | {alone:.2f} | {st:.2f} | {w:.1%} |")
     print(json.dumps(result))
+    save_result("loader", result, sys.argv)
     return 0
 
 

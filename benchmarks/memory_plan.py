@@ -33,6 +33,8 @@ import json
 import subprocess
 import sys
 
+from _results import save_result
+
 CONFIGS = [  # (base width, cubic patch side, batch, deep supervision)
     (4, 64, 2, True),
     (8, 64, 2, True),
@@ -85,8 +87,10 @@ def main() -> None:
         print(f"{base:>4}  {side:>5}  {batch:>5}  {int(ds):>2}  {rows[-1]['measured_gib']:>12.2f}  "
               f"{rows[-1]['estimate_gib']:>12.2f}  {rows[-1]['ratio']:>17.2f}", flush=True)
     ratios = [r["ratio"] for r in rows]
-    print(json.dumps({"min_estimate_over_measured": round(min(ratios), 3),
-                      "max_estimate_over_measured": round(max(ratios), 3), "rows": rows}))
+    figures = {"min_estimate_over_measured": round(min(ratios), 3),
+               "max_estimate_over_measured": round(max(ratios), 3), "rows": rows}
+    print(json.dumps(figures))
+    save_result("memory_plan", figures, sys.argv)
 
 
 if __name__ == "__main__":

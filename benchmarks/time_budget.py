@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
+from _results import save_result
 from voxseg.runs import TrainOptions
 
 
@@ -64,6 +65,7 @@ def main() -> int:
               f"{row['seconds_per_iteration']:>6.3f} {row['iterations']:>6} {row['dice_anterior']:>7.4f} "
               f"{row['dice_posterior']:>7.4f} {row['dice_mean']:>7.4f}")
     print(json.dumps(results))
+    save_result("time_budget", results, sys.argv)
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
+from _results import save_result
 from voxseg.nets import NETWORKS, build_network, count_parameters, estimate_flops
 from voxseg.runs import TrainOptions
 
@@ -88,6 +89,7 @@ def main() -> int:
               f"{r['seconds_per_iteration']:>8.2f}{r['iterations']:>7}{r['dice_anterior']:>10.3f}"
               f"{r['dice_posterior']:>10.3f}{r['dice_mean']:>10.3f}")
     print(json.dumps(rows))
+    save_result("variants", rows, sys.argv)
     return 0
 
 

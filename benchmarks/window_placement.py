@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _heldout import SHARED_DATA
+from _results import save_result
 
 from voxseg.cli import user_errors
 
@@ -131,6 +132,7 @@ def main() -> int:
                              "per_case_crop_vs_whole": [round(a, 3) for a in agreement]}
             print(f"{name:<48}{len(cases):>9}{np.mean(wt):>9.3f}{np.mean(agreement):>15.3f}", flush=True)
     print(json.dumps(results))
+    save_result("window_placement", results, sys.argv)
     return 0
 
 

@@ -1,0 +1,329 @@
+"""Make ``docs/benchmarks.md`` and the README's figures table from the saved benchmark results.
+
+Every script under ``benchmarks/`` saves its final figures as ``benchmarks/results/<name>.json``
+(``benchmarks/_results.py``: figures, command line, commit, date, machine). This script reads them all and writes
+
+- ``docs/benchmarks.md``: per benchmark, what it measures, its command, its headline figures and where they come
+  from (command, commit, date, machine); a benchmark without a result says "not yet measured" and its command;
+- the README's figures table, between ``<!-- figures:start -->`` and ``<!-- figures:end -->``.
+
+So the figures a user reads are made from the results, never typed. Run it after a benchmark:
+
+    python benchmarks/figures_page.py            # rewrite both
+    python benchmarks/figures_page.py --check    # exit 1 if either is not what the results make
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+__all__ = ["Benchmark", "BENCHMARKS", "load_results", "headline", "render_page", "render_readme_block",
+           "replace_readme_block", "write_figures", "main"]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark as the pages show it.
+
+    Attributes:
+        name: the result's file name without ``.json`` (``benchmarks/results/<name>.json``).
+        command: the command that makes the result.
+        title: a few words, the README's "what it measures".
+        measures: what it measures and how, for the benchmarks page.
+        reference: what the figure is compared with.
+        topic: the user-guide page (and anchor) whose behaviour the benchmark backs, relative to ``docs/``.
+        headline: figures -> one line of the headline figures.
+    """
+    name: str
+    command: str
+    title: str
+    measures: str
+    reference: str
+    topic: str
+    headline: Callable[[dict], str]
+
+
+def _f(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}"
+
+
+def _patch(patch) -> str:
+    return "x".join(str(p) for p in patch)
+
+
+def _hippocampus(r: dict) -> str:
+    line = (f"held-out Dice anterior {_f(r['dice_anterior'])}, posterior {_f(r['dice_posterior'])} "
+            f"(mean {_f(r['dice_mean'])}")
+    if "dice_anterior_no_tta" in r and "dice_posterior_no_tta" in r:
+        line += f"; {_f((r['dice_anterior_no_tta'] + r['dice_posterior_no_tta']) / 2)} without TTA"
+    return line + f"), {r['iterations']:,} iterations in {r['train_minutes']:g} min"
+
+
+def _time_budget(r: dict) -> str:
+    parts = []
+    for budget, plans in r.items():
+        t, m = plans["time"], plans["memory"]
+        parts.append(f"{budget} min: patch planned for the budget {_patch(t['patch'])}, {t['iterations']:,} iterations, "
+                     f"mean Dice {_f(t['dice_mean'])}; for memory alone {_patch(m['patch'])}, {m['iterations']:,} "
+                     f"iterations, {_f(m['dice_mean'])}")
+    return "; ".join(parts)
+
+
+def _memory_plan(r: dict) -> str:
+    return (f"estimate / measured peak between {_f(r['min_estimate_over_measured'], 2)} and "
+            f"{_f(r['max_estimate_over_measured'], 2)} over {len(r['rows'])} configurations")
+
+
+def _per_run_dice(r: dict) -> str:
+    return "; ".join(f"{run}: mean Dice {_f(row['dice_mean'])} ({row['iterations']:,} iterations)"
+                     for run, row in r.items())
+
+
+def _variants(r: dict) -> str:
+    ranked = sorted(r.items(), key=lambda item: -item[1]["dice_mean"])
+    return "held-out mean Dice: " + ", ".join(f"{name} {_f(row['dice_mean'])} ({row['iterations']:,} iterations)"
+                                              for name, row in ranked)
+
+
+def _loader(r: dict) -> str:
+    return "; ".join(f"{name}: augmentation {row['speedup_vs_monai']:g}x as fast as MONAI's, the model waits for "
+                     f"data {row['data_wait_fraction']:.1%} of a step" for name, row in r.items())
+
+
+def _cache_memory(r: dict) -> str:
+    return (f"peak anonymous memory {_f(r['peak_anon_gib_mmap'], 2)} GiB memory-mapped against "
+            f"{_f(r['peak_anon_gib_ram'], 2)} GiB in RAM (dataset {_f(r['dataset_gib'], 2)} GiB); loading and "
+            f"sampling {_f(r['seconds_mmap'], 1)} s against {_f(r['seconds_ram'], 1)} s")
+
+
+def _inference(r: dict) -> str:
+    return (f"voxseg {r['voxseg_seconds']:g} s, {_f(r['peak_rss_gib'], 2)} GiB; MONAI {r['monai_seconds']:g} s, "
+            f"{_f(r['monai_peak_rss_gib'], 2)} GiB: {_f(r['speedup_vs_monai'], 2)}x faster; label agreement "
+            f"{_f(r['label_dice'])} (same input {_f(r['label_dice_same_input'])}; MONAI against itself with its "
+            f"windows moved by {r['shift_voxels']} voxels {_f(r['label_dice_monai_shifted'])})")
+
+
+def _brats(r: dict) -> str:
+    return (f"held-out Dice WT {_f(r['dice_wt'])}, TC {_f(r['dice_tc'])}, ET {_f(r['dice_et'])}; HD95 WT "
+            f"{r['hd95_wt_mm']:g} mm; {r['iterations']:,} iterations in {r['train_minutes']:g} min")
+
+
+def _window_placement(r: dict) -> str:
+    return "; ".join(f"{run}: crop vs whole-extent agreement {_f(row['crop_vs_whole'])}, WT Dice {_f(row['dice_wt'])}"
+                     for run, row in r.items())
+
+
+def _generic(r: dict) -> str:
+    """Every top-level number or string of a result the pages do not know."""
+    items = [f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+             for k, v in r.items() if isinstance(v, (int, float, str))]
+    return ", ".join(items) or "see the JSON file"
+
+
+_HELD_OUT = ("Held-out cases: a seeded 20% by case, never seen in training, predicted through the full chain "
+             "(NIfTI in, NIfTI in the input geometry out).")
+_PAGES = {"datasets.md": "Datasets", "training.md": "Training", "prediction.md": "Prediction",
+          "evaluation.md": "Evaluation"}
+BENCHMARKS: list[Benchmark] = [
+    Benchmark("hippocampus", "python benchmarks/hippocampus.py", "held-out Dice after 20 CPU-minutes",
+              "Trains the default pipeline on the hippocampus dataset (Medical Segmentation Decathlon Task04) for a "
+              f"20-minute budget on 2 CPU threads and scores the anterior and posterior hippocampus with flip TTA, and "
+              f"without. {_HELD_OUT}",
+              "a plain MONAI DynUNet loop with the same budget; nnU-Net (Isensee et al. 2021) after full GPU training",
+              "training.md#cpu-gpu-or-several", _hippocampus),
+    Benchmark("time_budget", "python benchmarks/time_budget.py", "patch planned for a short budget",
+              "Hippocampus with 2- and 5-minute budgets, twice each: the patch planned for memory alone, and the "
+              f"patch shrunk until the budget holds `--min-iterations` timed steps. {_HELD_OUT}",
+              "the memory-planned patch, same split and budget", "training.md#time-budget", _time_budget),
+    Benchmark("memory_plan", "python benchmarks/memory_plan.py", "training-memory estimate",
+              "voxseg's estimate of a training step's memory against the measured peak of real steps, for U-Nets of "
+              "several widths, patches and batches, each in its own process.",
+              "the measured peak", "training.md#memory", _memory_plan),
+    Benchmark("anisotropic", "python benchmarks/anisotropic.py", "thick slices and mixed spacings",
+              "Hippocampus cut to 1 x 1 x 4 mm slices: strides planned from the spacing, isotropic strides, 2-D and "
+              "2.5-D, same budget; and with half its cases at 2 mm: resampled to nnU-Net's target or kept on each "
+              f"case's own grid. {_HELD_OUT}",
+              "the runs against each other, same split and budget", "datasets.md#spacing-and-resampling",
+              _per_run_dice),
+    Benchmark("variants", "python benchmarks/variants.py", "every 3-D network preset",
+              "Every 3-D network preset trained for the same short budget on hippocampus (base width 16, Adam): "
+              f"parameters, FLOPs, seconds per iteration and held-out Dice. {_HELD_OUT}",
+              "the presets against each other, same budget", "training.md#networks-and-losses", _variants),
+    Benchmark("loader", "python benchmarks/loader.py", "augmentation speed, data wait",
+              "voxseg's augmentation against the equivalent MONAI chain (one thread each), and the share of a "
+              "training step the model waits for batches from one loader worker, on BraTS and hippocampus.",
+              "MONAI's chain in the same run", "training.md#augmentation-and-data-loading", _loader),
+    Benchmark("cache_memory", "python benchmarks/cache_memory.py", "memory of the case cache",
+              "Memory a training process holds for its cases: the memory-mapped cache against every case copied "
+              "into RAM (phantoms, 400 patches drawn).", "the cases held in RAM", "training.md#the-run-folder",
+              _cache_memory),
+    Benchmark("inference", "python benchmarks/inference.py", "sliding-window speed and memory",
+              "One BraTS-size case (4 x 240 x 240 x 155), the default 3-D U-Net with seeded random weights, 128^3 "
+              "windows, overlap 0.5: voxseg's predict path against MONAI's `sliding_window_inference` with the same "
+              "weights, each in its own process (time, peak RSS, label agreement, and controls).",
+              "MONAI `sliding_window_inference` with a `DynUNet` holding the same weights, same run",
+              "prediction.md#sliding-window", _inference),
+    Benchmark("brats", "python benchmarks/brats.py", "BraTS regions in 60 CPU-minutes",
+              "The BraTS region scheme (sigmoid WT / TC / ET) trained on 10 cases for 60 minutes on 2 CPU threads "
+              "(2 mm, 64^3 patches, N4, Adam, full augmentation), 4 held-out cases predicted with 16-variant TTA.",
+              "published GPU pipelines trained on hundreds of cases", "datasets.md#label-schemes-and-regions", _brats),
+    Benchmark("inference_trained", "python benchmarks/inference.py --run benchmarks/results/brats/run --window 64",
+              "sliding window with trained weights",
+              "As `inference`, with the weights and preprocessing of the trained BraTS run (run `brats` first) and "
+              "64^3 windows, its training patch; MONAI gets voxseg's preprocessed volume padded to the whole extent.",
+              "MONAI `sliding_window_inference`, same weights, same run", "prediction.md#sliding-window", _inference),
+    Benchmark("window_placement", "python benchmarks/window_placement.py benchmarks/results/brats/run",
+              "labels against window placement",
+              "How much a trained BraTS run's labels change when the windows fall where a whole-volume inferer puts "
+              "them (voxseg's crop against the whole extent), per held-out case, no TTA.",
+              "the run against itself", "prediction.md#sliding-window", _window_placement),
+]
+
+
+def load_results(results_dir: Path) -> dict[str, dict]:
+    """Every ``<results_dir>/*.json`` by name (the file name without ``.json``), sorted by name."""
+    results = {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: {path}: not a readable result file ({err})")
+        if not isinstance(record, dict) or not isinstance(record.get("figures"), dict):
+            raise SystemExit(f"error: {path}: not a result file of benchmarks/_results.py (no 'figures' object)")
+        results[path.stem] = record
+    return results
+
+
+def headline(benchmark: Benchmark | None, figures: dict) -> str:
+    """The headline line of ``figures``; the generic one when the benchmark is unknown or its figures lack a key."""
+    if benchmark is not None:
+        try:
+            return benchmark.headline(figures)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
+    return _generic(figures)
+
+
+def _machine(machine: dict) -> str:
+    text = f"{machine.get('cpu', 'unknown CPU')}, {machine.get('cores', '?')} cores"
+    if machine.get("torch_threads"):
+        text += f", {machine['torch_threads']} torch threads"
+    if machine.get("torch"):
+        text += f", torch {machine['torch']}"
+    return text + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU")
+
+
+def _topic_link(topic: str) -> str:
+    """``training.md#time-budget`` -> ``[Training: time budget](training.md#time-budget)``."""
+    page, _, anchor = topic.partition("#")
+    label = _PAGES.get(page, page) + (f": {anchor.replace('-', ' ')}" if anchor else "")
+    return f"[{label}]({topic})"
+
+
+def _provenance(record: dict) -> list[str]:
+    return [f"- command: `{record.get('command', '?')}`", f"- commit: `{record.get('commit', 'unknown')}`",
+            f"- date (UTC): {record.get('date', '?')}", f"- machine: {_machine(record.get('machine') or {})}"]
+
+
+def _section(benchmark: Benchmark, record: dict | None) -> list[str]:
+    lines = [f"## {benchmark.name}", "", f"**{benchmark.title[0].upper()}{benchmark.title[1:]}.** {benchmark.measures}",
+             "", f"Compared with: {benchmark.reference}. User guide: {_topic_link(benchmark.topic)}.",
+             "", f"Command: `{benchmark.command}`", ""]
+    if record is None:
+        return lines + ["Current figure: not yet measured (run the command, then `python benchmarks/figures_page.py`).",
+                        ""]
+    return lines + [f"Current figure: {headline(benchmark, record['figures'])}.", "", *_provenance(record),
+                    f"- all figures: [`benchmarks/results/{benchmark.name}.json`]"
+                    f"(../benchmarks/results/{benchmark.name}.json)", ""]
+
+
+def render_page(results: dict[str, dict]) -> str:
+    """``docs/benchmarks.md`` for ``results`` (name -> saved record)."""
+    lines = ["# Benchmarks", "",
+             "<!-- Made by benchmarks/figures_page.py from benchmarks/results/*.json: edit those, not this page. -->",
+             "",
+             "Every script under `benchmarks/` prints a table and ends with a JSON line of its figures; it also saves "
+             "that line, with its command line, git commit, date and machine, as `benchmarks/results/<name>.json`. "
+             "`python benchmarks/figures_page.py` makes this page and the README's figures table from those files. "
+             "Run a benchmark alone on its machine: the training benchmarks run for a time budget, so a busy machine "
+             "trains fewer iterations and scores lower. Benchmarks that need real data read it from "
+             "`../shared/data` (or `--data`) and stop with one line when it is absent.", "",
+             "| benchmark | measures | current figure |", "|---|---|---|"]
+    known = {b.name for b in BENCHMARKS}
+    for b in BENCHMARKS:
+        figure = headline(b, results[b.name]["figures"]) if b.name in results else "not yet measured"
+        lines.append(f"| [{b.name}](#{b.name}) | {b.title} | {figure} |")
+    lines.append("")
+    for b in BENCHMARKS:
+        lines += _section(b, results.get(b.name))
+    extra = [name for name in results if name not in known]
+    if extra:
+        lines += ["## Other results", ""]
+        for name in extra:
+            lines += [f"### {name}", "", f"Figures: {headline(None, results[name]['figures'])}.", "",
+                      *_provenance(results[name]), ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_readme_block(results: dict[str, dict]) -> str:
+    """The README's figures table, markers included."""
+    lines = [START, "<!-- Made by benchmarks/figures_page.py from benchmarks/results/*.json; do not edit. -->", "",
+             "| benchmark | what it measures | current figure |", "|---|---|---|"]
+    for b in BENCHMARKS:
+        link = f"[{b.name}](docs/benchmarks.md#{b.name})"
+        if b.name in results:
+            record = results[b.name]
+            figure = f"{headline(b, record['figures'])} (commit `{record.get('commit', 'unknown')}`)"
+        else:
+            figure = f"not yet measured: `{b.command}`"
+        lines.append(f"| {link} | {b.title} ([guide](docs/{b.topic})) | {figure} |")
+    return "\n".join(lines + ["", END])
+
+
+def replace_readme_block(readme: str, block: str) -> str:
+    """``readme`` with the text from ``START`` to ``END`` (markers included) replaced by ``block``."""
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {START} ... {END} block")
+    return readme[:start] + block + readme[end + len(END):]
+
+
+def write_figures(results_dir: Path, page: Path, readme: Path, check: bool = False) -> list[Path]:
+    """Write (or with ``check`` only compare) the benchmarks page and the README block; return the files that
+    differ from what the results make (all written unless ``check``)."""
+    results = load_results(results_dir)
+    try:
+        wanted = {Path(page): render_page(results),
+                  Path(readme): replace_readme_block(Path(readme).read_text(), render_readme_block(results))}
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: {readme}: {err}")
+    stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
+    if not check:
+        for path in stale:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(wanted[path])
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--page", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md")
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is out of date")
+    args = parser.parse_args(argv)
+    stale = write_figures(args.results, args.page, args.readme, check=args.check)
+    for path in stale:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
