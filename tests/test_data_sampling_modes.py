@@ -1,28 +1,11 @@
-"""Tests for the sampling modes in voxseg.data.sampling: 2.5-D stacks, slice selection, minicubes,
-modality subsets and slice-restricted patch placement."""
+"""Tests for the sampling modes in voxseg.data.sampling: slice selection, minicubes and slice-restricted patch
+placement (2.5-D stacks and modality subsets: tests/test_data_network_input.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partition, minicube_starts,
-                                  select_slices, stack_neighbours)
-
-
-def test_stack_neighbours_shapes_centre_slice_and_zero_edges():
-    image = np.arange(2 * 6 * 3 * 4, dtype=np.float32).reshape(2, 6, 3, 4) + 1
-    s = stack_neighbours(image, 3, 3)
-    assert s.shape == (6, 3, 4)
-    for c in range(2):
-        for j in range(3):
-            np.testing.assert_array_equal(s[c * 3 + j], image[c, 3 - 1 + j])
-    edge = stack_neighbours(image, 0, 5)
-    assert edge.shape == (10, 3, 4)
-    assert not edge[0].any() and not edge[1].any()  # slices -2, -1 do not exist
-    np.testing.assert_array_equal(edge[2], image[0, 0])  # centre
-    np.testing.assert_array_equal(edge[5 + 4], image[1, 2])
-    with pytest.raises(ValueError):
-        stack_neighbours(image, 1, 2)
+from voxseg.data.sampling import PatchSampler, minicube_partition, minicube_starts, select_slices
 
 
 def test_select_slices_counts_foreground_plus_nearest_background():
@@ -75,18 +58,6 @@ def test_minicubes_with_context_have_the_core_in_the_middle():
     assert not cubes[0][0][:, :2].any()  # context before the first cube is beyond the volume: 0
     again = minicube_partition(image, label, (8, 6, 6), context=4)
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(cubes, again))  # deterministic
-
-
-def test_channel_subset_selects_by_name_and_round_trips():
-    image = np.stack([np.full((2, 2, 2), v, np.float32) for v in range(4)])
-    names = ["T1", "T1ce", "T2", "FLAIR"]
-    flair = ChannelSubset(["flair"])
-    assert flair.indices(names) == [3]
-    assert flair.apply(image, names).shape == (1, 2, 2, 2) and flair.apply(image, names).max() == 3
-    assert ChannelSubset().apply(image, names) is image
-    assert ChannelSubset.from_dict(flair.to_dict()) == flair
-    with pytest.raises(ValueError):
-        ChannelSubset(["PD"]).indices(names)
 
 
 def test_training_minicubes_are_cached_memory_mapped_and_remade_for_other_settings(tmp_path):

@@ -727,7 +727,7 @@ def test_a_region_no_case_holds_is_warned_about(phantoms, tmp_path):
 def test_a_run_without_its_best_checkpoint_says_which_it_predicts_with(trained, phantoms, tmp_path):
     import warnings as _warnings
 
-    from voxseg.infer.checkpoint_files import checkpoint_path
+    from voxseg.infer import checkpoint_path
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)

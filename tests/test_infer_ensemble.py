@@ -15,7 +15,7 @@ from voxseg.data.preprocess import PreprocessConfig
 from voxseg.errors import InputError
 from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, count_windows, ensemble_predict,
                                    load_merge_table, member_dirs, predict_groups, prepare_groups)
-from voxseg.nets.runtime import build_model
+from voxseg.nets import build_model
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 
 # Seed 003, Table 1, as printed: rows = model B's label, columns = model A's label (0, 1, 2, 4).

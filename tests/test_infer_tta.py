@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from voxseg.data.tiling import sliding_window_predict
+from voxseg.infer import sliding_window_predict
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import PredictionAccumulator, mutual_information, predictive_entropy
 

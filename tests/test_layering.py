@@ -48,7 +48,7 @@ def test_no_module_imports_a_later_stage():
 
 def test_the_order_checker_sees_function_level_imports(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from voxseg.infer.runtime import load_model\n")
+    bad.write_text("def f():\n    from voxseg.infer.model_files import load_model\n")
     assert [_stage(m) for _, m in _imports(bad)] == [ORDER.index("infer")]
 
 

@@ -426,7 +426,7 @@ def test_bf16_inference_copy_is_as_close_to_fp32_as_autocast(name):
     """``inference_precision("bf16")`` on a CPU predicts large windows with a bf16 copy (the lean path): its
     logits must be about as close to fp32 as autocast's, its norms keep float32 statistics, and the model
     itself is left in float32."""
-    from voxseg.nets.runtime import inference_precision
+    from voxseg.infer import inference_precision
 
     net, dims = _eval_net_with_running_stats(name)
     x = torch.randn(1, 2, *([32] * dims))

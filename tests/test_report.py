@@ -123,7 +123,7 @@ def run(dataset, tmp_path_factory):
 
 
 def test_run_report_says_what_the_run_folder_holds(run):
-    from voxseg.nets.runtime import build_model
+    from voxseg.nets import build_model
     from voxseg.nets import count_parameters
     from voxseg.config import RunPlan
 

@@ -419,10 +419,13 @@ def _check_tta(ctx, param, value: str) -> str:
 @click.option("--uncertainty", is_flag=True, help="also write <case>_uncertainty.nii.gz (mutual information of "
                                                   "TTA variants / members, nats)")
 @click.option("--skip-invalid", is_flag=True, help="leave out input cases that fail validation, and say which")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
+              show_default=True, help="where the networks run: auto (a CUDA GPU when there is one, else the CPU), "
+                                      "cpu or cuda")
 @user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
-            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool) -> None:
+            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
     Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
@@ -441,7 +444,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     results = predict_path(list(runs), input_path, out, probabilities, checkpoint, validate=refuse_invalid,
                            overlap=overlap, tta=tta_value, ensemble=list(extra_runs), folds=folds,
                            merge_table=merge_table, postprocess=postprocess, uncertainty=uncertainty,
-                           log=click.echo)
+                           log=click.echo, device=device)
     for r in results:
         extra = f", uncertainty {r.uncertainty_path}" if r.uncertainty_path else ""
         click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s{extra})")

@@ -14,6 +14,7 @@ from typing import Any
 from voxseg.io.files import save_json_atomic
 from voxseg.data.augment import AugmentConfig, Flip
 from voxseg.data.labels import LabelScheme
+from voxseg.data.network_input import channel_indices
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.errors import InputError
 
@@ -73,6 +74,7 @@ class TrainConfig:
         flips: random flips along every spatial axis.
         amp: ``"auto"`` (measure: bf16 on a CPU where it is faster, fp16 on CUDA), ``"bf16"``, ``"fp16"``
             (CUDA) or ``"none"``.
+        device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
         val_fraction: share of cases held out for validation (split by case, seeded).
         val_every: validate every this many epochs.
         seed: seed of the split, sampling, augmentation and initialisation.
@@ -123,6 +125,7 @@ class TrainConfig:
     patch_overhang: float = 0.0
     flips: bool = True
     amp: str = "auto"
+    device: str = "auto"
     val_fraction: float = 0.2
     val_every: int = 1
     seed: int = 0
@@ -266,17 +269,9 @@ class RunPlan:
 
     @property
     def channel_indices(self) -> list[int]:
-        """Indices (into ``channel_names``) of the channels the network sees."""
-        if not self.train.channels:
-            return list(range(len(self.channel_names)))
-        lower = [c.lower() for c in self.channel_names]
-        missing = [c for c in self.train.channels if c.lower() not in lower]
-        if missing:
-            raise ValueError(f"channels {missing} are not in the dataset's channels {self.channel_names}")
-        indices = [lower.index(c.lower()) for c in self.train.channels]
-        if len(set(indices)) != len(indices):
-            raise ValueError(f"channel subset {self.train.channels} names a channel twice")
-        return indices
+        """Indices (into ``channel_names``) of the channels the network sees
+        (:func:`voxseg.data.network_input.channel_indices`)."""
+        return channel_indices(self.channel_names, self.train.channels)
 
     @property
     def input_channels(self) -> int:

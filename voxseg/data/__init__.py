@@ -1,4 +1,4 @@
-"""Data preparation: preprocessing, label mappings, patch sampling and synthetic phantoms.
+"""Data preparation: preprocessing, label mappings, patch sampling, the network's input and synthetic phantoms.
 
 Arrays are ``(C, Z, Y, X)`` images and ``(Z, Y, X)`` labels; spacings ``(sz, sy, sx)`` in mm.
 """
@@ -22,9 +22,9 @@ from voxseg.data.preprocess import (
 from voxseg.data.arrays import tensor_view
 from voxseg.data.orientation import check_orientation_code, reorient, reoriented_spacing
 from voxseg.data.loader import PatchLoader
-from voxseg.data.tiling import gaussian_importance_map, sliding_window_predict, window_grid, window_starts
-from voxseg.data.sampling import (ChannelSubset, PatchSampler, minicube_partition, minicube_starts, pad_to_multiple,
-                                  random_flip, select_slices, stack_neighbours)
+from voxseg.data.network_input import channel_indices, network_input, select_channels, stack_neighbours
+from voxseg.data.sampling import (PatchSampler, minicube_partition, minicube_starts, pad_to_multiple, random_flip,
+                                  select_slices)
 
 from voxseg.data.augment import TRANSFORMS, AugmentConfig, Augmenter, Transform, build_augmentation
 from voxseg.data.enhance import DENOISERS, anisotropic_diffusion, enhance_image, n4_bias_correction
@@ -56,11 +56,11 @@ __all__ = [
     "PatchSampler",
     "pad_to_multiple",
     "random_flip",
-    # tiling (sliding window)
-    "gaussian_importance_map",
-    "sliding_window_predict",
-    "window_grid",
-    "window_starts",
+    # network input (channel subset, 2.5-D stacks), shared by training and inference
+    "channel_indices",
+    "network_input",
+    "select_channels",
+    "stack_neighbours",
     # augmentation and loading
     "TRANSFORMS",
     "AugmentConfig",
@@ -68,11 +68,9 @@ __all__ = [
     "Transform",
     "build_augmentation",
     "PatchLoader",
-    "ChannelSubset",
     "minicube_partition",
     "minicube_starts",
     "select_slices",
-    "stack_neighbours",
     # enhance (N4, anisotropic diffusion)
     "DENOISERS",
     "anisotropic_diffusion",

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from voxseg.data.augment import Augmenter, _window
-from voxseg.data.sampling import PatchSampler, select_slices, stack_neighbours
+from voxseg.data.network_input import network_input
+from voxseg.data.sampling import PatchSampler, select_slices
 
 __all__ = ["PatchLoader"]
 
@@ -38,15 +39,6 @@ def _shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
     nbytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     buf = mmap.mmap(-1, nbytes)  # MAP_SHARED | MAP_ANONYMOUS: survives fork as shared, freed with the last user
     return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-
-def _channel_subset(image: np.ndarray, channels: list[int]) -> np.ndarray:
-    """``image[channels]`` of a ``(C, Z, Y, X)`` array: a view when the channels are consecutive and in order
-    (one channel, or a run of them), so a memory-mapped case stays mapped; otherwise one copy per case, made
-    before the workers fork."""
-    if channels and channels == list(range(channels[0], channels[0] + len(channels))):
-        return image[channels[0]:channels[0] + len(channels)]
-    return image[channels]
 
 
 class PatchLoader:
@@ -114,9 +106,9 @@ class PatchLoader:
             raise ValueError(f"slices must be odd, got {slices}")
         self._cases = []
         for image, label in cases:
-            image = np.asarray(image)
-            if channels is not None:
-                image = _channel_subset(image, [int(c) for c in channels])
+            # The channel subset once per case, before the workers fork: a view for consecutive channels, so a
+            # memory-mapped case stays mapped, else one copy (the slices are stacked per item, below).
+            image = network_input(np.asarray(image), channels)
             self._cases.append((np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label)))
         n_channels = {img.shape[0] for img, _ in self._cases}
         if len(n_channels) != 1:
@@ -165,7 +157,7 @@ class PatchLoader:
                 vol_img, vol_lbl, start = image, label, start
             else:
                 z = start[0]
-                vol_img = image[:, z] if self.mode == "2d" else stack_neighbours(image, z, self.slices)
+                vol_img = network_input(image, slices=self.slices if self.mode == "2.5d" else 1, z=z)
                 vol_lbl, start = label[z], start[1:]
             if self.augment is None:
                 x[b] = _window(vol_img, start, self.patch_size)

@@ -7,14 +7,14 @@ All randomness comes from a ``numpy.random.Generator`` passed in.
 
 Sampling modes beyond 3-D patches and 2-D slices:
 
-- 2.5-D stacks (:func:`stack_neighbours`): ``k`` neighbouring slices as channels, the label of the
-  centre slice.
+- 2.5-D stacks: ``k`` neighbouring slices as channels, the label of the centre slice
+  (:mod:`voxseg.data.network_input`, shared with inference).
 - Slice selection (:func:`select_slices`, Wang & Tang (2020)): every slice with foreground plus a set number
   of the nearest slices without; pass the result as ``PatchSampler(..., slices=...)``.
 - Minicubes (:func:`minicube_partition`, Buchwald et al. (2022)): a fixed, deterministic partition of the cropped
   volume into cubes, optionally with a context margin around each.
-- Modality subsets (:class:`ChannelSubset`, Yildiz et al. (2024)): a fixed selection of channels by name, used
-  at training and prediction time alike.
+- Modality subsets (Yildiz et al. 2024): a fixed selection of channels by name, applied at training and
+  prediction time alike by :mod:`voxseg.data.network_input`.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PatchSampler", "random_flip", "pad_to_multiple", "stack_neighbours", "select_slices",
-           "minicube_starts", "minicube_partition", "ChannelSubset"]
+__all__ = ["PatchSampler", "random_flip", "pad_to_multiple", "select_slices", "minicube_starts",
+           "minicube_partition"]
 
 
 def _normalise_patch_size(patch_size: Sequence[int]) -> tuple[int, int, int]:
@@ -267,30 +267,6 @@ def pad_to_multiple(
     return np.pad(array, pads, mode="constant", constant_values=value), tuple(slices)
 
 
-def stack_neighbours(image: np.ndarray, z: int, k: int) -> np.ndarray:
-    """2.5-D input: slices ``z - k//2 .. z + k//2`` of every channel stacked as channels.
-
-    Args:
-        image: ``(C, Z, Y, X)``.
-        z: centre slice index (the slice whose label is predicted).
-        k: odd number of slices.
-
-    Returns:
-        ``(C * k, Y, X)`` with channel ``c * k + j`` = channel ``c`` at slice ``z - k//2 + j``;
-        slices beyond the volume are 0.
-    """
-    if k < 1 or k % 2 == 0:
-        raise ValueError(f"k must be a positive odd number of slices, got {k}")
-    c, nz = image.shape[0], image.shape[1]
-    h = k // 2
-    if 0 <= z - h and z + h < nz:
-        return image[:, z - h:z + h + 1].reshape((c * k,) + image.shape[2:])
-    out = np.zeros((c, k) + image.shape[2:], dtype=image.dtype)
-    a, b = max(z - h, 0), min(z + h + 1, nz)
-    out[:, a - (z - h):b - (z - h)] = image[:, a:b]
-    return out.reshape((c * k,) + image.shape[2:])
-
-
 def select_slices(label: np.ndarray, n_background: int) -> np.ndarray:
     """Slices for 2-D training as in Wang & Tang (2020): all slices with foreground plus nearby empty ones.
 
@@ -358,45 +334,3 @@ def minicube_partition(
         lbl = None if label is None else _extract(label, start, cube)
         out.append((img, lbl))
     return out
-
-
-class ChannelSubset:
-    """A fixed modality subset (Yildiz et al. 2024, e.g. FLAIR only), applied identically at train and predict time.
-
-    Not a random transform: it changes the network's input channels, so it belongs to the plan.
-
-    Args:
-        names: channel names to keep, in the order the network sees them; ``None`` keeps all.
-    """
-
-    def __init__(self, names: Sequence[str] | None = None):
-        self.names = None if names is None else [str(n) for n in names]
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, ChannelSubset) and self.names == other.names
-
-    def __repr__(self) -> str:
-        return f"ChannelSubset({self.names})"
-
-    def to_dict(self) -> dict:
-        return {"names": None if self.names is None else list(self.names)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ChannelSubset":
-        return cls(data.get("names"))
-
-    def indices(self, channel_names: Sequence[str]) -> list[int]:
-        """Positions of the kept channels in ``channel_names`` (case-insensitive names)."""
-        available = [str(n).lower() for n in channel_names]
-        if self.names is None:
-            return list(range(len(available)))
-        missing = [n for n in self.names if n.lower() not in available]
-        if missing:
-            raise ValueError(f"channels {missing} not among the dataset's channels {list(channel_names)}")
-        return [available.index(n.lower()) for n in self.names]
-
-    def apply(self, image: np.ndarray, channel_names: Sequence[str]) -> np.ndarray:
-        """``image (C, ...)`` -> ``(len(names), ...)`` (a view when all channels are kept)."""
-        if self.names is None:
-            return image
-        return image[self.indices(channel_names)]

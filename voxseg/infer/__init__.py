@@ -1,28 +1,29 @@
-"""Inference: sliding window with Gaussian blending, test-time augmentation, ensembles (folds, runs,
-per-label merge tables), post-processing rules, uncertainty maps, and writing NIfTI in the input geometry.
+"""Inference: sliding window with Gaussian blending on the network's device, test-time augmentation, ensembles
+(folds, runs, per-label merge tables), post-processing rules, uncertainty maps, and writing NIfTI in the input
+geometry.
 
-The sliding window (:mod:`voxseg.data.tiling`) and a planned network's run-time pieces (:mod:`voxseg.nets.runtime`)
-live lower in the pipeline, since validation during training uses them too; they are re-exported here."""
-from voxseg.data.tiling import gaussian_importance_map, sliding_window_predict, window_grid, window_starts
+Validation during training predicts through the same :func:`predict_volume`."""
 from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, EnsemblePrediction, MergeRule, MergeTable,
                                    check_members, count_windows, ensemble_predict, load_members, load_merge_table,
                                    member_dirs)
+from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path, load_model
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, candidate_rules, load_postprocessing
 from voxseg.infer.predict import PredictedCase, PredictOptions, predict_case, predict_cases, predict_path
-from voxseg.infer.runtime import load_model
+from voxseg.infer.sliding_window import (inference_precision, plan_input, predict_volume, probabilities_to_labels,
+                                         sliding_window_predict)
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import mutual_information, predictive_entropy
-from voxseg.nets.runtime import autocast_context, build_model, predict_volume, probabilities_to_labels, resolve_amp
-from voxseg.infer.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
+from voxseg.infer.windows import gaussian_importance_map, window_grid, window_starts
+from voxseg.nets import autocast_context, build_model, resolve_amp, resolve_device
 
 __all__ = [
     "MERGE_TABLES", "EnsembleMember", "EnsemblePrediction", "MergeRule", "MergeTable", "check_members",
     "count_windows", "ensemble_predict", "load_members", "load_merge_table", "member_dirs",
     "PostRule", "apply_postprocessing", "candidate_rules", "load_postprocessing",
     "PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path",
-    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CHECKPOINT_SWA", "autocast_context", "build_model", "checkpoint_path",
-    "load_model",
-    "predict_volume", "probabilities_to_labels", "resolve_amp",
-    "gaussian_importance_map", "sliding_window_predict", "window_grid", "window_starts",
+    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CHECKPOINT_SWA", "checkpoint_path", "load_model",
+    "inference_precision", "plan_input", "predict_volume", "probabilities_to_labels", "sliding_window_predict",
+    "gaussian_importance_map", "window_grid", "window_starts",
+    "autocast_context", "build_model", "resolve_amp", "resolve_device",
     "TTAVariant", "tta_predict", "tta_variants", "mutual_information", "predictive_entropy",
 ]

@@ -37,14 +37,13 @@ import torch
 
 from voxseg.data.preprocess import PreprocessedCase, preprocess_case, restore_to_original
 from voxseg.errors import InputError
-from voxseg.data.tiling import window_grid
-from voxseg.infer.runtime import load_model
-from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
-from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
-from voxseg.nets.runtime import predict_volume
 from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.config import RunPlan
-from voxseg.infer.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST
+from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model
+from voxseg.infer.sliding_window import predict_volume
+from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
+from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
+from voxseg.infer.windows import window_grid
 
 __all__ = ["EnsembleMember", "EnsemblePrediction", "member_dirs", "load_members", "check_members",
            "ensemble_predict", "prepare_groups", "count_windows", "predict_groups", "combine_predictions", "MergeRule", "MergeTable", "MERGE_TABLES",
@@ -56,7 +55,7 @@ class EnsembleMember:
     """One trained network and the plan it was trained with.
 
     Attributes:
-        model: the network, in eval mode.
+        model: the network, in eval mode (moved to the prediction's device when one is given).
         plan: its :class:`RunPlan` (preprocessing, window, label scheme).
         source: the folder it was loaded from (for messages).
         fingerprint: spacings and shapes of its training cases (``fingerprint.json``), when the run saved one.
@@ -112,12 +111,13 @@ def member_dirs(run_dir: str | Path, folds: str | Sequence[int] | None = None) -
 
 
 def load_members(run_dirs: Sequence[str | Path], folds: str | Sequence[int] | None = None,
-                 which: str = "best") -> list[EnsembleMember]:
-    """Load every model of ``run_dirs`` (see :func:`member_dirs`) and check they can be averaged."""
+                 which: str = "best", device: torch.device | str = "cpu") -> list[EnsembleMember]:
+    """Load every model of ``run_dirs`` (see :func:`member_dirs`) onto ``device`` and check they can be
+    averaged."""
     members = []
     for run_dir in run_dirs:
         for folder in member_dirs(run_dir, folds):
-            model, plan = load_model(folder, which)
+            model, plan = load_model(folder, which, device)
             members.append(EnsembleMember(model, plan, folder, DatasetFingerprint.load(folder)))
     check_members(members)
     return members
@@ -142,7 +142,7 @@ def check_members(members: Sequence[EnsembleMember]) -> None:
                 raise InputError(member.source, f"cannot be ensembled with {first.source}: {what} {b} != {a}")
 
 
-def _predictor(member: EnsembleMember, device: torch.device, transposed: bool,
+def _predictor(member: EnsembleMember, device: torch.device | None, transposed: bool,
                progress: Callable[[int], None] | None) -> Callable[[np.ndarray], np.ndarray]:
     plan = member.plan
     if transposed:
@@ -212,7 +212,8 @@ def ensemble_predict(
         tta: TTA name/count (:func:`voxseg.infer.tta.tta_variants`, resolved per member for 2-D/3-D)
             or an explicit variant list.
         uncertainty: also track per-prediction entropies (for :meth:`EnsemblePrediction.uncertainty`).
-        device: torch device (default CPU).
+        device: where the members run and blend their windows (they are moved there); default: each
+            member's own device.
         progress: called with the number of windows just predicted.
         affine: the file's voxel-to-world affine; needed by members whose runs reorient every scan
             (``plan.preprocess.orientation``).
@@ -263,7 +264,6 @@ def predict_groups(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
 
     The list is emptied as it goes, so each preprocessed image is freed once its group is done.
     """
-    device = device or torch.device("cpu")
     activation = groups[0][0][0].activation
     background = None if activation == "sigmoid" else 0
     parts = []
@@ -271,6 +271,8 @@ def predict_groups(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
         group, pre = groups.pop(0)
         acc = PredictionAccumulator(activation, track_uncertainty=uncertainty)
         for member in group:
+            if device is not None:
+                member.model.to(device)  # in place; a no-op where it already is
             variants = tta if not isinstance(tta, (str, int)) else tta_variants(tta, member.plan.network.spatial_dims)
             tta_predict(pre.image, _predictor(member, device, False, progress), variants,
                         transposed_fn=_predictor(member, device, True, progress), accumulator=acc)

@@ -26,7 +26,8 @@ from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postpr
 from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, find_prediction_cases, read_case
 from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
-from voxseg.nets.runtime import probabilities_to_labels
+from voxseg.infer.sliding_window import probabilities_to_labels
+from voxseg.nets.device import resolve_device
 from voxseg.config import RunPlan
 
 __all__ = ["PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path"]
@@ -108,6 +109,8 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
         out_path: label NIfTI to write (atomically).
         probability_path: also write ``(K, Z, Y, X)`` mean probabilities (of all pipelines) as a 4-D
             float32 NIfTI.
+        device: where the networks run and blend their windows (they are moved there); default: where
+            each network already is.
         options: TTA, uncertainty, post-processing, merge table (default: none of them).
         uncertainty_path: where the uncertainty map goes (default ``<out>_uncertainty.nii.gz`` when
             ``options.uncertainty``).
@@ -116,7 +119,6 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
     pipelines = _as_pipelines(model, plan)
     if len(pipelines) > 1 and options.merge_table is None:
         raise ValueError("several pipelines need a merge table")
-    device = device or torch.device("cpu")
     start = time.perf_counter()
     image, _, geometry = read_case(case, with_label=False)
     _warn_if_unseen_spacing(pipelines, case, geometry)
@@ -148,14 +150,15 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
 
 def predict_cases(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], plan: RunPlan | None,
                   cases: list[Case], out_dir: str | Path, probabilities: bool = False, progress: bool = True,
-                  options: PredictOptions | None = None) -> list[PredictedCase]:
-    """Predict several cases into ``out_dir/<case_id>.nii.gz`` (and ``_prob`` / ``_uncertainty`` maps)."""
+                  options: PredictOptions | None = None, device: torch.device | None = None) -> list[PredictedCase]:
+    """Predict several cases into ``out_dir/<case_id>.nii.gz`` (and ``_prob`` / ``_uncertainty`` maps);
+    ``device`` as :func:`predict_case`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
         prob = out_dir / f"{case.case_id}_prob.nii.gz" if probabilities else None
-        results.append(predict_case(model, plan, case, out_dir / f"{case.case_id}.nii.gz", prob,
+        results.append(predict_case(model, plan, case, out_dir / f"{case.case_id}.nii.gz", prob, device=device,
                                     progress=progress and len(cases) == 1, options=options))
     return results
 
@@ -184,7 +187,8 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
                  overlap: float | None = None, *, tta: str | int = "none",
                  ensemble: Sequence[str | Path] = (), folds: str | Sequence[int] | None = None,
                  merge_table: str | Path | MergeTable | None = None, postprocess: bool = True,
-                 uncertainty: bool = False, log: Callable[[str], None] | None = None) -> list[PredictedCase]:
+                 uncertainty: bool = False, log: Callable[[str], None] | None = None,
+                 device: str | torch.device = "auto") -> list[PredictedCase]:
     """``voxseg predict RUN [RUN ...] INPUT OUT``: INPUT is a NIfTI file, a case folder or a dataset folder.
 
     OUT is a folder, or a ``.nii.gz`` file name when INPUT is a single case. ``validate`` (if given)
@@ -201,15 +205,19 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         postprocess: apply ``postprocessing.json`` of the first run when it exists.
         uncertainty: also write ``<case>_uncertainty.nii.gz``.
         log: called with one line describing the models and options used.
+        device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``
+            (:func:`voxseg.nets.resolve_device`): the weights are loaded there and every window is predicted
+            and blended there.
 
     Raises:
         InputError: not run folders, members that cannot be ensembled, a merge table that does not
-            fit the runs, or a single output file for several cases.
+            fit the runs, a single output file for several cases, or ``cuda`` without a GPU.
     """
     runs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(r) for r in run_dir]
     ensemble = [Path(r) for r in ensemble]
     if not runs:
         raise InputError(Path("."), "no run folder given")
+    device = resolve_device(device)
     if isinstance(merge_table, (str, Path)):
         merge_table = load_merge_table(merge_table)
     if merge_table is not None:
@@ -219,9 +227,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         if len(runs) != len(merge_table.pipelines):
             raise InputError(runs[0], f"merge table {merge_table.name!r} merges {len(merge_table.pipelines)} "
                                       f"pipelines ({', '.join(merge_table.pipelines)}) but {len(runs)} runs were given")
-        pipelines = [load_members([r], folds, which) for r in runs]
+        pipelines = [load_members([r], folds, which, device) for r in runs]
     else:
-        pipelines = [load_members(runs + ensemble, folds, which)]
+        pipelines = [load_members(runs + ensemble, folds, which, device)]
     members = [m for p in pipelines for m in p]
     check_members(members)
     plan = members[0].plan
@@ -245,7 +253,7 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         post = "; ".join(r.describe() for r in rules) if rules else "none"
         merge = f", merged with table {merge_table.name!r}" if merge_table is not None else ""
         log(f"models: {len(members)} in {len(pipelines)} pipeline(s){merge}; TTA: {n_tta} variant(s); "
-            f"post-processing: {post}")
+            f"post-processing: {post}; device: {device}")
     cases = find_prediction_cases(Path(input_path), plan.channel_names)
     if validate is not None:  # raises to refuse the cases, or returns the ones to keep
         kept = validate(cases)
@@ -260,7 +268,7 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
             raise InputError(out, "is a folder; name the output .nii.gz file, or a folder without the suffix")
         out.parent.mkdir(parents=True, exist_ok=True)
         prob = _sibling(out, "_prob") if probabilities else None
-        return [predict_case(pipelines, None, cases[0], out, prob, progress=progress, options=options)]
+        return [predict_case(pipelines, None, cases[0], out, prob, device=device, progress=progress, options=options)]
     if out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder (name a folder, or a .nii.gz file for one case)")
-    return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options)
+    return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options, device=device)

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 from voxseg.infer.predict import predict_cases
-from voxseg.infer.runtime import load_model
+from voxseg.infer.model_files import CHECKPOINT_LAST, load_model
 from voxseg.io.datasets import Dataset, load_dataset
 from voxseg.metrics.aggregate import format_summary
 from voxseg.metrics.evaluate import evaluate_folders
 from voxseg.metrics.postprocessing import choose_run_postprocessing
 from voxseg.metrics.structures import structures_for
-from voxseg.infer.checkpoint_files import CHECKPOINT_LAST
 
 __all__ = ["evaluate_cross_validation", "out_of_fold_evaluation"]
 

@@ -1,4 +1,5 @@
-"""Networks: the U-Net family (2-D and 3-D), V-Net, named presets, size/cost info and freeze helpers.
+"""Networks: the U-Net family (2-D and 3-D), V-Net, named presets, size/cost info, freeze helpers, and the
+device and precision a network runs at.
 
 Typical use::
 
@@ -10,8 +11,8 @@ from voxseg.nets._base import check_spatial_size
 from voxseg.nets.blocks import CBAM, AttentionGate, DenseBlock, DilatedBottleneck, PlainBlock, ResidualBlock
 from voxseg.nets.info import count_parameters, estimate_flops, estimate_saved_activation_bytes, network_table
 from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
-from voxseg.nets.runtime import (autocast_context, build_model, network_input, predict_volume,
-                                 probabilities_to_labels, resolve_amp)
+from voxseg.nets.build import build_model
+from voxseg.nets.device import autocast_context, resolve_amp, resolve_device
 from voxseg.nets.transfer import freeze_encoder, replace_head, unfreeze
 from voxseg.nets.unet import UNet
 from voxseg.nets.vnet import VNet
@@ -25,9 +26,7 @@ __all__ = [
     "build_model",
     "resolve_amp",
     "autocast_context",
-    "network_input",
-    "predict_volume",
-    "probabilities_to_labels",
+    "resolve_device",
     "check_spatial_size",
     "count_parameters",
     "estimate_flops",

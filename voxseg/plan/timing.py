@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxseg.nets.runtime import autocast_context
+from voxseg.nets import autocast_context
 from voxseg.plan.memory import shrink_longest_axis
 
 __all__ = ["measure_step_seconds", "fit_patch_to_time_budget"]

@@ -156,7 +156,7 @@ def _picture(png: bytes, alt: str) -> str:
 
 
 def _parameters(plan: RunPlan) -> int | None:
-    from voxseg.nets.runtime import build_model
+    from voxseg.nets import build_model
     from voxseg.nets import count_parameters
 
     try:

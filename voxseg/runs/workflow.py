@@ -41,11 +41,11 @@ from voxseg.errors import InputError, InputProblems
 from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.losses import build_loss
-from voxseg.nets import NETWORKS, build_model, check_spatial_size, freeze_encoder
+from voxseg.nets import NETWORKS, build_model, check_spatial_size, freeze_encoder, resolve_device
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig, augmentation_preset
 from voxseg.io.files import save_json_atomic, write_atomic
 from voxseg.plan.plan import plan_patch_size, plan_strides, plan_target_spacing
-from voxseg.infer.checkpoint_files import CHECKPOINT_LAST, checkpoint_path
+from voxseg.infer.model_files import CHECKPOINT_LAST, checkpoint_path
 from voxseg.train.distributed import barrier, init_distributed, rank_and_world
 from voxseg.train.loop import PreparedCase, TrainResult, train_model
 from voxseg.plan.memory import (FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory,
@@ -929,7 +929,7 @@ def _train_in(run_dir: Path, plan: RunPlan, split: dict, prepared: list[Prepared
         log(f"training on {len(train_cases)} fixed minicubes {plan.train.minicube} + {plan.train.minicube_context} "
             f"voxels of context")
     return train_model(plan, train_cases, [by_id[i] for i in split["val"]], run_dir,
-                       resume=resume, progress=progress, log=log)
+                       resume=resume, progress=progress, device=str(resolve_device(plan.train.device)), log=log)
 
 
 def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptions, overwrite: bool = False,

@@ -26,10 +26,11 @@ from voxseg.data.loader import PatchLoader
 from voxseg.errors import InputError
 from voxseg.losses import DeepSupervisionLoss, build_loss
 from voxseg.nets import freeze_encoder, unfreeze
-from voxseg.nets.runtime import autocast_context, build_model, predict_volume, probabilities_to_labels, resolve_amp
+from voxseg.nets import autocast_context, build_model, resolve_amp
+from voxseg.infer.sliding_window import predict_volume, probabilities_to_labels
 from voxseg.config import RunPlan
 from voxseg.io.files import save_json_atomic, write_atomic
-from voxseg.infer.checkpoint_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
+from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
 from voxseg.train.case_losses import flag_high_loss_cases, training_case_losses
 from voxseg.train.distributed import barrier, init_distributed
 from voxseg.train.early_stopping import EarlyStopping
