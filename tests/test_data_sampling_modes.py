@@ -61,14 +61,13 @@ def test_minicubes_with_context_have_the_core_in_the_middle():
 
 
 def test_training_minicubes_are_cached_memory_mapped_and_remade_for_other_settings(tmp_path):
-    from voxseg.train.loop import PreparedCase
-    from voxseg.runs.workflow import _minicubes
+    from voxseg.data import PreparedCase, cached_minicubes
 
     rng = np.random.default_rng(0)
     image = rng.normal(size=(2, 12, 10, 9)).astype(np.float32)
     label = rng.integers(0, 3, size=(12, 10, 9)).astype(np.uint8)
     case = PreparedCase("c1", image, label)
-    cubes = _minicubes([case], [8, 6, 6], 4, tmp_path, "settings-a")
+    cubes = cached_minicubes([case], [8, 6, 6], 4, tmp_path, "settings-a")
     expected = minicube_partition(image, None, (8, 6, 6), 4)
     expected_labels = minicube_partition(label[None], None, (8, 6, 6), 4)
     assert len(cubes) == len(expected) == 8
@@ -78,8 +77,8 @@ def test_training_minicubes_are_cached_memory_mapped_and_remade_for_other_settin
         np.testing.assert_array_equal(got.label, lbl[0])
     first = tmp_path / "c1#cube0.image.npy"
     before = first.stat().st_mtime_ns
-    again = _minicubes([case], [8, 6, 6], 4, tmp_path, "settings-a")  # reused, not rewritten
+    again = cached_minicubes([case], [8, 6, 6], 4, tmp_path, "settings-a")  # reused, not rewritten
     assert first.stat().st_mtime_ns == before and [c.case_id for c in again] == [c.case_id for c in cubes]
-    other = _minicubes([case], [8, 6, 6], 0, tmp_path, "settings-a")  # other context: remade
+    other = cached_minicubes([case], [8, 6, 6], 0, tmp_path, "settings-a")  # other context: remade
     assert other[0].image.shape == (2, 8, 6, 6)
     np.testing.assert_array_equal(other[0].image, image[:, :8, :6, :6])

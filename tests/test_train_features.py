@@ -179,7 +179,7 @@ def test_a_budget_too_short_for_training_is_said_with_its_projection(phantoms, t
 
 
 def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monkeypatch):
-    from voxseg.runs.workflow import CPU_DEFAULTS
+    from voxseg.plan import CPU_DEFAULTS
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = []
@@ -195,9 +195,9 @@ def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monk
     assert RunPlan.load(tmp_path / "own" / "plan.json").network.kwargs == {"base_width": 4, "depth": 3,
                                                                             "deep_supervision": False}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # planning only: nothing runs on the GPU here
-    from voxseg.runs.workflow import _hardware_defaults
+    from voxseg.plan import hardware_defaults
 
-    kwargs, cap, note = _hardware_defaults(TrainOptions())
+    kwargs, cap, note = hardware_defaults(TrainOptions())
     assert kwargs == {} and cap == 96 * 96 * 64 and note == ""
 
 

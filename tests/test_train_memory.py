@@ -93,7 +93,7 @@ def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_
     # No --memory: the budget is 80% of what the machine has free, plus the framework this process already holds.
     from voxseg.plan.memory import FRAMEWORK_BYTES
 
-    monkeypatch.setattr("voxseg.runs.workflow.available_memory", lambda device: (0.8 * GIB - FRAMEWORK_BYTES) / 0.8)
+    monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: (0.8 * GIB - FRAMEWORK_BYTES) / 0.8)
     run_training(larger_phantoms, tmp_path / "machine", TrainOptions(**options), progress=False)
     assert RunPlan.load(tmp_path / "machine" / "plan.json").train.patch_size == tight.train.patch_size
     # A patch the user set: over 80% of the free memory is a warning, over all of it is refused at once.
@@ -117,7 +117,7 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
     plan = RunPlan.load(run / "plan.json")
     plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 8  # the user's edit
     plan.save(run / "plan.json")
-    monkeypatch.setattr("voxseg.runs.workflow.available_memory", lambda device: 0.1 * GIB)
+    monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: 0.1 * GIB)
     with pytest.raises(InputError, match=r"plan\.json: patch \[48, 64, 64\] with batch 8 needs about .* more than "
                                          r"all 0\.1 GiB free: give a smaller patch_size or batch_size in plan\.json$"):
         run_training(larger_phantoms, run, options, resume=True, progress=False)
@@ -129,7 +129,7 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
     need = estimate_training_memory(build_model(plan), (4, 48, 64, 64), 8, plan.train.optimizer, "cpu").total
     assert need > FRAMEWORK_BYTES
     # The budget is 80% of the memory free plus the framework already loaded; refused only above all of it.
-    monkeypatch.setattr("voxseg.runs.workflow.available_memory", lambda device: (need - FRAMEWORK_BYTES) / 0.9)
+    monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: (need - FRAMEWORK_BYTES) / 0.9)
     said = []
     run_training(larger_phantoms, run, options, resume=True, progress=False, log=said.append)
     assert any(line.startswith("warning: patch [48, 64, 64] with batch 8 needs about") and "in plan.json fits" in line
@@ -172,7 +172,7 @@ def test_preprocessed_cases_are_memory_mapped_from_the_cache_and_reused(larger_p
     def read_case_not_expected(*args, **kwargs):
         raise AssertionError("a cached case was read and preprocessed again")
 
-    monkeypatch.setattr("voxseg.runs.workflow.read_case", read_case_not_expected)
+    monkeypatch.setattr("voxseg.data.cache.read_case", read_case_not_expected)
     again = prepare_cases(cases, config, mapping, tmp_path / "cache", progress=False)
     assert all(np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label) for a, b in zip(first, again))
     # A case whose settings file is missing (a write cut short) is preprocessed again.
@@ -198,7 +198,7 @@ def test_a_cache_from_before_memory_mapping_is_converted_not_redone(larger_phant
     old.mkdir()
     np.savez(old / f"{fresh.case_id}.npz", image=np.array(fresh.image), label=fresh.label, stamp=np.array(stamp),
              record=np.array(_json.dumps({"kept": "as it was"})))  # the format voxseg wrote before 2026-11-25
-    monkeypatch.setattr("voxseg.runs.workflow.read_case", lambda *a, **k: pytest.fail("preprocessed again"))
+    monkeypatch.setattr("voxseg.data.cache.read_case", lambda *a, **k: pytest.fail("preprocessed again"))
     (converted,) = prepare_cases(cases, config, mapping, old, progress=False)
     assert np.array_equal(converted.image, fresh.image) and np.array_equal(converted.label, fresh.label)
     assert not (old / f"{fresh.case_id}.npz").exists() and isinstance(converted.image, np.memmap)
@@ -207,19 +207,17 @@ def test_a_cache_from_before_memory_mapping_is_converted_not_redone(larger_phant
 _FEW_FILES = r"""
 import resource, sys, warnings
 import numpy as np
-import voxseg.runs.workflow as wf
-from voxseg.data import LabelMapping, PreprocessConfig
+from voxseg.data import LabelMapping, PreprocessConfig, prepare_cases
 from voxseg.io import load_dataset
 cases = load_dataset(sys.argv[1]).cases
 config, mapping = PreprocessConfig(), LabelMapping([0, 1, 2, 4])
-wf.prepare_cases(cases, config, mapping, __import__("pathlib").Path(sys.argv[2]), progress=False)
+prepare_cases(cases, config, mapping, __import__("pathlib").Path(sys.argv[2]), progress=False)
 import os
 open_now = len(os.listdir("/proc/self/fd"))
-resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-wf._raise_open_file_limit = lambda wanted: -1  # as where the hard limit is reached
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, open_now + 4))  # the hard limit too: none to raise to
 with warnings.catch_warnings(record=True) as said:
     warnings.simplefilter("always")
-    out = wf.prepare_cases(cases, config, mapping, __import__("pathlib").Path(sys.argv[2]), progress=False)
+    out = prepare_cases(cases, config, mapping, __import__("pathlib").Path(sys.argv[2]), progress=False)
 mapped = sum(isinstance(c.image, np.memmap) for c in out)
 print(len(out), mapped, len(said), str(said[0].message) if said else "")
 """
@@ -240,21 +238,18 @@ _FEW_FILES_FIRST_RUN = r"""
 import os, resource, sys, warnings
 from pathlib import Path
 import numpy as np
-import voxseg.runs.workflow as wf
-from voxseg.data import LabelMapping, PreprocessConfig
+from voxseg.data import LabelMapping, PreparedCase, PreprocessConfig, cached_minicubes, prepare_cases
 from voxseg.io import load_dataset
-from voxseg.train.loop import PreparedCase
 cases = load_dataset(sys.argv[1]).cases
 open_now = len(os.listdir("/proc/self/fd"))
-resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-wf._raise_open_file_limit = lambda wanted: -1  # as where the hard limit is reached
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 4, open_now + 4))  # the hard limit too: none to raise to
 with warnings.catch_warnings(record=True) as said:
     warnings.simplefilter("always")
     if sys.argv[3] == "cases":  # nothing cached yet: every case is written, then mapped
-        out = wf.prepare_cases(cases, PreprocessConfig(), LabelMapping([0, 1, 2, 4]), Path(sys.argv[2]), progress=False)
+        out = prepare_cases(cases, PreprocessConfig(), LabelMapping([0, 1, 2, 4]), Path(sys.argv[2]), progress=False)
     else:  # one case in memory cut into 24 minicubes, none cached yet
         case = PreparedCase("c", np.zeros((1, 16, 12, 12), np.float32), np.zeros((16, 12, 12), np.uint8))
-        out = wf._minicubes([case], [4, 4, 6], 0, Path(sys.argv[2]), "x")
+        out = cached_minicubes([case], [4, 4, 6], 0, Path(sys.argv[2]), "x")
 mapped = sum(isinstance(c.image, np.memmap) for c in out)
 print(len(out), mapped, len(said), str(said[0].message) if said else "")
 """

@@ -432,7 +432,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     """
     from voxseg.infer.predict import predict_path
     from voxseg.io.datasets import Dataset
-    from voxseg.runs.workflow import checked_cases
+    from voxseg.runs import checked_cases
 
     def refuse_invalid(cases):
         n_channels = max((len(c.image_paths) + len(c.missing_channels) for c in cases), default=0)

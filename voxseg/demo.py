@@ -22,7 +22,7 @@ from voxseg.io.image import read_volume
 from voxseg.metrics import evaluate_folders, format_summary
 from voxseg.metrics.structures import structures_for
 from voxseg.report import REPORT_NAME, plot_learning_curves, plot_overlay, write_report
-from voxseg.runs.workflow import TrainOptions, checked_cases, run_training, split_cases
+from voxseg.runs import TrainOptions, checked_cases, run_training, split_cases
 
 __all__ = ["run_demo"]
 

@@ -1,4 +1,5 @@
-"""Data preparation: preprocessing, label mappings, patch sampling, the network's input and synthetic phantoms.
+"""Data preparation: preprocessing and its cache, label mappings, splits, patch sampling, the network's input
+and synthetic phantoms.
 
 Arrays are ``(C, Z, Y, X)`` images and ``(Z, Y, X)`` labels; spacings ``(sz, sy, sx)`` in mm.
 """
@@ -30,6 +31,8 @@ from voxseg.data.augment import TRANSFORMS, AugmentConfig, Augmenter, Transform,
 from voxseg.data.enhance import DENOISERS, anisotropic_diffusion, enhance_image, n4_bias_correction
 from voxseg.data.labels import (REGION_NAMES, LabelScheme, check_labels_fit, declared_regions_scheme,
                                labels_to_regions, regions_to_labels)
+from voxseg.data.cache import PreparedCase, cache_stamp, cached_minicubes, prepare_cases
+from voxseg.data.splits import kfold_splits, read_split, split_cases
 
 __all__ = [
     "FINGERPRINT_NAME", "SPACING_TOLERANCE", "DatasetFingerprint", "dataset_fingerprint",
@@ -83,6 +86,15 @@ __all__ = [
     "declared_regions_scheme",
     "labels_to_regions",
     "regions_to_labels",
+    # the preprocessed-case cache
+    "PreparedCase",
+    "cache_stamp",
+    "cached_minicubes",
+    "prepare_cases",
+    # splits
+    "kfold_splits",
+    "read_split",
+    "split_cases",
     # phantoms
     "make_phantom_case",
     "make_phantom_dataset",

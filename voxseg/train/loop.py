@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 
 from voxseg.data.augment import build_augmentation
+from voxseg.data.cache import PreparedCase
 from voxseg.data.loader import PatchLoader
 from voxseg.errors import InputError
 from voxseg.losses import DeepSupervisionLoss, build_loss
@@ -40,22 +41,6 @@ from voxseg.train.swa import SWACollector, recompute_norm_statistics, swa_lr
 
 __all__ = ["PreparedCase", "TrainResult", "train_model"]
 
-
-
-@dataclass
-class PreparedCase:
-    """A preprocessed case.
-
-    Attributes:
-        case_id: identifier.
-        image: ``(C, Z, Y, X)`` float32, normalised; read-only and memory-mapped when it comes from the
-            run's cache (patches are copied out, never written into it).
-        label: ``(Z, Y, X)`` uint8 consecutive classes (0 = background), or None; treat it as read-only too.
-    """
-
-    case_id: str
-    image: np.ndarray
-    label: np.ndarray | None
 
 
 @dataclass

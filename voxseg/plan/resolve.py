@@ -1,0 +1,164 @@
+"""Decisions taken from the data before any case is preprocessed (the cache depends on them): the voxel order,
+the resampling target, the intensity normalisation (for CT, its window and statistics) and the label scheme.
+
+``options`` here is a :class:`voxseg.runs.TrainOptions`; each ``resolve_*`` returns a new one (the one passed in
+is not changed) and says in one line what it decided. ``rows`` are the validation rows of the run's cases
+(their first image's shape, spacing and voxel order, their label values), keyed by case id.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from voxseg.config import RunPlan
+from voxseg.data.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
+from voxseg.data.labels import LabelScheme, declared_regions_scheme
+from voxseg.data.orientation import check_orientation_code, reoriented_spacing
+from voxseg.data.preprocess import foreground_intensity_statistics
+from voxseg.errors import InputError
+from voxseg.io.datasets import Case, Dataset, read_case
+from voxseg.io.validate import CaseSummary
+from voxseg.plan.plan import plan_target_spacing
+
+__all__ = ["resolve_label_scheme", "resolve_normalization", "resolve_options", "resolve_orientation",
+           "resolve_spacing", "run_fingerprint"]
+
+
+def resolve_options(options, dataset: Dataset, cases: list[Case], rows: dict[str, CaseSummary],
+                    log: Callable[[str], None], progress: bool = True):
+    """``options`` with the voxel order, then the resampling, then the normalisation decided."""
+    options = resolve_spacing(resolve_orientation(options, rows, log), rows, log)
+    return resolve_normalization(options, dataset, cases, log, progress)
+
+
+def resolve_orientation(options, rows: dict[str, CaseSummary], log: Callable[[str], None]):
+    """``options`` with the voxel order of its preprocessing decided (see ``TrainOptions.orientation``);
+    the cases stored in another order are named, as they are flipped / permuted to it."""
+    choice = options.orientation
+    target = options.preprocess.orientation
+    if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
+        target = check_orientation_code(choice)
+    codes = {case_id: row.orientation for case_id, row in rows.items()}
+    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
+    if target is None and str(choice).lower() == "auto" and source_plan is not None and source_plan.exists():
+        target = RunPlan.load(source_plan).preprocess.orientation  # weights learnt in that voxel order
+        if target:
+            log(f"orientation: {target}, the voxel order the run in --init-from was trained in")
+    if target is None and str(choice).lower() == "auto":
+        counts = Counter(code for code in codes.values() if code)
+        target = counts.most_common(1)[0][0] if counts else None  # a tie goes to the first case's order
+    if target is not None:
+        others = sorted(f"{case_id} ({code})" for case_id, code in codes.items() if code and code != target)
+        if others:
+            log(f"orientation: {len(others)} of {len(rows)} cases are stored in another voxel order than "
+                f"{target}: {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}; they are flipped / "
+                f"permuted to {target} (exactly, no interpolation) for training, as every scan is at prediction")
+    return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, orientation=target))
+
+
+def resolve_spacing(options, rows: dict[str, CaseSummary], log: Callable[[str], None]):
+    """``options`` with the resampling decided (see ``TrainOptions.resample``) when the cases' spacings differ:
+    with ``"auto"`` they are resampled to nnU-Net's target spacing, otherwise they keep their own grids; either
+    way one line says so."""
+    if options.preprocess.target_spacing is not None:
+        return options
+    spacings, shapes = _spacings_and_shapes(rows, options.preprocess.orientation)
+    target = plan_target_spacing(spacings, shapes, SPACING_TOLERANCE) if spacings else None
+    if target is None:
+        return options
+    sp = np.asarray(spacings, dtype=np.float64)
+    ranges = ", ".join(f"{axis} {lo:.3g}-{hi:.3g}" for axis, lo, hi in zip("zyx", sp.min(0), sp.max(0))
+                       if hi > SPACING_TOLERANCE * lo)
+    shown = " x ".join(f"{v:.3g}" for v in target)
+    if str(options.resample).lower() != "auto":
+        log(f"warning: the cases' voxel spacings differ ({ranges} mm): each is trained at its own grid, so the "
+            f"network sees the anatomy at several scales; --spacing auto resamples them to {shown} mm (nnU-Net's "
+            "target), --spacing Z,Y,X to another (on hippocampus with half the cases at 2 mm slices, resampling to "
+            "nnU-Net's target did not help: benchmarks/anisotropic.py)")
+        return options
+    log(f"spacing: the cases' voxel spacings differ ({ranges} mm): every case is resampled to {shown} mm (Z x Y "
+        "x X; nnU-Net's target: the median, the 10th percentile along a much coarser axis), and predictions back "
+        "to each scan's own grid")
+    return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, target_spacing=tuple(target)))
+
+
+def resolve_normalization(options, dataset: Dataset, cases: list[Case], log: Callable[[str], None],
+                          progress: bool = True):
+    """``options`` with the intensity normalisation decided (see ``TrainOptions.normalization``), and for CT
+    its window and foreground statistics measured on the cases (before any of them is preprocessed: the
+    cache depends on them)."""
+    name = options.normalization
+    if name is None:  # auto: CT for CT datasets unless the preprocessing asks for something other than the default
+        all_ct = bool(dataset.channel_names) and all(c.strip().lower() == "ct" for c in dataset.channel_names)
+        name = "ct" if all_ct and options.preprocess.normalization == "zscore" else options.preprocess.normalization
+        if name == "ct" and options.preprocess.normalization != "ct":
+            log("normalisation: ct (dataset.json names every channel CT; --normalization sets another)")
+    pre = dataclasses.replace(options.preprocess, normalization=name)
+    if pre.ct_window is not None and name != "ct":
+        log(f"warning: the CT window {pre.ct_window[0]:g}..{pre.ct_window[1]:g} HU is not used: normalisation is "
+            f"{name} (--normalization ct uses it)")
+    if name == "ct" and (pre.ct_window is None or pre.ct_mean is None or pre.ct_std is None):
+        pre = _measured_ct(pre, bool(options.preprocess.ct_window), dataset, cases, options.seed, log, progress)
+    return dataclasses.replace(options, preprocess=pre)
+
+
+def _measured_ct(pre, window_given: bool, dataset: Dataset, cases: list[Case], seed: int,
+                 log: Callable[[str], None], progress: bool):
+    """``pre`` (a PreprocessConfig) with the CT window (HU; kept when set) and the foreground mean and std measured
+    on the labelled voxels of ``cases`` (:func:`voxseg.data.preprocess.foreground_intensity_statistics`)."""
+    reading = tqdm(cases, desc="CT intensities", unit="case", disable=not progress)
+    pairs = ((image, label) for image, label, _ in (read_case(c, with_label=True) for c in reading))
+    try:
+        stats = foreground_intensity_statistics(pairs, seed=seed)
+    except ValueError as exc:
+        raise InputError(dataset.root, f"CT normalisation: {exc}") from None
+    window = pre.ct_window or (round(stats["p00_5"], 2), round(stats["p99_5"], 2))
+    if not window[0] < window[1] or not round(stats["std"], 4) > 0:
+        raise InputError(dataset.root, f"CT normalisation: the labelled voxels of the {len(cases)} cases all hold "
+                                       f"(nearly) one value, {stats['mean']:g}: no window or spread to "
+                                       "normalise with; give --ct-window LO,HI, or another --normalization")
+    pre = dataclasses.replace(pre, ct_window=window, ct_mean=round(stats["mean"], 4), ct_std=round(stats["std"], 4))
+    log(f"CT normalisation: clip to [{window[0]:g}, {window[1]:g}] HU"
+        + ("" if window_given else " (0.5th-99.5th percentile of the labelled voxels)")
+        + f", then subtract {pre.ct_mean:g} and divide by {pre.ct_std:g} (their mean and std; "
+        f"{stats['n']} voxels of the run's {len(cases)} cases, validation included, as nnU-Net does); "
+        "saved in plan.json")
+    return pre
+
+
+def resolve_label_scheme(options, dataset: Dataset) -> LabelScheme:
+    """The user's scheme (``options.label_scheme``); unset: the regions the dataset.json declares, else classes."""
+    name = options.label_scheme or ("regions" if dataset.label_regions else "classes")
+    if name != "regions":
+        return LabelScheme(name)
+    where = dataset.root / "dataset.json" if dataset.layout == "nnunet" else dataset.root
+    if not dataset.label_regions:
+        raise InputError(where, "--label-scheme regions takes its regions from an nnU-Net dataset.json (\"labels\" "
+                                "entries that list values, e.g. \"whole tumor\": [1, 2, 3]); this dataset declares none")
+    return declared_regions_scheme(dataset.label_regions, dataset.region_labels, where)
+
+
+def run_fingerprint(rows: dict[str, CaseSummary], orientation: str | None) -> DatasetFingerprint:
+    """Spacings and shapes of the run's cases (their first images, as validation read them), in the run's
+    orientation (prediction compares scans with them)."""
+    return dataset_fingerprint(*_spacings_and_shapes(rows, orientation))
+
+
+def _spacings_and_shapes(rows: dict[str, CaseSummary], orientation: str | None
+                         ) -> tuple[list[tuple[float, ...]], list[tuple[int, ...]]]:
+    """Each case's ``(sz, sy, sx)`` spacing (mm) and ``(Z, Y, X)`` shape in the run's orientation."""
+    spacings, shapes = [], []
+    for row in rows.values():
+        spacing, shape = row.spacing, row.shape
+        if orientation and row.orientation and row.orientation != orientation:
+            spacing = reoriented_spacing(spacing, row.orientation, orientation)
+            # axis lengths move between axes as the spacings do
+            shape = tuple(int(round(v)) for v in reoriented_spacing(shape, row.orientation, orientation))
+        spacings.append(spacing)
+        shapes.append(shape)
+    return spacings, shapes
