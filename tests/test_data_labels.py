@@ -194,11 +194,11 @@ def test_regions_scheme_refuses_a_paint_order_that_moves_labels_between_regions(
 ])
 def test_training_region_targets_match_labels_to_regions(scheme, values, regions):
     from voxseg.config import RunPlan
-    from voxseg.train.loop import _targets
+    from voxseg.train.batches import loss_targets
 
     plan = RunPlan(channel_names=["t1"], label_values=values, label_scheme=scheme, label_regions=regions)
     consecutive = np.random.default_rng(0).integers(0, len(values), (2, 5, 6, 7)).astype(np.uint8)
     expected = np.stack([labels_to_regions(np.asarray(values)[c], plan.scheme) for c in consecutive])
-    targets = _targets(consecutive, plan)
+    targets = loss_targets(consecutive, plan)
     assert targets.dtype.is_floating_point and targets.is_contiguous()
     assert np.array_equal(targets.numpy(), expected.astype(np.float32))

@@ -57,12 +57,12 @@ def test_validation_dice_in_training_matches_the_metrics_oracle():
     import numpy as np
 
     from voxseg.metrics import overlap_metrics
-    from voxseg.train.loop import _dice
+    from voxseg.train.validation import mask_dice
 
     rng = np.random.default_rng(0)
     empty = np.zeros((6, 7, 5), bool)
     masks = [empty, rng.random((6, 7, 5)) > 0.5, rng.random((6, 7, 5)) > 0.9, ~empty]
     for pred in masks:
         for ref in masks:
-            assert _dice(pred, ref) == overlap_metrics(pred, ref, (1.0, 1.0, 1.0))["dice"]
-    assert _dice(empty, empty) == 1.0 and _dice(empty, ~empty) == 0.0
+            assert mask_dice(pred, ref) == overlap_metrics(pred, ref, (1.0, 1.0, 1.0))["dice"]
+    assert mask_dice(empty, empty) == 1.0 and mask_dice(empty, ~empty) == 0.0

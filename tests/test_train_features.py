@@ -36,18 +36,18 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run_bit_for_bit(phanto
 
     import voxseg.train.loop as loop
 
-    real_save = loop._save_checkpoint
+    real_write = loop.write_checkpoint
 
-    def save_then_die(path, payload):  # the process is killed during epoch 3, after epoch 2's checkpoint
-        real_save(path, payload)
-        if path.name == "checkpoint_last.pt" and payload["epoch"] == 2:
+    def write_then_die(path, model, optimizer, state, parts):  # killed during epoch 3, after epoch 2's checkpoint
+        real_write(path, model, optimizer, state, parts)
+        if state.epoch == 2:
             raise KeyboardInterrupt
 
     killed = tmp_path / "killed"
-    monkeypatch.setattr(loop, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop, "write_checkpoint", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_training(phantoms, killed, _options(epochs=3), progress=False)
-    monkeypatch.setattr(loop, "_save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "write_checkpoint", real_write)
     assert torch.load(killed / "checkpoint_last.pt", weights_only=False)["epoch"] == 2
     run_training(phantoms, killed, _options(), resume=True, progress=False)
     a, b = _weights(straight), _weights(killed)
@@ -158,11 +158,11 @@ def test_optimisers_and_schedules_train(phantoms, tmp_path, optimizer, schedule)
 
 
 def test_a_budget_too_short_for_training_is_said_with_its_projection(phantoms, tmp_path, monkeypatch):
-    import voxseg.train.loop as loop
+    import voxseg.train.phases as phases
 
     said = []
     # Any machine runs the tiny network more than 200 times in 2 s; raise the bar so the warning must fire.
-    monkeypatch.setattr(loop, "_FEW_ITERATIONS", 10 ** 9)
+    monkeypatch.setattr(phases, "FEW_ITERATIONS", 10 ** 9)
     run_training(phantoms, tmp_path / "short", _options(epochs=1000, time_budget_minutes=2 / 60), progress=False,
                  log=said.append)
     warnings = [line for line in said if line.startswith("warning:")]

@@ -3,14 +3,18 @@
 wrong and removed"), so a user can look at them and retrain without them (``--exclude-cases``)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from voxseg.config import RunPlan
 from voxseg.data.sampling import PatchSampler
+from voxseg.io.files import save_json_atomic
+from voxseg.train.batches import loss_targets
 
-__all__ = ["training_case_losses", "flag_high_loss_cases"]
+__all__ = ["training_case_losses", "flag_high_loss_cases", "write_case_flags"]
 
 
 def training_case_losses(model: torch.nn.Module, cases, loss_of: Callable[[torch.Tensor, np.ndarray], float],
@@ -59,3 +63,38 @@ def flag_high_loss_cases(losses: dict[str, float], threshold_mads: float = 3.0) 
     mad = 1.4826 * float(np.median(np.abs(values - median)))
     limit = median + threshold_mads * max(mad, 1e-12)
     return sorted((c for c, v in losses.items() if v > limit), key=lambda c: -losses[c])
+
+
+def write_case_flags(model: torch.nn.Module, plan: RunPlan, cases, loss_fn: Callable, device: torch.device,
+                     run_dir: Path, log: Callable[[str], None]) -> None:
+    """Score the final model on every training case and write ``case_losses.csv`` (worst first) and
+    ``flagged_cases.json`` (the cases :func:`flag_high_loss_cases` flags) into ``run_dir``; say so with ``log``.
+
+    Args:
+        cases: the training cases (``voxseg.train.batches.PreparedCase``).
+        loss_fn: the training loss, ``(logits, targets) -> scalar``.
+    """
+    two_d = plan.network.spatial_dims == 2
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = x[:, plan.channel_indices] if plan.train.channels else x
+        return (x[:, :, 0] if two_d else x).to(device)
+
+    def loss_of(logits, label) -> float:
+        target = loss_targets(label[:, 0] if two_d else label, plan).to(device)
+        out = logits[0] if isinstance(logits, (list, tuple)) else logits
+        return float(loss_fn(out.float(), target))
+
+    if plan.train.mode == "2.5d":
+        log("case flagging is not available for 2.5-D training; skipped")
+        return
+    losses = training_case_losses(model, cases, loss_of, tuple(plan.train.patch_size), seed=plan.train.seed,
+                                  prepare=prepare)
+    flagged = flag_high_loss_cases(losses)
+    lines = ["case_id,loss,flagged"] + [f"{c},{v:.6f},{int(c in flagged)}"
+                                        for c, v in sorted(losses.items(), key=lambda kv: -kv[1])]
+    (run_dir / "case_losses.csv").write_text("\n".join(lines) + "\n")
+    save_json_atomic({"flagged": flagged, "rule": "loss > median + 3 * 1.4826 * MAD",
+                      "losses": {c: losses[c] for c in flagged}}, run_dir / "flagged_cases.json")
+    log(f"flagged {len(flagged)} case(s) with high final training loss (flagged_cases.json): "
+        f"{', '.join(flagged) or 'none'}; retrain without them with --exclude-cases {run_dir / 'flagged_cases.json'}")

@@ -9,7 +9,7 @@ import os
 
 import torch
 
-__all__ = ["rank_and_world", "init_distributed", "barrier"]
+__all__ = ["rank_and_world", "init_distributed", "barrier", "on_any_rank", "rank0_flag", "rank0_object"]
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -36,3 +36,33 @@ def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+
+
+def on_any_rank(local: bool, world: int, device: torch.device) -> bool:
+    """True on every rank when ``local`` is true on any (one all-reduce under DDP; ``local`` itself when ``world``
+    is 1)."""
+    if world == 1:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def rank0_flag(local: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's ``local`` on every rank (e.g. its clock decides when a time budget is spent, so every rank stops
+    at the same iteration)."""
+    if world == 1:
+        return local
+    flag = torch.tensor([1.0 if local else 0.0], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def rank0_object(value, world: int):
+    """Rank 0's ``value`` (any picklable object) on every rank (e.g. why training stopped: rank 0 alone
+    validates, so it alone decides early stopping)."""
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
