@@ -22,7 +22,6 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +29,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from voxseg.data.augment import AugmentConfig
 from voxseg.data.labels import LabelScheme, check_labels_fit, declared_regions_scheme
 from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import (LabelMapping, PreprocessConfig, foreground_intensity_statistics,
@@ -42,7 +40,7 @@ from voxseg.io.datasets import Case, Dataset, load_dataset, read_case
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.losses import build_loss
 from voxseg.nets import NETWORKS, build_model, check_spatial_size, freeze_encoder
-from voxseg.config import NetworkConfig, RunPlan, TrainConfig, augmentation_preset
+from voxseg.config import NetworkConfig, RunPlan, TrainOptions
 from voxseg.io.files import save_json_atomic, write_atomic
 from voxseg.plan.plan import plan_patch_size, plan_strides, plan_target_spacing
 from voxseg.infer.checkpoint_files import CHECKPOINT_LAST, checkpoint_path
@@ -54,99 +52,12 @@ from voxseg.train.optim import build_optimizer
 from voxseg.train.schedules import lr_factor
 from voxseg.plan.timing import fit_patch_to_time_budget
 
-__all__ = ["DEFAULT_MIN_ITERATIONS", "TrainOptions", "DatasetInvalid", "checked_cases", "checked_patch_size", "split_cases", "kfold_splits", "prepare_cases",
+__all__ = ["DatasetInvalid", "checked_cases", "checked_patch_size", "split_cases", "kfold_splits", "prepare_cases",
            "run_training"]
 
 
 class DatasetInvalid(InputProblems):
     """A dataset failed validation; ``problems`` holds one printable line per problem."""
-
-
-DEFAULT_MIN_ITERATIONS = 1000
-"""Training steps a time budget should hold before a planned patch stops shrinking (what it buys on hippocampus in 2
-and 5 minutes: ``benchmarks/time_budget.py``, figures in the README). Budgets that already hold this many steps
-(BraTS in 60 minutes) keep their patch."""
-
-
-@dataclass
-class TrainOptions:
-    """What a user chooses on ``voxseg train``; unset values are planned from the data.
-
-    Attributes:
-        net / net_kwargs: network preset and overrides.
-        spatial_dims: 3 (3-D patches) or 2 (2-D slices).
-        loss / loss_kwargs: loss spec and its arguments.
-        label_scheme: ``"classes"``, ``"brats"``, ``"brats2023"`` or ``"regions"`` (the regions an nnU-Net
-            ``dataset.json`` declares); None: ``"regions"`` when the dataset declares regions, else ``"classes"``.
-        epochs, iterations_per_epoch, time_budget_minutes, batch_size, lr, optimizer, seed, amp:
-            see :class:`voxseg.plan.TrainConfig`.
-        patch_size: ``[pz, py, px]`` voxels; None plans it from the median case shape.
-        memory_gib: memory one training process may use (GiB); a planned patch (then batch) shrinks until a
-            step fits. None: 80% of the memory free when training starts (RAM, or the GPU's).
-        max_patch_voxels: cap used when planning the patch; None: 64^3 when training on a CPU, 96x96x64 on
-            a GPU (see :data:`CPU_DEFAULTS`).
-        min_iterations: with ``time_budget_minutes`` and a planned patch: the patch shrinks (longest axis first)
-            until a training step, timed on this machine, lets the budget hold at least this many
-            (:func:`voxseg.plan.timing.fit_patch_to_time_budget`). Default :data:`DEFAULT_MIN_ITERATIONS`;
-            None or 0: the patch is planned for memory only.
-        val_fraction: share of cases held out for validation.
-        preprocess: cropping, normalisation and resampling.
-        normalization: overrides ``preprocess.normalization`` when set; None: ``"ct"`` when the dataset names
-            every channel CT (nnU-Net's dataset.json convention) and ``preprocess`` keeps the default
-            ``"zscore"`` (set ``normalization="zscore"`` to keep z-score there), else ``preprocess.normalization``.
-            With ``"ct"``, a missing ``ct_window`` and the foreground mean and std are taken from the run's cases
-            (:func:`voxseg.data.preprocess.foreground_intensity_statistics`, as nnU-Net does).
-        orientation: the voxel order every scan is brought to first (exact flips / permutations, undone on
-            output): ``"auto"`` the one most training cases are stored in, ``"none"`` each file's own, or axis
-            codes such as ``"RAS"``. An orientation set in ``preprocess`` wins over ``"auto"``.
-        resample: when ``preprocess.target_spacing`` is unset and the cases' spacings differ (by over 1.25x along
-            an axis): ``"auto"`` resamples every case to nnU-Net's target spacing
-            (:func:`voxseg.plan.plan_target_spacing`); ``"none"`` (default) keeps each case's own grid, with a
-            warning (measured on hippocampus with half the cases at 2 mm slices: held-out Dice 0.854 own grids,
-            0.841 resampled to the 2 mm median).
-        skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
-        include_cases: train only on these case ids (others are not used; e.g. the demo's test split).
-        folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
-        init_from / freeze_stages / unfreeze_after_epochs: transfer learning (see ``TrainConfig``).
-        train_overrides: any other ``TrainConfig`` field (schedule, optimizer_kwargs, swa_epochs, mode, ...).
-        augment: data augmentation (None: random flips, ``voxseg.plan.augmentation_preset("flips")``).
-    """
-
-    net: str = "unet"
-    net_kwargs: dict = field(default_factory=dict)
-    spatial_dims: int = 3
-    loss: str = "dice+ce"
-    loss_kwargs: dict = field(default_factory=dict)
-    label_scheme: str | None = None
-    memory_gib: float | None = None
-    epochs: int = 100
-    iterations_per_epoch: int = 50
-    time_budget_minutes: float | None = None
-    batch_size: int = 2
-    lr: float | None = None
-    optimizer: str = "sgd"
-    seed: int = 0
-    amp: str = "auto"
-    val_every: int = 1
-    patch_size: list[int] | None = None
-    max_patch_voxels: int | None = None
-    min_iterations: int | None = DEFAULT_MIN_ITERATIONS
-    val_fraction: float = 0.2
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    normalization: str | None = None
-    orientation: str | None = "auto"
-    resample: str = "none"
-    skip_invalid: bool = False
-    include_cases: list[str] | None = None
-    num_threads: int | None = None
-    folds: int | None = None
-    fold: str = "all"
-    init_from: str | None = None
-    freeze_stages: int = 0
-    unfreeze_after_epochs: int | None = None
-    train_overrides: dict = field(default_factory=dict)
-    augment: AugmentConfig | None = None
-    exclude_cases: list[str] | None = None
 
 
 def checked_cases(dataset: Dataset, skip_invalid: bool, log: Callable[[str], None] = print,
@@ -432,7 +343,7 @@ def _check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = No
         ("--epochs", t.epochs, t.epochs >= 1, ">= 1"),
         ("--iterations", t.iterations_per_epoch, t.iterations_per_epoch >= 1, ">= 1"),
         ("--batch-size", t.batch_size, t.batch_size >= 1, ">= 1"),
-        ("--lr", t.lr, t.lr > 0, "> 0"),
+        ("--lr", t.lr, t.lr is not None and t.lr > 0, "> 0"),
         ("--val-every", t.val_every, t.val_every >= 1, ">= 1"),
         ("--time-budget", t.time_budget_minutes, t.time_budget_minutes is None or t.time_budget_minutes > 0, "> 0"),
         ("--slices", t.slices, t.mode != "2.5d" or (t.slices >= 1 and t.slices % 2 == 1), "odd and >= 1"),
@@ -446,7 +357,7 @@ def _check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = No
         raise InputError(run_dir, "; ".join(problems))
     try:
         model = build_model(plan) if model is None else model
-        if len(t.patch_size) != 3:
+        if not t.patch_size or len(t.patch_size) != 3:
             raise ValueError(f"patch {t.patch_size} must be 3 sizes (Z, Y, X; 1 x Y x X for 2-D)")
         check_spatial_size(t.patch_size[-plan.network.spatial_dims:], model.size_divisor)
         if t.freeze_stages:
@@ -473,17 +384,17 @@ GPU_MAX_PATCH_VOXELS = 96 * 96 * 64
 def _hardware_defaults(options: TrainOptions) -> tuple[dict, int, str]:
     """Network overrides and patch cap for the hardware training will run on, and a note saying what was
     chosen (empty when nothing was)."""
-    kwargs = dict(options.net_kwargs)
+    kwargs = dict(options.network.kwargs)
     if torch.cuda.is_available():
         return kwargs, options.max_patch_voxels or GPU_MAX_PATCH_VOXELS, ""
     chosen = []
-    if options.net == "unet" and options.spatial_dims == 3:
+    if options.network.name == "unet" and options.network.spatial_dims == 3:
         for key, value in CPU_DEFAULTS["unet_kwargs"].items():
             if key not in kwargs:
                 kwargs[key] = value
                 chosen.append(f"{key}={value}")
     cap = options.max_patch_voxels
-    if cap is None and options.patch_size is None:
+    if cap is None and options.train.patch_size is None:
         cap = CPU_DEFAULTS["max_patch_voxels"]
         chosen.append("patch <= 64^3")
     note = f"CPU defaults: {', '.join(chosen)} (--net-args / --patch override)" if chosen else ""
@@ -495,20 +406,20 @@ def _spacing_strides(options: TrainOptions, spacing: list[float], net_kwargs: di
     axes) by :func:`voxseg.plan.plan_strides`, when the preset takes them, the user set neither and the spacing
     is anisotropic (one axis twice as coarse as another); said in one line. A transfer (``init_from``) from a
     network of the same dimensions and depth takes the source run's instead, as its weights need."""
-    builder = NETWORKS[options.net].builder if options.net in NETWORKS else None
+    builder = NETWORKS[options.network.name].builder if options.network.name in NETWORKS else None
     if builder is None or "strides" not in inspect.signature(builder).parameters:
         return net_kwargs
     if "strides" in net_kwargs or "kernel_sizes" in net_kwargs:
         return net_kwargs
-    depth = NETWORKS[options.net].kwargs(options.spatial_dims, **net_kwargs)["depth"]
+    depth = NETWORKS[options.network.name].kwargs(options.network.spatial_dims, **net_kwargs)["depth"]
     if not isinstance(depth, int):  # building the network says what is wrong with it
         return net_kwargs
-    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
+    source_plan = Path(options.train.init_from) / "plan.json" if options.train.init_from else None
     if source_plan is not None and source_plan.exists():  # transfer: the weights were learnt with the source's
         source = RunPlan.load(source_plan).network
         source_depth = NETWORKS[source.name].kwargs(source.spatial_dims, **source.kwargs).get("depth") \
             if source.name in NETWORKS else None
-        if source.spatial_dims == options.spatial_dims and source_depth == depth:
+        if source.spatial_dims == options.network.spatial_dims and source_depth == depth:
             inherited = {k: source.kwargs[k] for k in ("strides", "kernel_sizes") if k in source.kwargs}
             if inherited:
                 log(f"strides and kernels: those of the run in --init-from ({source_plan.parent})")
@@ -542,7 +453,7 @@ def _fit_memory(plan: RunPlan, model: torch.nn.Module, options: TrainOptions, lo
         budget = int(0.8 * free / max(local, 1)) + (FRAMEWORK_BYTES if device_type == "cpu" else 0)
         source = f"the {budget / GIB:.1f} GiB budget (80% of the memory free{' / processes' if local > 1 else ''})"
     t = plan.train
-    if options.patch_size is not None or t.minicube:
+    if options.train.patch_size is not None or t.minicube:
         spatial = t.patch_size[-plan.network.spatial_dims:]
         estimate = estimate_training_memory(model, (plan.input_channels, *spatial), t.batch_size, t.optimizer,
                                             device_type)
@@ -596,7 +507,8 @@ def _checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[in
                   log: Callable[[str], None], run_dir: Path, fingerprint: DatasetFingerprint | None = None) -> RunPlan:
     """:func:`_plan_from_data` then :func:`_check_plan`; an option that cannot be planned is one line naming the run."""
     try:
-        options = dataclasses.replace(options, patch_size=checked_patch_size(options.patch_size, options.spatial_dims))
+        patch = checked_patch_size(options.train.patch_size, options.network.spatial_dims)
+        options = dataclasses.replace(options, train=dataclasses.replace(options.train, patch_size=patch))
         plan, model = _plan_from_data(options, dataset, label_values, prepared, log, fingerprint)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise _option_error(run_dir, exc) from None
@@ -611,32 +523,24 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     and patch cap chosen for the hardware, and a U-Net's strides and kernels for the voxel spacing (the
     resampling target, else the ``fingerprint``'s median), where the user did not set them; and the network it
     planned with (built once, checked again by :func:`_check_plan`)."""
-    lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
-    train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
-                        lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
-                        time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
-                        amp=options.amp, val_fraction=options.val_fraction, val_every=options.val_every,
-                        seed=options.seed, num_threads=options.num_threads, init_from=options.init_from,
-                        freeze_stages=options.freeze_stages, unfreeze_after_epochs=options.unfreeze_after_epochs)
+    t = options.train
+    lr = t.lr if t.lr is not None else (0.01 if t.optimizer == "sgd" else 1e-3)
+    train = dataclasses.replace(t, lr=lr, loss_kwargs=dict(t.loss_kwargs))
     net_kwargs, max_patch_voxels, note = _hardware_defaults(options)
     if note:
         log(note)
     spacing = options.preprocess.target_spacing or (fingerprint.spacing_median if fingerprint else None)
     if spacing:
-        net_kwargs = _spacing_strides(options, list(spacing)[-options.spatial_dims:], net_kwargs, log)
-    unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    train = dataclasses.replace(train, **options.train_overrides)
-    if train.mode != "3d" and options.spatial_dims != 2:
+        net_kwargs = _spacing_strides(options, list(spacing)[-options.network.spatial_dims:], net_kwargs, log)
+    if train.mode != "3d" and options.network.spatial_dims != 2:
         raise InputError(dataset.root, f"training mode {train.mode} needs a 2-D network (--dims 2)")
     label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
     scheme = _label_scheme(options, dataset)
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
                    label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
                    region_labels=list(scheme.region_labels), preprocess=options.preprocess,
-                   network=NetworkConfig(options.net, options.spatial_dims, net_kwargs), train=train,
-                   dataset=str(dataset.root), augment=options.augment or augmentation_preset("flips"))
+                   network=NetworkConfig(options.network.name, options.network.spatial_dims, net_kwargs), train=train,
+                   dataset=str(dataset.root), augment=options.augmentation())
     try:
         plan.channel_indices
     except ValueError as exc:
@@ -646,26 +550,26 @@ def _plan_from_data(options: TrainOptions, dataset: Dataset, label_values: list[
     if train.minicube:  # Buchwald et al. (2022): the patch is the cube plus its context
         patch = [c + train.minicube_context for c in train.minicube]
     else:
-        patch = options.patch_size or plan_patch_size(tuple(median), model.size_divisor, max_patch_voxels,
-                                                      options.spatial_dims)
+        patch = options.train.patch_size or plan_patch_size(tuple(median), model.size_divisor, max_patch_voxels,
+                                                      options.network.spatial_dims)
     plan.train.patch_size = [int(p) for p in patch]
-    spatial = plan.train.patch_size[-options.spatial_dims:]
+    spatial = plan.train.patch_size[-options.network.spatial_dims:]
     check_spatial_size(spatial, model.size_divisor)
     if math.prod(s // d for s, d in zip(spatial, model.size_divisor)) < 2:  # instance norm needs 2 voxels there
-        if options.patch_size or train.minicube:
+        if options.train.patch_size or train.minicube:
             raise ValueError(f"--patch {'x'.join(map(str, spatial))} leaves the deepest stage of the network (which "
                              f"downsamples {'x'.join(map(str, model.size_divisor))}) a single voxel: give a larger "
                              f"patch, e.g. {2 * model.size_divisor[-1]} along one axis, or fewer stages "
                              "(--net-args depth=...)")
         plan.train.patch_size[-1] *= 2  # tiny cases: a planned patch gets the one voxel more it needs
     _fit_memory(plan, model, options, log)
-    if options.min_iterations and train.time_budget_minutes and not (options.patch_size or train.minicube):
+    if options.min_iterations and train.time_budget_minutes and not (options.train.patch_size or train.minicube):
         _fit_time(plan, model, options.min_iterations, log)
     largest = np.max(np.array([c.image.shape[1:] for c in prepared]), axis=0)
-    spatial = plan.train.patch_size[-len(largest):] if options.spatial_dims == 3 else plan.train.patch_size[1:]
-    too_big = [axis for axis, p, n in zip("zyx" if options.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
+    spatial = plan.train.patch_size[-len(largest):] if options.network.spatial_dims == 3 else plan.train.patch_size[1:]
+    too_big = [axis for axis, p, n in zip("zyx" if options.network.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
                if p > n]
-    if too_big and options.patch_size:  # a planned patch is the median shape rounded up to the divisor: by design
+    if too_big and options.train.patch_size:  # a planned patch is the median shape rounded up to the divisor: by design
         log(f"warning: patch {plan.train.patch_size} is larger than every (cropped) case along {', '.join(too_big)} "
             f"(largest {'x'.join(str(int(n)) for n in largest)}): the rest is zero padding, computed for nothing")
     return plan, model
@@ -735,11 +639,14 @@ def _spacings_and_shapes(rows: dict[str, CaseSummary], orientation: str | None
 
 
 def _resolve_spacing(options: TrainOptions, rows: dict[str, CaseSummary], log) -> TrainOptions:
-    """``options`` with the resampling decided (see ``TrainOptions.resample``) when the cases' spacings differ:
-    with ``"auto"`` they are resampled to nnU-Net's target spacing, otherwise they keep their own grids; either
-    way one line says so."""
+    """``options`` with the resampling decided (see ``TrainOptions.spacing``): to the spacing the user gave; or,
+    when the cases' spacings differ, with ``"auto"`` to nnU-Net's target spacing, otherwise each case keeps its own
+    grid; either way one line says so."""
     if options.preprocess.target_spacing is not None:
         return options
+    if not isinstance(options.spacing, str):
+        target = tuple(float(v) for v in options.spacing)
+        return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, target_spacing=target))
     spacings, shapes = _spacings_and_shapes(rows, options.preprocess.orientation)
     target = plan_target_spacing(spacings, shapes, SPACING_TOLERANCE) if spacings else None
     if target is None:
@@ -748,7 +655,7 @@ def _resolve_spacing(options: TrainOptions, rows: dict[str, CaseSummary], log) -
     ranges = ", ".join(f"{axis} {lo:.3g}-{hi:.3g}" for axis, lo, hi in zip("zyx", sp.min(0), sp.max(0))
                        if hi > SPACING_TOLERANCE * lo)
     shown = " x ".join(f"{v:.3g}" for v in target)
-    if str(options.resample).lower() != "auto":
+    if str(options.spacing).lower() != "auto":
         log(f"warning: the cases' voxel spacings differ ({ranges} mm): each is trained at its own grid, so the "
             f"network sees the anatomy at several scales; --spacing auto resamples them to {shown} mm (nnU-Net's "
             "target), --spacing Z,Y,X to another (on hippocampus with half the cases at 2 mm slices, resampling to "
@@ -779,7 +686,7 @@ def _resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[
         reading = tqdm(cases, desc="CT intensities", unit="case", disable=not progress)
         pairs = ((image, label) for image, label, _ in (read_case(c, with_label=True) for c in reading))
         try:
-            stats = foreground_intensity_statistics(pairs, seed=options.seed)
+            stats = foreground_intensity_statistics(pairs, seed=options.train.seed)
         except ValueError as exc:
             raise InputError(dataset.root, f"CT normalisation: {exc}") from None
         window = pre.ct_window or (round(stats["p00_5"], 2), round(stats["p99_5"], 2))
@@ -805,7 +712,7 @@ def _resolve_orientation(options: TrainOptions, rows: dict[str, CaseSummary], lo
     if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
         target = check_orientation_code(choice)
     codes = {case_id: row.orientation for case_id, row in rows.items()}
-    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
+    source_plan = Path(options.train.init_from) / "plan.json" if options.train.init_from else None
     if target is None and str(choice).lower() == "auto" and source_plan is not None and source_plan.exists():
         target = RunPlan.load(source_plan).preprocess.orientation  # weights learnt in that voxel order
         if target:
@@ -825,8 +732,8 @@ def _resolve_orientation(options: TrainOptions, rows: dict[str, CaseSummary], lo
 def _checked_setup(dataset: Dataset, options: TrainOptions, log
                    ) -> tuple[list[Case], LabelMapping, dict[str, CaseSummary]]:
     """Validated cases, their label mapping, and their validation rows."""
-    if options.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
-        checkpoint_path(options.init_from, "best")
+    if options.train.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
+        checkpoint_path(options.train.init_from, "best")
     if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
         keep = set(options.include_cases)
         dataset = dataclasses.replace(dataset, cases=[c for c in dataset.cases if c.case_id in keep])
@@ -973,7 +880,7 @@ def run_training(data_root: str | Path, run_dir: str | Path, options: TrainOptio
         cases, mapping, rows = _checked_setup(dataset, options, log)
         options = _resolve_spacing(_resolve_orientation(options, rows, log), rows, log)
         options = _resolve_normalization(options, dataset, cases, log, progress)
-        split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
+        split = split_cases([c.case_id for c in cases], options.train.val_fraction, options.train.seed)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
             fingerprint = _fingerprint(rows, options.preprocess.orientation)
@@ -994,7 +901,7 @@ def _check_edited_plan(plan: RunPlan, plan_path: Path, log: Callable[[str], None
     """What :func:`_check_plan` checks, and that its patch and batch fit the memory free (a warning above 80% of
     it, refused above all of it), for a plan the user may have edited; one line naming ``plan_path``."""
     _check_plan(plan, plan_path)
-    options = TrainOptions(patch_size=list(plan.train.patch_size), spatial_dims=plan.network.spatial_dims)
+    options = TrainOptions(network=plan.network, train=plan.train)  # its patch is the user's: checked, not planned
     try:
         _fit_memory(plan, build_model(plan), options, log, hint=f"a smaller patch_size or batch_size in {plan_path.name}")
     except (ValueError, TypeError) as exc:
@@ -1046,7 +953,7 @@ def _run_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
         if not 2 <= options.folds <= len(cases):
             raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
                                       f"got {options.folds}")
-        splits = kfold_splits([c.case_id for c in cases], options.folds, options.seed)
+        splits = kfold_splits([c.case_id for c in cases], options.folds, options.train.seed)
         _check_fold_choice(options.fold, len(splits), run_dir)
         with _new_run_dir(run_dir) as staging:
             prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
