@@ -13,7 +13,7 @@ last weights, no TTA; predictions are written in the thick-slice geometry and sc
 - ``2d``: slices of the in-plane axes (``--dims 2``);
 - ``2.5d``: 2-D slices with their two neighbours as channels (``--mode 2.5d``);
 - ``mixed resampled`` / ``mixed own grids``: another copy in which only the odd-numbered cases lose every second
-  slice (1 x 1 x 2 mm beside 1 mm cases), trained resampled to nnU-Net's target spacing (``resample="auto"``,
+  slice (1 x 1 x 2 mm beside 1 mm cases), trained resampled to nnU-Net's target spacing (``spacing="auto"``,
   ``--spacing auto``) and on each case's own grid (``"none"``, voxseg's default).
 
 Usage:

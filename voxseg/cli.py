@@ -139,8 +139,9 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
 
         ctx = click.get_current_context()
         used = {"folds", "fold"} if cross_validation else set()
-        ignored = [param.opts[0] for param in ctx.command.get_params(ctx) if param.name in kw and param.name not in used
-                   and ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE]
+        flags = {param.name: param.opts[0] for param in ctx.command.get_params(ctx)}
+        ignored = [flags[name] for name in kw  # in the order typed
+                   if name not in used and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if ignored:
             how = "--resume continues the run" if resume else "the cross-validation continues"
             warnings.warn(f"{run_dir}: {how} as its plan.json says; ignored: "

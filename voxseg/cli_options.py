@@ -257,19 +257,22 @@ def options_markdown(command: click.Command) -> str:
     lines = ["# `voxseg train` options", "",
              f"Generated from the knobs of `voxseg.config` by `{REGENERATE}`; do not edit by hand.", ""]
     for group in GROUPS:
-        rows = [p for p in params if isinstance(p, click.Option) and getattr(p, "group", "output") == group]
+        rows = [p for p in params if isinstance(p, click.Option) and getattr(p, "group", "output") == group
+                and p.name != "help"]
         if not rows:
             continue
         lines += [f"## {group[:1].upper()}{group[1:]}", "", "| option | default | range / choices | what it does |",
                   "|---|---|---|---|"]
         for p in rows:
             k = getattr(p, "knob", None)
-            if p.is_flag:
+            if p.required:
+                default = "required"
+            elif p.is_flag:
                 default = "off"
             elif k is not None and k.shown:
                 default = k.shown
             else:
-                default = "" if p.default in (None, "") else str(p.default)
+                default = str(p.default) if isinstance(p.default, (str, int, float)) else ""
             limits = _choices_text(k) if k is not None else ""
             cells = [f"`{p.opts[0]}`", default, limits, p.help or ""]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
