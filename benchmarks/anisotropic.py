@@ -13,7 +13,7 @@ last weights, no TTA; predictions are written in the thick-slice geometry and sc
 - ``2d``: slices of the in-plane axes (``--dims 2``);
 - ``2.5d``: 2-D slices with their two neighbours as channels (``--mode 2.5d``);
 - ``mixed resampled`` / ``mixed own grids``: another copy in which only the odd-numbered cases lose every second
-  slice (1 x 1 x 2 mm beside 1 mm cases), trained resampled to nnU-Net's target spacing (``resample="auto"``,
+  slice (1 x 1 x 2 mm beside 1 mm cases), trained resampled to nnU-Net's target spacing (``spacing="auto"``,
   ``--spacing auto``) and on each case's own grid (``"none"``, voxseg's default).
 
 Usage:
@@ -34,7 +34,7 @@ import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
 from _results import save_result
-from voxseg.runs import TrainOptions
+from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
 
 
 def thick_slice_copy(src: Path, dst: Path, every: int, odd_cases_only: bool = False) -> Path:
@@ -85,17 +85,18 @@ def main() -> int:
     structures = {"anterior": [1], "posterior": [2]}
     runs = {
         "3d planned": dict(),
-        "3d isotropic": dict(net_kwargs={"strides": [[2, 2, 2]] * 4, "kernel_sizes": [[3, 3, 3]] * 5}),
-        "2d": dict(spatial_dims=2),
-        "2.5d": dict(spatial_dims=2, train_overrides={"mode": "2.5d"}),
-        "mixed resampled": dict(resample="auto"),
-        "mixed own grids": dict(resample="none"),
+        "3d isotropic": dict(network=NetworkConfig(kwargs={"strides": [[2, 2, 2]] * 4, "kernel_sizes": [[3, 3, 3]] * 5})),
+        "2d": dict(network=NetworkConfig(spatial_dims=2)),
+        "2.5d": dict(network=NetworkConfig(spatial_dims=2), mode="2.5d"),
+        "mixed resampled": dict(spacing="auto"),
+        "mixed own grids": dict(spacing="none"),
     }
     results, rows = {}, []
     for name in [r.strip() for r in args.runs.split(",")]:
-        options = TrainOptions(epochs=100_000, iterations_per_epoch=50, time_budget_minutes=args.minutes,
-                               optimizer="adam", val_fraction=0.0, seed=args.seed, num_threads=args.threads,
-                               **runs[name])
+        choice = dict(runs[name])
+        train = TrainConfig(epochs=100_000, iterations_per_epoch=50, time_budget_minutes=args.minutes, optimizer="adam",
+                            val_fraction=0.0, seed=args.seed, num_threads=args.threads, mode=choice.pop("mode", "3d"))
+        options = TrainOptions(train=train, **choice)
         held = train_and_test(mixed if name.startswith("mixed") else data, args.out / name.replace(" ", "_").replace(".", "_"), options, structures,
                               args.seed, progress=False)
         dice = {s: held.summary["metrics"][s]["dice"]["mean"] for s in structures}

@@ -44,8 +44,7 @@ from voxseg.data.labels import LabelScheme
 from voxseg.cli import user_errors
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.metrics import format_summary
-from voxseg.config import augmentation_preset
-from voxseg.runs import TrainOptions
+from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
 
 
 @user_errors
@@ -86,12 +85,12 @@ def main() -> int:
     net_kwargs = {k: int(v) if v.lstrip("-").isdigit() else v
                   for k, v in (item.split("=") for item in args.net_args.split(",") if item)}
     preprocess = PreprocessConfig(target_spacing=spacing, n4=not args.no_n4, crop_to_nonzero=not args.no_crop)
-    options = TrainOptions(net_kwargs=net_kwargs, label_scheme="brats", loss="dice+ce", epochs=100_000,
-                           iterations_per_epoch=50, time_budget_minutes=args.minutes, batch_size=2,
-                           patch_size=[int(p) for p in args.patch.split(",")], val_fraction=0.0, seed=args.seed,
-                           num_threads=args.threads, preprocess=preprocess,
-                           optimizer=args.optimizer, lr=args.lr, augment=augmentation_preset(args.augment),
-                           train_overrides={"patch_overhang": args.overhang} if args.overhang else {})
+    train = TrainConfig(loss="dice+ce", epochs=100_000, iterations_per_epoch=50, time_budget_minutes=args.minutes,
+                        batch_size=2, patch_size=[int(p) for p in args.patch.split(",")], val_fraction=0.0,
+                        seed=args.seed, num_threads=args.threads, optimizer=args.optimizer, lr=args.lr,
+                        patch_overhang=args.overhang or 0.0)
+    options = TrainOptions(network=NetworkConfig(kwargs=net_kwargs), train=train, label_scheme="brats",
+                           preprocess=preprocess, augment=args.augment)
     structures = LabelScheme("brats").structures()
     held = train_and_test(args.data, args.out, options, structures, args.seed, test_fraction=4 / 14,
                           tta=tuple(dict.fromkeys((args.tta, "flips", "none"))),
@@ -104,7 +103,7 @@ def main() -> int:
     figures.update({f"hd95_{r.lower()}_mm": round(summary["metrics"][r]["hd95_mm"]["mean"], 2)
                     for r in ("WT", "TC", "ET")})
     figures.update({"train_minutes": round(held.train.elapsed_minutes, 2), "iterations": held.train.iterations,
-                    "held_out_cases": held.n_test, "spacing_mm": args.spacing, "patch": options.patch_size,
+                    "held_out_cases": held.n_test, "spacing_mm": args.spacing, "patch": options.train.patch_size,
                     "optimizer": args.optimizer})
     print(f"{'region':<8}{'Dice':>8}{'HD95 mm':>10}   (published GPU pipelines, hundreds of cases: WT 0.90, TC 0.85, "
           f"ET 0.80)")

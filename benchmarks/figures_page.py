@@ -120,6 +120,12 @@ def _window_placement(r: dict) -> str:
                      for run, row in r.items())
 
 
+def _gpu(r: dict) -> str:
+    return (f"{r['device']}: held-out Dice {_f(r['dice_anterior'])} / {_f(r['dice_posterior'])}, {r['iterations']:,} "
+            f"iterations in {r['train_minutes']:g} min, {_f(r['predict_seconds_per_case'], 2)} s per case, peak GPU "
+            f"{_f(r['peak_gpu_gib_train'], 2)} GiB training")
+
+
 def _generic(r: dict) -> str:
     """Every top-level number or string of a result the pages do not know."""
     items = [f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
@@ -138,6 +144,10 @@ BENCHMARKS: list[Benchmark] = [
               f"without. {_HELD_OUT}",
               "a plain MONAI DynUNet loop with the same budget; nnU-Net (Isensee et al. 2021) after full GPU training",
               "training.md#cpu-gpu-or-several", _hippocampus),
+    Benchmark("gpu", "python benchmarks/gpu.py", "hippocampus on one CUDA GPU",
+              "Trains hippocampus on one CUDA GPU for a 5-minute budget (`--minutes`) and predicts the held-out cases "
+              f"there: iterations, seconds per case, peak GPU memory and Dice (without a GPU it says so and stops). "
+              f"{_HELD_OUT}", "the CPU rows of the hippocampus benchmark", "training.md#cpu-gpu-or-several", _gpu),
     Benchmark("time_budget", "python benchmarks/time_budget.py", "patch planned for a short budget",
               "Hippocampus with 2- and 5-minute budgets, twice each: the patch planned for memory alone, and the "
               f"patch shrunk until the budget holds `--min-iterations` timed steps. {_HELD_OUT}",

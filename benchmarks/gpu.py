@@ -25,9 +25,11 @@ from pathlib import Path
 import torch
 
 from _heldout import REPO, SHARED_DATA, split_dataset
+from _results import save_result
 from voxseg.infer import PredictOptions, load_model, predict_cases
 from voxseg.metrics import evaluate_folders
-from voxseg.runs import TrainOptions, run_training
+from voxseg.config import TrainConfig, TrainOptions
+from voxseg.runs import run_training
 
 DEFAULT_DATA = SHARED_DATA / "hippocampus"
 STRUCTURES = {"anterior": [1], "posterior": [2]}
@@ -55,9 +57,9 @@ def main() -> int:
     if args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
-    options = TrainOptions(epochs=100_000, iterations_per_epoch=100, time_budget_minutes=args.minutes, amp=args.amp,
-                           val_fraction=0.0, seed=args.seed, include_cases=train_ids, skip_invalid=True,
-                           train_overrides={"device": "cuda"})
+    options = TrainOptions(train=TrainConfig(epochs=100_000, iterations_per_epoch=100, time_budget_minutes=args.minutes,
+                                             amp=args.amp, val_fraction=0.0, seed=args.seed, device="cuda"),
+                           include_cases=train_ids, skip_invalid=True)
     torch.cuda.reset_peak_memory_stats()
     result = run_training(args.data, args.out / "run", options, overwrite=True, progress=False)
     train_peak = _peak_gib()
@@ -85,12 +87,14 @@ def main() -> int:
                         ("peak GPU GiB, prediction", predict_peak), ("Dice anterior", dice["anterior"]),
                         ("Dice posterior", dice["posterior"]), ("Dice mean", sum(dice.values()) / 2)]:
         print(f"{name:<32}{value:>10.3f}")
-    print(json.dumps({"device": torch.cuda.get_device_name(0), "train_minutes": round(result.elapsed_minutes, 2),
-                      "iterations": result.iterations, "predict_seconds_per_case": round(predict_seconds, 3),
+    figures = {"device": torch.cuda.get_device_name(0), "train_minutes": round(result.elapsed_minutes, 2),
+               "iterations": result.iterations, "predict_seconds_per_case": round(predict_seconds, 3),
                       "peak_gpu_gib_train": round(train_peak, 3), "peak_gpu_gib_predict": round(predict_peak, 3),
                       "dice_anterior": round(dice["anterior"], 4), "dice_posterior": round(dice["posterior"], 4),
                       "dice_mean": round(sum(dice.values()) / 2, 4), "held_out_cases": len(test_cases),
-                      "patch": plan.train.patch_size, "batch_size": plan.train.batch_size, "amp": plan.train.amp}))
+                      "patch": plan.train.patch_size, "batch_size": plan.train.batch_size, "amp": plan.train.amp}
+    print(json.dumps(figures))
+    save_result("gpu", figures, sys.argv)
     return 0
 
 

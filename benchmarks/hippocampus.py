@@ -26,7 +26,7 @@ import torch
 from _heldout import REPO, SHARED_DATA, train_and_test
 from _results import save_result
 from voxseg.metrics import format_summary
-from voxseg.runs import TrainOptions
+from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
 
 DEFAULT_DATA = SHARED_DATA / "hippocampus"
 
@@ -55,9 +55,11 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     net_kwargs = {k: int(v) for k, v in (item.split("=") for item in args.net_args.split(",") if item)}
-    options = TrainOptions(net_kwargs=net_kwargs, epochs=args.epochs or 100_000, iterations_per_epoch=100,
-                           time_budget_minutes=None if args.epochs else args.minutes, amp=args.amp, batch_size=args.batch_size, optimizer=args.optimizer,
-                           lr=args.lr, val_fraction=0.0, seed=args.seed, num_threads=args.threads)
+    train = TrainConfig(epochs=args.epochs or 100_000, iterations_per_epoch=100,
+                        time_budget_minutes=None if args.epochs else args.minutes, amp=args.amp,
+                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, val_fraction=0.0,
+                        seed=args.seed, num_threads=args.threads)
+    options = TrainOptions(network=NetworkConfig(kwargs=net_kwargs), train=train)
     held = train_and_test(args.data, args.out, options, {"anterior": [1], "posterior": [2]}, args.seed,
                           tta=(args.tta, "none") if args.tta != "none" else ("none",))
     summary, result, plan, predict_minutes = held.summary, held.train, held.plan, held.predict_minutes

@@ -24,7 +24,7 @@ import torch
 
 from _heldout import REPO, SHARED_DATA, train_and_test
 from _results import save_result
-from voxseg.runs import TrainOptions
+from voxseg.config import TrainConfig, TrainOptions
 
 
 def main() -> int:
@@ -45,9 +45,9 @@ def main() -> int:
     rows = []
     for minutes in [float(m) for m in args.minutes.split(",")]:
         for name, min_iterations in (("memory", None), ("time", args.min_iterations)):
-            options = TrainOptions(epochs=100_000, iterations_per_epoch=50, time_budget_minutes=minutes,
-                                   min_iterations=min_iterations, optimizer="adam", val_fraction=0.0,
-                                   seed=args.seed, num_threads=args.threads)
+            train = TrainConfig(epochs=100_000, iterations_per_epoch=50, time_budget_minutes=minutes,
+                                optimizer="adam", val_fraction=0.0, seed=args.seed, num_threads=args.threads)
+            options = TrainOptions(train=train, min_iterations=min_iterations)
             held = train_and_test(args.data, args.out / f"{minutes:g}min_{name}", options, structures, args.seed,
                                   progress=False)
             dice = {s: held.summary["metrics"][s]["dice"]["mean"] for s in structures}

@@ -29,7 +29,7 @@ import torch
 from _heldout import REPO, SHARED_DATA, train_and_test
 from _results import save_result
 from voxseg.nets import NETWORKS, build_network, count_parameters, estimate_flops
-from voxseg.runs import TrainOptions
+from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
 
 
 def _three_d_presets() -> list[str]:
@@ -58,9 +58,9 @@ def main() -> int:
     for name in [p for p in args.presets.split(",") if p]:
         print(f"== {name}: {NETWORKS[name].reference}", flush=True)
         overrides = {"base_width": args.base_width} if args.base_width else {}
-        options = TrainOptions(net=name, net_kwargs=overrides, epochs=100_000, iterations_per_epoch=25, min_iterations=None,
-                               time_budget_minutes=args.minutes, val_fraction=0.0, seed=args.seed,
-                               num_threads=args.threads, optimizer=args.optimizer, lr=args.lr)
+        train = TrainConfig(epochs=100_000, iterations_per_epoch=25, time_budget_minutes=args.minutes, val_fraction=0.0,
+                            seed=args.seed, num_threads=args.threads, optimizer=args.optimizer, lr=args.lr)
+        options = TrainOptions(network=NetworkConfig(name, kwargs=overrides), train=train, min_iterations=None)
         held = train_and_test(args.data, args.out / name, options, {"anterior": [1], "posterior": [2]}, args.seed,
                               progress=False)
         plan = held.plan

@@ -272,10 +272,10 @@ def test_minicube_partition_training_and_slice_selection(phantoms, tmp_path):
 
 def test_demo_runs_the_whole_chain_on_phantoms(tmp_path):
     from voxseg.demo import run_demo
-    from voxseg.runs import TrainOptions
+    from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
 
-    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=1,
-                           iterations_per_epoch=2, num_threads=2)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(patch_size=[16, 16, 16], epochs=1, iterations_per_epoch=2, num_threads=2))
     lines = []
     summary = run_demo(tmp_path / "demo", n_train=4, n_test=2, options=options, log=lines.append, progress=False)
     assert summary["n_cases"] == 2
@@ -638,11 +638,12 @@ def test_ct_datasets_are_normalised_with_their_foreground_statistics(tmp_path):
     assert bad.exit_code == 2 and "LO < HI" in bad.output and not (tmp_path / "b").exists()
     # Through the Python API, a normalisation other than the default is kept on a CT dataset.
     from voxseg.data.preprocess import PreprocessConfig
-    from voxseg.runs import TrainOptions, run_training
+    from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
+    from voxseg.runs import run_training
 
-    run_training(data, tmp_path / "api", TrainOptions(preprocess=PreprocessConfig("percentile"), epochs=1,
-                                                      iterations_per_epoch=1, patch_size=[16, 16, 16], num_threads=1,
-                                                      net_kwargs={"base_width": 4, "depth": 3}), progress=False)
+    options = TrainOptions(preprocess=PreprocessConfig("percentile"), network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(epochs=1, iterations_per_epoch=1, patch_size=[16, 16, 16], num_threads=1))
+    run_training(data, tmp_path / "api", options, progress=False)
     assert RunPlan.load(tmp_path / "api" / "plan.json").preprocess.normalization == "percentile"
     # Labelled voxels of one value leave nothing to normalise with: one line, no run.
     flat = tmp_path / "flat"

@@ -148,13 +148,15 @@ def test_merge_table_from_json_and_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from voxseg.runs import TrainOptions, run_training
+    from voxseg.config import TrainOptions
+    from voxseg.runs import run_training
 
     root = tmp_path_factory.mktemp("ens")
     data = make_phantom_dataset(root / "ds", n_cases=4, shape=(20, 24, 20), seed=2)
     run = root / "run"
-    run_training(data, run, TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16],
-                                         epochs=1, iterations_per_epoch=2, num_threads=1), progress=False)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(patch_size=[16, 16, 16], epochs=1, iterations_per_epoch=2, num_threads=1))
+    run_training(data, run, options, progress=False)
     # The same weights under another preprocessing (a min-max-like model), and a k-fold layout.
     pct = root / "run_pct"
     shutil.copytree(run, pct)

@@ -12,7 +12,7 @@ from voxseg.data import PreprocessConfig
 from voxseg.nets import build_model
 from voxseg.plan import fit_memory, fit_time, hardware_defaults, resolve_orientation
 from voxseg.plan.memory import GIB, estimate_training_memory
-from voxseg.runs import TrainOptions
+from voxseg.config import TrainOptions
 
 
 @pytest.fixture
@@ -55,5 +55,5 @@ def test_options_are_resolved_into_new_options(monkeypatch):
     resolved = resolve_orientation(options, {}, print)
     assert resolved.preprocess.orientation == "LPS" and options == before
     kwargs, cap, note = hardware_defaults(options)
-    assert kwargs == {"base_width": 16, "deep_supervision": True} and options.net_kwargs == {}
+    assert kwargs == {"base_width": 16, "deep_supervision": True} and options.network.kwargs == {}
     assert cap == 64 ** 3 and note.startswith("CPU defaults:")

@@ -2,13 +2,15 @@
 kernels for anisotropic voxels (both nnU-Net's rules), and patches with per-axis divisors."""
 from __future__ import annotations
 
+import dataclasses
+
 import nibabel as nib
 import pytest
 import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.nets import build_network
-from voxseg.config import RunPlan
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig, parse_key_values
 from voxseg.plan import plan_patch_size, plan_strides, plan_target_spacing
 from voxseg.runs import TrainOptions, run_training
 
@@ -59,8 +61,8 @@ def test_patch_rounds_and_shrinks_each_axis_by_its_own_divisor():
 def test_training_plans_strides_for_thick_slices_and_saves_them(tmp_path):
     data = make_phantom_dataset(tmp_path / "thick", n_cases=3, shape=(10, 48, 48), spacing=(4.0, 1.0, 1.0), seed=3)
     lines: list[str] = []
-    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 4}, epochs=1, iterations_per_epoch=1,
-                           val_fraction=0.0, num_threads=1)
+    train = TrainConfig(epochs=1, iterations_per_epoch=1, val_fraction=0.0, num_threads=1)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 4}), train=train)
     run_training(data, tmp_path / "run", options, progress=False, log=lines.append)
     plan = RunPlan.load(tmp_path / "run" / "plan.json")
     assert plan.network.kwargs["strides"] == [[1, 2, 2], [1, 2, 2], [2, 2, 2]]
@@ -70,41 +72,40 @@ def test_training_plans_strides_for_thick_slices_and_saves_them(tmp_path):
     # the user's own strides are theirs
     lines.clear()
     mine = [[2, 2, 2]] * 3
-    run_training(data, tmp_path / "mine", TrainOptions(**{**options.__dict__, "net_kwargs": {
-        "base_width": 4, "depth": 4, "strides": mine}}), progress=False, log=lines.append)
+    network = NetworkConfig(kwargs={"base_width": 4, "depth": 4, "strides": mine})
+    run_training(data, tmp_path / "mine", dataclasses.replace(options, network=network), progress=False,
+                 log=lines.append)
     assert RunPlan.load(tmp_path / "mine" / "plan.json").network.kwargs["strides"] == mine
     assert not any(line.startswith("anisotropic") for line in lines)
     # a transfer from the thick-slice run keeps its strides and kernels (and so all of its weights), even on
     # isotropic data
     iso = make_phantom_dataset(tmp_path / "iso", n_cases=3, shape=(24, 24, 24), spacing=(1.0, 1.0, 1.0), seed=4)
     lines.clear()
-    run_training(iso, tmp_path / "transfer", TrainOptions(**{**options.__dict__, "init_from": str(tmp_path / "run"),
-                                                             "patch_size": [8, 24, 24]}),
-                 progress=False, log=lines.append)
+    transfer = dataclasses.replace(train, init_from=str(tmp_path / "run"), patch_size=[8, 24, 24])
+    run_training(iso, tmp_path / "transfer", dataclasses.replace(options, train=transfer), progress=False,
+                 log=lines.append)
     assert RunPlan.load(tmp_path / "transfer" / "plan.json").network.kwargs["strides"] == plan.network.kwargs["strides"]
     initialised = [line for line in lines if line.startswith("initialised")]
     assert initialised and initialised[0].split()[1].split("/")[0] == initialised[0].split()[1].split("/")[1]
     # a transfer into a network of another depth cannot use them: it plans its own (here: none, isotropic data)
-    run_training(iso, tmp_path / "deeper", TrainOptions(**{**options.__dict__, "init_from": str(tmp_path / "run"),
-                                                           "net_kwargs": {"base_width": 4, "depth": 3},
-                                                           "patch_size": [8, 24, 24]}), progress=False)
+    run_training(iso, tmp_path / "deeper", TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                                                        train=transfer), progress=False)
     assert "strides" not in RunPlan.load(tmp_path / "deeper" / "plan.json").network.kwargs
 
 
 def test_isotropic_training_keeps_the_default_network(tmp_path):
     data = make_phantom_dataset(tmp_path / "iso", n_cases=3, shape=(24, 24, 24), spacing=(1.0, 1.0, 1.0), seed=4)
-    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, epochs=1, iterations_per_epoch=1,
-                           val_fraction=0.0, num_threads=1)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(epochs=1, iterations_per_epoch=1, val_fraction=0.0, num_threads=1))
     run_training(data, tmp_path / "run", options, progress=False)
     assert "strides" not in RunPlan.load(tmp_path / "run" / "plan.json").network.kwargs
 
 
 def test_net_args_take_json_lists():
-    from voxseg.cli import _parse_kv
-
-    assert _parse_kv("strides=[[1,2,2],[2,2,2]],base_width=8") == {"strides": [[1, 2, 2], [2, 2, 2]], "base_width": 8}
+    assert parse_key_values("strides=[[1,2,2],[2,2,2]],base_width=8") == {"strides": [[1, 2, 2], [2, 2, 2]],
+                                                                            "base_width": 8}
     with pytest.raises(ValueError, match=r"strides=\[\[1,2,2\],\[2,2 is not a list; write one as JSON"):
-        _parse_kv("strides=[[1,2,2],[2,2")
+        parse_key_values("strides=[[1,2,2],[2,2")
 
 
 def test_target_spacing_is_the_median_or_none_when_the_cases_agree():
@@ -145,15 +146,16 @@ def test_cases_whose_spacings_differ_are_said_and_resampled_on_request(mixed_spa
     from voxseg.infer import load_model
 
     lines: list[str] = []
-    options = TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=1,
-                           iterations_per_epoch=1, val_fraction=0.0, num_threads=1)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(patch_size=[16, 16, 16], epochs=1, iterations_per_epoch=1,
+                                             val_fraction=0.0, num_threads=1))
     run_training(mixed_spacings, tmp_path / "own", options, progress=False, log=lines.append)
     assert RunPlan.load(tmp_path / "own" / "plan.json").preprocess.target_spacing is None
     assert any(line.startswith("warning: the cases' voxel spacings differ (z 1.2-2.4 mm): each is trained at its "
                                "own grid") and "--spacing auto resamples them to 1.8 x 1 x 1 mm" in line
                for line in lines), lines
     lines.clear()
-    run_training(mixed_spacings, tmp_path / "auto", dataclasses.replace(options, resample="auto"), progress=False,
+    run_training(mixed_spacings, tmp_path / "auto", dataclasses.replace(options, spacing="auto"), progress=False,
                  log=lines.append)
     plan = RunPlan.load(tmp_path / "auto" / "plan.json")
     assert plan.preprocess.target_spacing is not None

@@ -17,7 +17,8 @@ from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.io import read_volume, write_volume
 from voxseg.metrics import evaluate_folders
 from voxseg.report import REPORT_NAME, write_report
-from voxseg.runs import TrainOptions, run_training
+from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
+from voxseg.runs import run_training
 
 STRUCTURES = {"necrosis": [1], "edema": [2], "enhancing": [4]}
 
@@ -116,9 +117,10 @@ def test_names_in_the_page_are_escaped(tmp_path):
 @pytest.fixture(scope="module")
 def run(dataset, tmp_path_factory):
     folder = tmp_path_factory.mktemp("run") / "run"
-    run_training(dataset, folder, TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16],
-                                               epochs=3, iterations_per_epoch=2, num_threads=1, val_fraction=0.25),
-                 progress=False)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(patch_size=[16, 16, 16], epochs=3, iterations_per_epoch=2, num_threads=1,
+                                             val_fraction=0.25))
+    run_training(dataset, folder, options, progress=False)
     return folder
 
 

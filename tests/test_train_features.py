@@ -10,15 +10,16 @@ import pytest
 import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
-from voxseg.config import RunPlan
-from voxseg.runs import TrainOptions, kfold_splits, run_training
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig, TrainOptions
+from voxseg.runs import kfold_splits, run_training
 
 
-def _options(**kw):
-    base = dict(net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16], epochs=2, iterations_per_epoch=2,
-                num_threads=1, val_fraction=0.25)
-    base.update(kw)
-    return TrainOptions(**base)
+def _options(net_kwargs: dict | None = None, folds: int | None = None, label_scheme: str | None = None, **train):
+    """A tiny run; ``train``: TrainConfig fields."""
+    train = {"patch_size": [16, 16, 16], "epochs": 2, "iterations_per_epoch": 2, "num_threads": 1,
+             "val_fraction": 0.25, **train}
+    return TrainOptions(network=NetworkConfig(kwargs=net_kwargs or {"base_width": 4, "depth": 3}),
+                        train=TrainConfig(**train), folds=folds, label_scheme=label_scheme)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def test_ddp_two_cpu_processes_keep_identical_weights(phantoms, tmp_path, deep_s
 
 def test_swa_phase_averages_snapshots_into_its_own_checkpoint(phantoms, tmp_path):
     run = tmp_path / "swa"
-    result = run_training(phantoms, run, _options(epochs=1, train_overrides={"swa_epochs": 2, "swa_every_k_epochs": 1}),
+    result = run_training(phantoms, run, _options(epochs=1, swa_epochs=2, swa_every_k_epochs=1),
                           progress=False)
     assert result.epochs_done == 3
     swa = torch.load(run / "checkpoint_swa.pt", weights_only=False)
@@ -136,14 +137,14 @@ def test_swa_phase_averages_snapshots_into_its_own_checkpoint(phantoms, tmp_path
     assert any(not torch.equal(swa["model"][k], last[k]) for k in last if last[k].dtype.is_floating_point)
     # A phase shorter than the snapshot interval (2 epochs, every 3 by default) still ends averaged.
     short = tmp_path / "short"
-    run_training(phantoms, short, _options(epochs=1, train_overrides={"swa_epochs": 2}), progress=False)
+    run_training(phantoms, short, _options(epochs=1, swa_epochs=2), progress=False)
     assert torch.load(short / "checkpoint_swa.pt", weights_only=False)["n_averaged"] == 1
 
 
 def test_early_stopping_ends_the_run(phantoms, tmp_path):
     # min_delta 1.0: no Dice can improve by a whole point, so the second validation stops the run.
     result = run_training(phantoms, tmp_path / "es", _options(
-        epochs=6, train_overrides={"early_stopping_patience": 1, "early_stopping_min_delta": 1.0}), progress=False)
+        epochs=6, early_stopping_patience=1, early_stopping_min_delta=1.0), progress=False)
     assert result.stopped_by == "early stopping"
     assert result.epochs_done == 2
 
@@ -151,7 +152,7 @@ def test_early_stopping_ends_the_run(phantoms, tmp_path):
 @pytest.mark.parametrize("optimizer,schedule", [("ranger", "flat_cosine"), ("adamw", "cosine"), ("radam", "poly")])
 def test_optimisers_and_schedules_train(phantoms, tmp_path, optimizer, schedule):
     result = run_training(phantoms, tmp_path / optimizer, _options(
-        epochs=1, optimizer=optimizer, lr=1e-3, train_overrides={"schedule": schedule}), progress=False)
+        epochs=1, optimizer=optimizer, lr=1e-3, schedule=schedule), progress=False)
     plan = RunPlan.load(tmp_path / optimizer / "plan.json")
     assert plan.train.optimizer == optimizer and plan.train.schedule == schedule
     assert result.iterations == 2
@@ -183,8 +184,8 @@ def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monk
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     said = []
-    run_training(phantoms, tmp_path / "cpu", TrainOptions(epochs=1, iterations_per_epoch=1, num_threads=1,
-                                                          val_fraction=0.25), progress=False, log=said.append)
+    options = TrainOptions(train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=1, val_fraction=0.25))
+    run_training(phantoms, tmp_path / "cpu", options, progress=False, log=said.append)
     plan = RunPlan.load(tmp_path / "cpu" / "plan.json")
     assert plan.network.kwargs == CPU_DEFAULTS["unet_kwargs"]
     assert math.prod(plan.train.patch_size) <= CPU_DEFAULTS["max_patch_voxels"]

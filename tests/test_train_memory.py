@@ -11,8 +11,8 @@ import torch
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.errors import InputError
 from voxseg.nets import build_network, estimate_saved_activation_bytes
-from voxseg.config import RunPlan
-from voxseg.runs import TrainOptions, run_training
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig, TrainOptions
+from voxseg.runs import run_training
 from voxseg.plan.memory import GIB, estimate_training_memory, fit_patch_to_memory
 
 
@@ -71,12 +71,15 @@ def larger_phantoms(tmp_path_factory):
 
 def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    options = dict(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.34)
+    def options(memory_gib: float | None = None, patch_size: list[int] | None = None) -> TrainOptions:
+        return TrainOptions(memory_gib=memory_gib, train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2,
+                                                                     val_fraction=0.34, patch_size=patch_size))
+
     said = []
-    run_training(larger_phantoms, tmp_path / "free", TrainOptions(**options), progress=False, log=said.append)
+    run_training(larger_phantoms, tmp_path / "free", options(), progress=False, log=said.append)
     free = RunPlan.load(tmp_path / "free" / "plan.json").train
     said.clear()
-    run_training(larger_phantoms, tmp_path / "tight", TrainOptions(memory_gib=0.8, **options), progress=False,
+    run_training(larger_phantoms, tmp_path / "tight", options(memory_gib=0.8), progress=False,
                  log=said.append)
     tight = RunPlan.load(tmp_path / "tight" / "plan.json")
     assert math.prod(tight.train.patch_size) < math.prod(free.patch_size)
@@ -85,24 +88,24 @@ def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_
     assert any(line.startswith(f"memory: patch {free.patch_size} with batch 2 would need more than --memory 0.8 GiB")
                for line in said), said
     with pytest.raises(InputError, match="even at patch"):
-        run_training(larger_phantoms, tmp_path / "none", TrainOptions(memory_gib=0.2, **options), progress=False)
+        run_training(larger_phantoms, tmp_path / "none", options(memory_gib=0.2), progress=False)
     with pytest.raises(InputError, match=r"patch \[48, 64, 64\] with batch 2 needs about .* more than --memory 0.8"):
-        run_training(larger_phantoms, tmp_path / "own", TrainOptions(memory_gib=0.8, patch_size=[48, 64, 64],
-                                                                     **options), progress=False)
+        run_training(larger_phantoms, tmp_path / "own", options(memory_gib=0.8, patch_size=[48, 64, 64]),
+                     progress=False)
     assert not (tmp_path / "none").exists() and not (tmp_path / "own").exists()
     # No --memory: the budget is 80% of what the machine has free, plus the framework this process already holds.
     from voxseg.plan.memory import FRAMEWORK_BYTES
 
     monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: (0.8 * GIB - FRAMEWORK_BYTES) / 0.8)
-    run_training(larger_phantoms, tmp_path / "machine", TrainOptions(**options), progress=False)
+    run_training(larger_phantoms, tmp_path / "machine", options(), progress=False)
     assert RunPlan.load(tmp_path / "machine" / "plan.json").train.patch_size == tight.train.patch_size
     # A patch the user set: over 80% of the free memory is a warning, over all of it is refused at once.
     said.clear()
-    run_training(larger_phantoms, tmp_path / "warned", TrainOptions(patch_size=[32, 64, 64], **options),
+    run_training(larger_phantoms, tmp_path / "warned", options(patch_size=[32, 64, 64]),
                  progress=False, log=said.append)
     assert any(line.startswith("warning: patch [32, 64, 64] with batch 2 needs about") for line in said), said
     with pytest.raises(InputError, match=r"more than all 0.\d GiB free: give a smaller --patch"):
-        run_training(larger_phantoms, tmp_path / "huge", TrainOptions(patch_size=[64, 128, 128], **options),
+        run_training(larger_phantoms, tmp_path / "huge", options(patch_size=[64, 128, 128]),
                      progress=False)
     assert not (tmp_path / "huge").exists()
 
@@ -111,8 +114,9 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
                                                                                      monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run = tmp_path / "planned"
-    options = TrainOptions(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.34,
-                           net_kwargs={"base_width": 4, "depth": 3}, patch_size=[16, 16, 16])
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
+                           train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.34,
+                                             patch_size=[16, 16, 16]))
     assert run_training(larger_phantoms, run, options, progress=False, plan_only=True) is None
     plan = RunPlan.load(run / "plan.json")
     plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 8  # the user's edit

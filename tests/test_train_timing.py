@@ -8,7 +8,7 @@ import torch
 
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.nets import build_network
-from voxseg.config import RunPlan
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 from voxseg.runs import TrainOptions, run_training
 from voxseg.plan.timing import fit_patch_to_time_budget, measure_step_seconds
 
@@ -68,9 +68,11 @@ def larger_phantoms(tmp_path_factory):
     return make_phantom_dataset(tmp_path_factory.mktemp("timing") / "ds", n_cases=3, shape=(40, 48, 40), seed=5)
 
 
-def _options(epochs: int = 10**6, **kw) -> TrainOptions:  # the 3-second budget ends the run
-    return TrainOptions(net_kwargs={"base_width": 4, "depth": 3}, epochs=epochs, iterations_per_epoch=10,
-                        time_budget_minutes=0.05, val_fraction=0.0, num_threads=1, **kw)
+def _options(epochs: int = 10**6, min_iterations: int = 0, patch_size=None) -> TrainOptions:
+    # the 3-second budget ends the run
+    return TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}), min_iterations=min_iterations,
+                        train=TrainConfig(epochs=epochs, iterations_per_epoch=10, time_budget_minutes=0.05,
+                                          val_fraction=0.0, num_threads=1, patch_size=patch_size))
 
 
 def test_training_shrinks_a_planned_patch_for_the_time_budget_and_says_so(larger_phantoms, tmp_path):

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import click
 
+from voxseg.cli_options import GroupedCommand, knob_options, options_markdown, train_options
 from voxseg.errors import InputError, InputProblems
 
 __all__ = ["main", "user_errors"]
@@ -60,76 +60,12 @@ def _out_of_memory(err: BaseException) -> bool:
             or "can't allocate memory" in text or "out of memory" in text.lower())
 
 
-def _parse_kv(text: str | None) -> dict:
-    """``"alpha=0.3,beta=0.7,name=x"`` -> ``{"alpha": 0.3, "beta": 0.7, "name": "x"}``; a value may be a JSON
-    list (``"strides=[[1,2,2],[2,2,2]]"``: commas inside brackets do not separate items)."""
-    from voxseg.losses import split_top_level
-
-    out: dict = {}
-    for item in split_top_level(text or ""):
-        if "=" not in item:
-            raise ValueError(f"expected key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            if value.strip()[:1] in ("[", "("):
-                raise ValueError(f"{key.strip()}={value.strip()} is not a list; write one as JSON, e.g. "
-                                 "[[1,2,2],[2,2,2]]") from None
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _parse_ints(text: str | None) -> list[int] | None:
-    """``"64x64x64"`` or ``"64,64,64"`` -> ``[64, 64, 64]`` (positive integers)."""
-    if not text:
-        return None
-    try:
-        values = [int(v) for v in text.lower().replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise ValueError(f"expected positive integers such as 64x64x64, got {text!r}")
-    return values
-
-
-def _parse_floats(text: str | None) -> tuple[float, ...] | None:
-    """``"1,1,1.5"`` or ``"1x1x1.5"`` -> ``(1.0, 1.0, 1.5)`` (positive numbers)."""
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.lower().replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or any(not v > 0 for v in values):
-        raise ValueError(f"expected positive numbers such as 1,1,1.5, got {text!r}")
-    return values
-
-
-def _parse_window(text: str | None) -> tuple[float, float] | None:
-    """``"-100,200"`` -> ``(-100.0, 200.0)`` (two numbers, low < high)."""
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if len(values) != 2 or not values[0] < values[1]:
-        raise ValueError(f"expected LO,HI with LO < HI, such as -100,200, got {text!r}")
-    return values
-
-
-def _parsed(flag: str, parse, text, count: int | None = None):
+def _parsed(flag: str, parse, text):
     """``parse(text)``, with a malformed value reported as a usage error naming ``flag`` (exit 2)."""
     try:
-        value = parse(text)
-    except KeyError as exc:
-        raise click.BadParameter(f"unknown key {exc}", param_hint=f"'{flag}'") from None
-    except (ValueError, TypeError) as exc:  # json errors are ValueErrors
+        return parse(text)
+    except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc), param_hint=f"'{flag}'") from None
-    if count is not None and value is not None and len(value) != count:
-        raise click.BadParameter(f"expected {count} values (Z, Y, X), got {text!r}", param_hint=f"'{flag}'")
-    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,170 +107,7 @@ def validate(data: Path) -> None:
     click.echo(f"ok: {len(dataset.cases)} cases, no problems")
 
 
-def _exclusions(text: str | None) -> list[str] | None:
-    """Case ids from ``a,b,c`` or from a ``flagged_cases.json`` written by ``--flag-hard-cases``."""
-    if not text:
-        return None
-    if text.endswith(".json"):
-        path = Path(text)
-        if not path.exists():
-            raise InputError(path, "file not found")
-        document = json.loads(path.read_text())
-        flagged = document.get("flagged") if isinstance(document, dict) else None
-        if not isinstance(flagged, list):
-            raise ValueError(f"{path}: not a flagged_cases.json (no 'flagged' list of case ids)")
-        return [str(c) for c in flagged]
-    return [c for c in text.split(",") if c]
-
-
-def _train_options(**kw):
-    from voxseg.data.preprocess import PreprocessConfig
-    from voxseg.losses import parse_loss_args
-    from voxseg.config import augmentation_preset
-    from voxseg.runs import TrainOptions, checked_patch_size
-
-    if kw["fold"] != "all" and not kw["folds"]:
-        raise click.BadParameter("--fold picks a fold of a cross-validation: give --folds K too", param_hint="'--fold'")
-    mode = kw["mode"] or ("2d" if kw["dims"] == 2 else "3d")
-    dims = 2 if mode in ("2d", "2.5d") else kw["dims"]
-    try:
-        patch = checked_patch_size(_parsed("--patch", _parse_ints, kw["patch"]), dims)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc).removeprefix("--patch: "), param_hint="'--patch'") from None
-    if kw["ct_window"] and kw["normalization"] not in (None, "ct"):
-        raise click.BadParameter(f"clips CT intensities: it goes with --normalization ct, not {kw['normalization']}",
-                                 param_hint="'--ct-window'")
-    augment = _parsed("--augment-args", lambda t: augmentation_preset(kw["augment"]).replace(**_parse_kv(t)),
-                      kw["augment_args"])
-    pre = PreprocessConfig(normalization=kw["normalization"] or "zscore", n4=kw["n4"], denoise=kw["denoise"],
-                           ct_window=_parsed("--ct-window", _parse_window, kw["ct_window"]),
-                           target_spacing=None if str(kw["spacing"]).lower() in ("auto", "none") else
-                           _parsed("--spacing", _parse_floats, kw["spacing"], count=3))
-    timing = {} if kw["min_iterations"] is None else {"min_iterations": kw["min_iterations"]}
-    return TrainOptions(
-        **timing, net=kw["net"], net_kwargs=_parsed("--net-args", _parse_kv, kw["net_args"]), spatial_dims=dims, loss=kw["loss"], augment=augment,
-        resample="auto" if str(kw["spacing"]).lower() == "auto" else "none",
-        loss_kwargs=_parsed("--loss-args", parse_loss_args, kw["loss_args"]), label_scheme=kw["label_scheme"], memory_gib=kw["memory_gib"], epochs=kw["epochs"],
-        iterations_per_epoch=kw["iterations"], time_budget_minutes=kw["time_budget"], batch_size=kw["batch_size"],
-        lr=kw["lr"], optimizer=kw["optimizer"], seed=kw["seed"], amp=kw["amp"], patch_size=patch,
-        val_fraction=kw["val_fraction"], preprocess=pre, orientation=kw["orientation"], normalization=kw["normalization"], skip_invalid=kw["skip_invalid"], num_threads=kw["threads"],
-        folds=kw["folds"], fold=kw["fold"], init_from=str(kw["init_from"]) if kw["init_from"] else None,
-        freeze_stages=kw["freeze_stages"], unfreeze_after_epochs=kw["unfreeze_after"], val_every=kw["val_every"],
-        train_overrides={"optimizer_kwargs": _parsed("--optimizer-args", _parse_kv, kw["optimizer_args"]), "schedule": kw["schedule"],
-                         "schedule_kwargs": _parsed("--schedule-args", _parse_kv, kw["schedule_args"]), "plateau_patience": kw["plateau"],
-                         "early_stopping_patience": kw["early_stopping"], "swa_epochs": kw["swa_epochs"],
-                         "grad_clip": kw["grad_clip"] or None, "mode": mode, "slices": kw["slices"],
-                         "slice_selection": kw["slice_selection"], "loader_workers": kw["loader_workers"],
-                         "channels": kw["channels"].split(",") if kw["channels"] else None,
-                         "flag_cases": kw["flag_hard_cases"], "minicube": _parsed("--minicubes", _parse_ints, kw["minicubes"], count=3),
-                         "minicube_context": kw["minicube_context"], "patch_overhang": kw["patch_overhang"]},
-        exclude_cases=_parsed("--exclude-cases", _exclusions, kw["exclude_cases"]))
-
-
-def _check_orientation(ctx, param, value: str) -> str:
-    from voxseg.data.orientation import check_orientation_code
-
-    if value.lower() in ("auto", "none"):
-        return value.lower()
-    try:
-        return check_orientation_code(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"{exc}; or auto, none") from None
-
-
-def _training_flags(func):
-    options = [
-        click.option("--net", default="unet", show_default=True, help="network preset ('voxseg nets' lists them)"),
-        click.option("--net-args", default="", help="preset overrides, e.g. base_width=16,depth=4"),
-        click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
-                     callback=lambda c, p, v: int(v), help="3-D patches or 2-D slices"),
-        click.option("--loss", default="dice+ce", show_default=True, help="loss spec ('voxseg losses' lists them)"),
-        click.option("--loss-args", default="", help="e.g. alpha=0.3,beta=0.7,gamma=1.33"),
-        click.option("--label-scheme", type=click.Choice(["classes", "brats", "brats2023", "regions"]), default=None,
-                     help="softmax classes, sigmoid BraTS regions (WT/TC/ET), or the regions of an nnU-Net "
-                          "dataset.json [default: regions if dataset.json declares them, else classes]"),
-        click.option("--memory", "memory_gib", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help="GiB one training process may use; a planned patch (then batch) shrinks to fit "
-                          "[default: 80% of the memory free]"),
-        click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
-        click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True, help="iterations per epoch"),
-        click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="minutes; stops cleanly at the budget"),
-        click.option("--min-iterations", type=click.IntRange(min=0), default=None,
-                     help="with --time-budget and a planned patch: shrink the patch until the budget holds this "
-                          "many steps, timed on this machine (0: plan the patch for memory only) [default: 1000]"),
-        click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True),
-        click.option("--patch", default=None, help="patch size in voxels, e.g. 64x64x64 (default: planned)"),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="initial learning rate (sgd 0.01, adam 1e-3)"),
-        click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "adadelta", "radam", "ranger"]),
-                     default="sgd", show_default=True),
-        click.option("--optimizer-args", default="", help="e.g. momentum=0.9 or k=6,alpha=0.5 (ranger)"),
-        click.option("--schedule", type=click.Choice(["poly", "cosine", "flat_cosine", "constant"]), default="poly",
-                     show_default=True, help="learning-rate schedule over the run (epochs or time budget)"),
-        click.option("--schedule-args", default="", help="e.g. warmup=0.05,restarts=2"),
-        click.option("--plateau", type=click.IntRange(min=1), default=None, help="halve the rate after N validations without gain"),
-        click.option("--early-stopping", type=click.IntRange(min=1), default=None, help="stop after N validations without gain"),
-        click.option("--swa-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="stochastic weight averaging epochs after the main run (checkpoint_swa.pt)"),
-        click.option("--grad-clip", type=click.FloatRange(min=0), default=12.0, show_default=True),
-        click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default="auto", show_default=True,
-                     help="mixed precision; auto measures whether bf16 is faster on this CPU"),
-        click.option("--normalization", type=click.Choice(["zscore", "percentile", "ct", "none"]), default=None,
-                     help="intensity normalisation [default: ct when dataset.json names every channel CT, as "
-                          "nnU-Net does, else zscore]"),
-        click.option("--ct-window", default=None, help="with ct: clip to LO,HI in HU [default: the 0.5th and 99.5th "
-                     "percentiles of the training cases' labelled voxels]"),
-        click.option("--spacing", default="none", show_default=True,
-                     help="resample to this spacing in mm, z,y,x (e.g. 1,1,1); auto: to nnU-Net's target (the "
-                          "cases' median) when their spacings differ; none: keep each case's own grid (said when "
-                          "they differ)"),
-        click.option("--n4", is_flag=True, help="N4 bias-field correction (SimpleITK) before normalisation"),
-        click.option("--denoise", type=click.Choice(["gradient", "curvature"]), default=None,
-                     help="anisotropic diffusion denoising (Perona-Malik gradient or curvature flow)"),
-        click.option("--orientation", default="auto", show_default=True, callback=_check_orientation,
-                     help="voxel order every scan is flipped / permuted to first, exactly, and back on output: "
-                          "auto (the one most training cases are stored in), none (each file's own), or axis "
-                          "codes such as RAS or LPS"),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads (default: all cores)"),
-        click.option("--skip-invalid", is_flag=True, help="leave out cases that fail validation, and say which"),
-        click.option("--folds", type=click.IntRange(min=2), default=None, help="k-fold cross-validation by case (RUN/fold_N/)"),
-        click.option("--fold", default="all", show_default=True, help="which fold to train: an index or 'all'"),
-        click.option("--init-from", type=click.Path(path_type=Path), default=None,
-                     help="transfer learning: start from this run's weights (matching names and shapes)"),
-        click.option("--freeze-stages", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="freeze the first N encoder stages"),
-        click.option("--unfreeze-after", type=click.IntRange(min=0), default=None, help="unfreeze them at this epoch"),
-        click.option("--val-every", type=click.IntRange(min=1), default=1, show_default=True, help="validate every N epochs"),
-        click.option("--augment", type=click.Choice(["none", "flips", "default"]), default="flips",
-                     show_default=True, help="augmentation preset (default: the full nnU-Net-like chain)"),
-        click.option("--augment-args", default="", help="probabilities per transform, e.g. elastic=0.3,gamma=0"),
-        click.option("--mode", type=click.Choice(["3d", "2d", "2.5d"]), default=None,
-                     help="patches, slices, or 2.5-D stacks of --slices neighbours (2-D modes imply --dims 2)"),
-        click.option("--slices", type=click.IntRange(min=1), default=3, show_default=True, help="slices per 2.5-D stack"),
-        click.option("--slice-selection", type=click.IntRange(min=0), default=None,
-                     help="2-D modes: slices with foreground plus N empty neighbours (Wang & Tang 2020)"),
-        click.option("--channels", default=None, help="train on a channel subset by name, e.g. flair or t1ce,t2,flair"),
-        click.option("--loader-workers", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="processes making batches ahead of the model"),
-        click.option("--patch-overhang", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
-                     help="how far training patches may reach beyond the cropped volume, as a fraction of the patch "
-                          "(zero-filled there; 0.5: patch centres anywhere in the volume)"),
-        click.option("--minicubes", default=None, help="train on the fixed partition into cubes, e.g. 80x96x96 "
-                     "(Buchwald et al. 2022)"),
-        click.option("--minicube-context", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="voxels of context read around each minicube (Buchwald et al. 2022: 20)"),
-        click.option("--flag-hard-cases", is_flag=True,
-                     help="after training, flag cases whose loss stays high (flagged_cases.json)"),
-        click.option("--exclude-cases", default=None,
-                     help="leave out these cases: ids separated by commas, or a flagged_cases.json"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-@main.command()
+@main.command(cls=GroupedCommand, more_params=knob_options)
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="run folder to create")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint (or start a run "
@@ -342,7 +115,6 @@ def _training_flags(func):
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--plan-only", is_flag=True, help="validate, preprocess and plan into --out, then stop: read or edit "
                                                 "its plan.json, then train it with --resume")
-@_training_flags
 @user_errors
 def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: bool, **kw) -> None:
     """Train a segmentation network on DATA into the run folder --out."""
@@ -367,13 +139,14 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
 
         ctx = click.get_current_context()
         used = {"folds", "fold"} if cross_validation else set()
-        ignored = [f"--{name.replace('_', '-')}" for name in kw
+        flags = {param.name: param.opts[0] for param in ctx.command.get_params(ctx)}
+        ignored = [flags[name] for name in kw  # in the order typed
                    if name not in used and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if ignored:
             how = "--resume continues the run" if resume else "the cross-validation continues"
             warnings.warn(f"{run_dir}: {how} as its plan.json says; ignored: "
                           f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
-    result = run_training(data, run_dir, _train_options(**kw), overwrite=overwrite, resume=resume,
+    result = run_training(data, run_dir, train_options(kw), overwrite=overwrite, resume=resume,
                           plan_only=plan_only)
     if result is None or rank_and_world()[0] != 0:  # planned only; under torchrun, rank 0 alone reports
         return
@@ -529,7 +302,9 @@ def nets(patch: str, dims: str, in_channels: int, out_channels: int) -> None:
     """List network presets with parameters and forward FLOPs for a patch."""
     from voxseg.nets import NETWORKS, network_table
 
-    size = _parsed("--patch", _parse_ints, patch)
+    from voxseg.config import parse_sizes
+
+    size = _parsed("--patch", parse_sizes, patch)
     if len(size) not in (int(dims), 3) or (int(dims) == 3 and len(size) != 3):
         raise click.BadParameter(f"expected {dims} sizes for --dims {dims}, got {patch!r}", param_hint="'--patch'")
     size = size[-int(dims):]
@@ -542,6 +317,12 @@ def losses() -> None:
     from voxseg.losses import loss_table
 
     click.echo(loss_table())
+
+
+@main.command("options-doc", hidden=True)
+def options_doc() -> None:
+    """Print the reference of every ``voxseg train`` option as Markdown (docs/options.md)."""
+    click.echo(options_markdown(train), nl=False)
 
 
 if __name__ == "__main__":

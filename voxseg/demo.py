@@ -22,7 +22,8 @@ from voxseg.io.image import read_volume
 from voxseg.metrics import evaluate_folders, format_summary
 from voxseg.metrics.structures import structures_for
 from voxseg.report import REPORT_NAME, plot_learning_curves, plot_overlay, write_report
-from voxseg.runs import TrainOptions, checked_cases, run_training, split_cases
+from voxseg.config import NetworkConfig, TrainConfig, TrainOptions
+from voxseg.runs import checked_cases, run_training, split_cases
 
 __all__ = ["run_demo"]
 
@@ -75,10 +76,11 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
         test_cases = [c for c in valid if c.case_id in set(split["val"])]
         log(f"holding out {len(test_cases)} of {len(valid)} cases for testing: {', '.join(split['val'])}")
     if options is None:
-        options = TrainOptions(time_budget_minutes=minutes, epochs=10_000, iterations_per_epoch=25, batch_size=2,
-                               net_kwargs={"base_width": 16, "depth": 4, "deep_supervision": True},
-                               max_patch_voxels=64 * 64 * 64, seed=seed,
-                               skip_invalid=True)
+        options = TrainOptions(
+            network=NetworkConfig(kwargs={"base_width": 16, "depth": 4, "deep_supervision": True}),
+            train=TrainConfig(time_budget_minutes=minutes, epochs=10_000, iterations_per_epoch=25, batch_size=2,
+                              seed=seed),
+            max_patch_voxels=64 * 64 * 64, skip_invalid=True)
     options.include_cases = train_ids
     run_dir = out_dir / "run"
     result = run_training(train_root, run_dir, options, overwrite=True, progress=progress, log=log)

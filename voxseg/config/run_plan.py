@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from voxseg.io.files import save_json_atomic
+from voxseg.config.knobs import knob
 from voxseg.data.augment import AugmentConfig, Flip
 from voxseg.data.labels import LabelScheme
 from voxseg.data.network_input import channel_indices
@@ -44,115 +45,140 @@ class NetworkConfig:
     Attributes:
         name: a key of ``voxseg.nets.NETWORKS`` (``voxseg nets`` lists them).
         spatial_dims: 3 (patches) or 2 (slices, predicted slice by slice).
-        kwargs: overrides of the preset (``base_width``, ``depth``, ``max_width``, ...).
+        kwargs: overrides of the preset (``base_width``, ``depth``, ``max_width``, ``strides``, ...).
     """
 
-    name: str = "unet"
-    spatial_dims: int = 3
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = knob("unet", flag="--net", choices="networks", group="network",
+                     help="network preset ('voxseg nets' lists them)")
+    spatial_dims: int = knob(3, flag="--dims", choices=(2, 3), group="network", help="3-D patches or 2-D slices")
+    kwargs: dict[str, Any] = knob({}, flag="--net-args", parse="key_values", group="network",
+                                  help="preset overrides, e.g. base_width=16,depth=4")
+
+
+_ISENSEE = "Isensee et al. 2021"
+_BUCHWALD = "Buchwald et al. 2022"
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation and sampling. Times in minutes, rates per iteration.
+    """Optimisation and sampling. Times in minutes, rates per iteration; every field with a flag is described
+    by its knob (``voxseg train --help``, ``docs/options.md``), the others here.
 
     Attributes:
-        loss: loss spec for ``voxseg.losses.build_loss`` (e.g. ``"dice+ce"``).
-        loss_kwargs: extra loss arguments (``alpha``, ``beta``, ``gamma``...).
-        optimizer: ``"sgd"`` (Nesterov, momentum 0.99) or ``"adam"``.
-        lr: initial learning rate; decays with the poly schedule ``lr * (1 - t)^0.9`` where ``t``
-            is the fraction of the run done (of epochs, or of the time budget when that ends first).
-        weight_decay: L2 penalty.
-        epochs: maximum number of epochs.
-        iterations_per_epoch: optimiser steps per epoch.
-        time_budget_minutes: stop cleanly after this many minutes of training (None: no limit).
-        batch_size: patches per step.
-        patch_size: ``(pz, py, px)`` voxels for 3-D, ``(1, py, px)`` for 2-D.
+        loss / loss_kwargs: loss spec for ``voxseg.losses.build_loss`` (e.g. ``"dice+ce"``) and its arguments.
+        optimizer / optimizer_kwargs: a key of ``voxseg.train.optim.OPTIMIZERS`` and its options.
+        lr: initial learning rate, scaled over the run by ``schedule`` (a factor of the fraction of the run
+            done: of epochs, or of the time budget when that ends first). None (a user's choice only; a
+            plan holds the number): planned, 0.01 for sgd, 1e-3 for the others.
+        weight_decay: weight decay factor (how it acts: ``voxseg.train.optim.OPTIMIZERS[name].notes``).
+        patch_size: ``[pz, py, px]`` voxels for 3-D, ``[1, py, px]`` for 2-D. None (a user's choice only):
+            planned from the median case shape, the memory and the time budget.
         foreground_fraction: share of patches centred on a foreground voxel.
-        patch_overhang: how far a training patch may reach beyond the (cropped) volume, as a fraction
-            of the patch per axis, zero-filled there (0: inside; 0.5: centres anywhere in the volume).
-        flips: random flips along every spatial axis.
         amp: ``"auto"`` (measure: bf16 on a CPU where it is faster, fp16 on CUDA), ``"bf16"``, ``"fp16"``
             (CUDA) or ``"none"``.
-        device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
-        val_fraction: share of cases held out for validation (split by case, seeded).
-        val_every: validate every this many epochs.
-        seed: seed of the split, sampling, augmentation and initialisation.
-        num_threads: torch threads (None: all cores).
-        init_from: transfer learning: a run folder whose weights initialise this network where names
-            and shapes match (a head for a different number of classes stays random).
-        freeze_stages: freeze the first N encoder stages (their norm layers stay in eval mode).
-        unfreeze_after_epochs: unfreeze them at the start of this epoch (None: never).
-        optimizer_kwargs: options of the optimiser (``voxseg.train.optim.OPTIMIZERS``: sgd, adam, adamw,
-            adadelta, radam, ranger).
-        schedule / schedule_kwargs: learning-rate factor as a function of the fraction of the run done
-            (``voxseg.train.schedules.SCHEDULES``: poly, cosine with warm-up and restarts, flat_cosine,
-            constant).
-        plateau_patience / plateau_factor: also multiply the rate by ``factor`` when the validation
-            Dice has not improved for this many validations (None: off).
-        early_stopping_patience / early_stopping_min_delta: stop when the validation Dice has not
-            improved by ``min_delta`` for this many validations (None: off).
-        grad_clip: gradient-norm clipping (None: off).
-        swa_epochs: stochastic weight averaging phase after the main run (Henry et al. 2021): this many more
-            epochs with cyclic rates restarting at ``swa_lr_fraction * lr``, weights averaged every
-            ``swa_every_k_epochs``; written as ``checkpoint_swa.pt`` (0: off). A time budget ends the
-            main phase, not the SWA phase.
-        mode: ``"3d"`` patches, ``"2d"`` slices or ``"2.5d"`` (``slices`` neighbouring slices as channels,
-            predicting the centre slice); 2-D modes need a 2-D network.
-        slice_selection: 2-D modes: train on slices with foreground plus this many empty neighbours
-            (Wang & Tang 2020); None: all slices.
-        channels: train (and predict) on this subset of channels, by name (Yildiz et al. 2024: FLAIR alone...).
-        loader_workers: worker processes making batches ahead of the model (0: in the training process).
+        init_from / freeze_stages / unfreeze_after_epochs: transfer learning: a run folder whose weights
+            initialise this network where names and shapes match (a head for a different number of classes
+            stays random); the first N encoder stages frozen (their norm layers in eval mode) until that epoch.
+        plateau_patience / plateau_factor: also multiply the rate by ``factor`` when the validation Dice has
+            not improved for this many validations (None: off).
+        early_stopping_patience / early_stopping_min_delta: stop when the validation Dice has not improved by
+            ``min_delta`` for this many validations (None: off).
+        grad_clip: gradient-norm clipping (None or 0: off).
+        swa_epochs / swa_every_k_epochs / swa_cycles / swa_lr_fraction: stochastic weight averaging (Izmailov
+            et al. 2018) after the main run as Henry et al. (2021): this many more epochs with cyclic rates
+            restarting at ``swa_lr_fraction * lr``, weights averaged every ``swa_every_k_epochs``; written as
+            ``checkpoint_swa.pt`` (0: off). A time budget ends the main phase, not the SWA phase.
+        mode / slices: ``"3d"`` patches, ``"2d"`` slices or ``"2.5d"`` (``slices`` neighbouring slices as
+            channels, predicting the centre slice); 2-D modes need a 2-D network.
         flag_cases: after training, flag cases whose loss stays high (Henry et al.'s (2021) filtering) in
             ``flagged_cases.json``; retrain without them with ``--exclude-cases``.
-        minicube / minicube_context: train on the fixed partition of each cropped case into cubes of this
-            size (voxels), each read with ``minicube_context`` extra voxels (split around it) — Buchwald et al.'s (2022)
-            80x96x96 cubes with 20 voxels of context. The patch is then cube + context. Departure from
-            Buchwald et al. (2022): our networks predict every input voxel, so the context voxels are supervised too.
+        minicube / minicube_context: train on the fixed partition of each cropped case into cubes of this size
+            (voxels), each read with ``minicube_context`` extra voxels (split around it), as Buchwald et al.'s
+            (2022) 80x96x96 cubes with 20 voxels of context. The patch is then cube + context. Departure from
+            Buchwald et al. (2022): our networks predict every input voxel, so the context voxels are
+            supervised too.
+        device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
+
+    An older ``plan.json`` may hold ``flips`` (a switch that did nothing; random flips are the ``"flips"``
+    augmentation preset of ``RunPlan.augment``): it is read and dropped.
     """
 
-    loss: str = "dice+ce"
-    loss_kwargs: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    lr: float = 0.01
+    loss: str = knob("dice+ce", choices="losses", group="loss",
+                     help="loss spec: a registered loss or a weighted sum such as dice+ce or 0.5*dice+1*ce "
+                          "('voxseg losses' lists them)")
+    loss_kwargs: dict[str, Any] = knob({}, flag="--loss-args", parse="loss_args", group="loss",
+                                       help="loss arguments, e.g. alpha=0.3,beta=0.7,gamma=1.33 (tversky.alpha=... "
+                                            "addresses one term)")
+    optimizer: str = knob("sgd", choices="optimizers", group="optimisation",
+                          help=f"optimiser (sgd: Nesterov momentum 0.99 as {_ISENSEE})")
+    lr: float | None = knob(None, range="(0, inf)", group="optimisation", shown="sgd 0.01, others 1e-3",
+                            help="initial learning rate")
     weight_decay: float = 3e-5
-    epochs: int = 100
-    iterations_per_epoch: int = 50
-    time_budget_minutes: float | None = None
-    batch_size: int = 2
-    patch_size: list[int] = field(default_factory=lambda: [64, 64, 64])
+    epochs: int = knob(100, range="[1, inf)", group="optimisation", help="maximum number of epochs")
+    iterations_per_epoch: int = knob(50, flag="--iterations", range="[1, inf)", group="optimisation",
+                                     help="iterations per epoch")
+    time_budget_minutes: float | None = knob(None, flag="--time-budget", range="(0, inf)",
+                                             group="budget and hardware", help="minutes; stops cleanly at the budget")
+    batch_size: int = knob(2, range="[1, inf)", group="optimisation", help="patches per step")
+    patch_size: list[int] | None = knob(None, flag="--patch", parse="sizes", group="data", shown="planned",
+                                        help="patch size in voxels, e.g. 64x64x64 (Y x X with --dims 2)")
     foreground_fraction: float = 1.0 / 3.0
-    patch_overhang: float = 0.0
-    flips: bool = True
-    amp: str = "auto"
-    device: str = "auto"
-    val_fraction: float = 0.2
-    val_every: int = 1
-    seed: int = 0
-    num_threads: int | None = None
-    init_from: str | None = None
-    freeze_stages: int = 0
-    unfreeze_after_epochs: int | None = None
-    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
-    schedule: str = "poly"
-    schedule_kwargs: dict[str, Any] = field(default_factory=dict)
-    plateau_patience: int | None = None
+    patch_overhang: float = knob(0.0, range="[0, 0.5]", group="data",
+                                 help="how far training patches may reach beyond the cropped volume, as a fraction "
+                                      "of the patch (zero-filled there; 0.5: patch centres anywhere in the volume)")
+    amp: str = knob("auto", choices=("auto", "bf16", "fp16", "none"), group="budget and hardware",
+                    help="mixed precision; auto measures whether bf16 is faster on this CPU (fp16 on CUDA)")
+    val_fraction: float = knob(0.2, range="[0, 1)", group="data",
+                               help="share of cases held out for validation (by case, seeded)")
+    val_every: int = knob(1, range="[1, inf)", group="optimisation", help="validate every N epochs")
+    seed: int = knob(0, group="optimisation", help="seed of the split, sampling, augmentation and initialisation")
+    num_threads: int | None = knob(None, flag="--threads", range="[1, inf)", group="budget and hardware",
+                                   shown="all cores", help="torch threads")
+    init_from: str | None = knob(None, group="network",
+                                 help="transfer learning: start from this run's weights (matching names and shapes)")
+    freeze_stages: int = knob(0, range="[0, inf)", group="network", help="freeze the first N encoder stages")
+    unfreeze_after_epochs: int | None = knob(None, flag="--unfreeze-after", range="[0, inf)", group="network",
+                                             help="unfreeze them at this epoch")
+    optimizer_kwargs: dict[str, Any] = knob({}, flag="--optimizer-args", parse="key_values", group="optimisation",
+                                            help="optimiser options, e.g. momentum=0.9 or k=6,alpha=0.5 (ranger)")
+    schedule: str = knob("poly", choices="schedules", group="optimisation",
+                         help="learning-rate schedule over the run (epochs or time budget)")
+    schedule_kwargs: dict[str, Any] = knob({}, flag="--schedule-args", parse="key_values", group="optimisation",
+                                           help="schedule options, e.g. warmup=0.05,restarts=2")
+    plateau_patience: int | None = knob(None, flag="--plateau", range="[1, inf)", group="optimisation",
+                                        help="halve the rate after N validations without gain")
     plateau_factor: float = 0.5
-    early_stopping_patience: int | None = None
+    early_stopping_patience: int | None = knob(None, flag="--early-stopping", range="[1, inf)",
+                                               group="optimisation", help="stop after N validations without gain")
     early_stopping_min_delta: float = 0.0
-    grad_clip: float | None = 12.0
-    swa_epochs: int = 0
+    grad_clip: float | None = knob(12.0, range="[0, inf)", group="optimisation",
+                                   help="gradient-norm clipping (0: off)")
+    swa_epochs: int = knob(0, range="[0, inf)", group="optimisation",
+                           help="stochastic weight averaging epochs after the main run (Izmailov et al. 2018; "
+                                "Henry et al. 2021), written as checkpoint_swa.pt")
     swa_every_k_epochs: int = 3
     swa_cycles: int = 5
     swa_lr_fraction: float = 0.5
-    mode: str = "3d"
-    slices: int = 3
-    slice_selection: int | None = None
-    channels: list[str] | None = None
-    loader_workers: int = 0
-    flag_cases: bool = False
-    minicube: list[int] | None = None
-    minicube_context: int = 0
+    mode: str = knob("3d", choices=("3d", "2d", "2.5d"), group="network", shown="2d with --dims 2, else 3d",
+                     help="patches, slices, or 2.5-D stacks of --slices neighbours (2-D modes imply --dims 2)")
+    slices: int = knob(3, range="[1, inf)", group="network", help="slices per 2.5-D stack (odd)")
+    slice_selection: int | None = knob(None, range="[0, inf)", group="data",
+                                       help="2-D modes: slices with foreground plus N empty neighbours "
+                                            "(Wang & Tang 2020)")
+    channels: list[str] | None = knob(None, parse="names", group="data", shown="all",
+                                      help="train on a channel subset by name, e.g. flair or t1ce,t2,flair "
+                                           "(Yildiz et al. 2024)")
+    loader_workers: int = knob(0, range="[0, inf)", group="budget and hardware",
+                               help="processes making batches ahead of the model")
+    flag_cases: bool = knob(False, flag="--flag-hard-cases", group="data",
+                            help="after training, flag cases whose loss stays high, in flagged_cases.json "
+                                 "(Henry et al. 2021)")
+    minicube: list[int] | None = knob(None, flag="--minicubes", parse="cube", group="data",
+                                      help=f"train on the fixed partition into cubes, e.g. 80x96x96 ({_BUCHWALD})")
+    minicube_context: int = knob(0, range="[0, inf)", group="data",
+                                 help=f"voxels of context read around each minicube ({_BUCHWALD}: 20)")
+    device: str = knob("auto", choices=("auto", "cpu", "cuda"), group="budget and hardware",
+                       help="where to train: auto (CUDA when available), cpu, cuda")
 
 
 @dataclass
@@ -162,6 +188,14 @@ class InferenceConfig:
     overlap: float = 0.5
     batch_size: int = 2
     gaussian: bool = True
+
+
+_RETIRED_TRAIN_FIELDS = ("flips",)  # a switch that did nothing (flips are an augmentation preset)
+
+
+def _current_train_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The ``"train"`` values of a ``plan.json`` without the fields voxseg no longer has (old run folders)."""
+    return {k: v for k, v in values.items() if k not in _RETIRED_TRAIN_FIELDS}
 
 
 _SCALAR_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
@@ -242,7 +276,7 @@ class RunPlan:
             region_labels=[int(v) for v in data.get("region_labels", [])],
             preprocess=PreprocessConfig.from_dict(data.get("preprocess", {})),
             network=NetworkConfig(**data.get("network", {})),
-            train=TrainConfig(**_typed_fields(TrainConfig, data.get("train", {}), "train")),
+            train=TrainConfig(**_typed_fields(TrainConfig, _current_train_fields(data.get("train", {})), "train")),
             inference=InferenceConfig(**_typed_fields(InferenceConfig, data.get("inference", {}), "inference")),
             dataset=data.get("dataset", ""),
             augment=AugmentConfig.from_dict(data["augment"]) if "augment" in data else augmentation_preset("flips"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from voxseg.config.knobs import split_top_level  # the command line's key=value lists, re-exported here
 from voxseg.losses.compound import COMPONENTS, CompoundLoss, build_component, parse_loss_spec
 
 __all__ = ["LossSpec", "LOSSES", "build_loss", "parse_loss_args", "loss_table", "split_top_level"]
@@ -88,24 +89,6 @@ def build_loss(name: str = "dice+ce", mode: str = "softmax", **kwargs) -> nn.Mod
     if len(terms) == 1 and terms[0][0] == 1.0:
         return build_component(terms[0][1], mode=mode, **kwargs)
     return CompoundLoss(name, mode=mode, **kwargs)
-
-
-def split_top_level(text: str) -> list[str]:
-    """``text`` split at the commas outside brackets (``[]`` and ``()``), items stripped, empty ones dropped: the
-    ``key=value,...`` option strings of the command line, whose values may be lists."""
-    parts, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return [p.strip() for p in parts if p.strip()]
 
 
 def _parse_value(text: str):

@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from voxseg.config import RunPlan
+from voxseg.config import RunPlan, TrainOptions
 from voxseg.data.cache import PreparedCase
 from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.errors import InputError
@@ -23,10 +23,10 @@ from voxseg.train.schedules import lr_factor
 __all__ = ["check_edited_plan", "check_plan", "checked_plan"]
 
 
-def checked_plan(options, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
+def checked_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
                  log: Callable[[str], None], run_dir: Path, fingerprint: DatasetFingerprint | None = None) -> RunPlan:
     """:func:`voxseg.plan.plan_run` then :func:`check_plan`; an option that cannot be planned is one line naming
-    ``run_dir``. ``options``: a :class:`voxseg.runs.TrainOptions`."""
+    ``run_dir``. ``options``: a :class:`voxseg.config.TrainOptions`."""
     try:
         plan, model = plan_run(options, dataset, label_values, prepared, log, fingerprint)
     except (ValueError, TypeError, KeyError, IndexError) as exc:
@@ -44,7 +44,7 @@ def check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = Non
         ("--epochs", t.epochs, t.epochs >= 1, ">= 1"),
         ("--iterations", t.iterations_per_epoch, t.iterations_per_epoch >= 1, ">= 1"),
         ("--batch-size", t.batch_size, t.batch_size >= 1, ">= 1"),
-        ("--lr", t.lr, t.lr > 0, "> 0"),
+        ("--lr", t.lr, t.lr is not None and t.lr > 0, "> 0"),
         ("--val-every", t.val_every, t.val_every >= 1, ">= 1"),
         ("--time-budget", t.time_budget_minutes, t.time_budget_minutes is None or t.time_budget_minutes > 0, "> 0"),
         ("--slices", t.slices, t.mode != "2.5d" or (t.slices >= 1 and t.slices % 2 == 1), "odd and >= 1"),
@@ -58,7 +58,7 @@ def check_plan(plan: RunPlan, run_dir: Path, model: torch.nn.Module | None = Non
         raise InputError(run_dir, "; ".join(problems))
     try:
         model = build_model(plan) if model is None else model
-        if len(t.patch_size) != 3:
+        if not t.patch_size or len(t.patch_size) != 3:
             raise ValueError(f"patch {t.patch_size} must be 3 sizes (Z, Y, X; 1 x Y x X for 2-D)")
         check_spatial_size(t.patch_size[-plan.network.spatial_dims:], model.size_divisor)
         if t.freeze_stages:

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from voxseg.nets import resolve_device
 from voxseg.config import RunPlan
 from voxseg.plan.memory import FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory, fit_patch_to_memory
 from voxseg.plan.timing import fit_patch_to_time_budget
@@ -35,7 +36,7 @@ def fit_memory(plan: RunPlan, model: torch.nn.Module, log: Callable[[str], None]
     Raises:
         ValueError: the patch cannot be fitted, or a user's patch is refused (one line).
     """
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = resolve_device(plan.train.device).type
     free = available_memory(device_type)
     if memory_gib is not None:
         budget, source = int(memory_gib * GIB), f"--memory {memory_gib:g} GiB"
@@ -65,7 +66,7 @@ def _check_user_patch(plan: RunPlan, model: torch.nn.Module, budget: int, source
                       strict: bool, hint: str, log: Callable[[str], None]) -> None:
     """Warn when the user's patch and batch need more than ``budget`` bytes (``source`` names it); refuse them
     (ValueError) when ``strict`` (``--memory`` given) or they need more than all the ``free`` bytes."""
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = resolve_device(plan.train.device).type
     t = plan.train
     spatial = t.patch_size[-plan.network.spatial_dims:]
     estimate = estimate_training_memory(model, (plan.input_channels, *spatial), t.batch_size, t.optimizer,
@@ -89,7 +90,7 @@ def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Ca
     builds; one line says what was measured."""
     t = plan.train
     min_iterations = min(min_iterations, t.epochs * t.iterations_per_epoch)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(t.device)
     threads = torch.get_num_threads()
     if t.num_threads:  # time with the threads training will use
         torch.set_num_threads(t.num_threads)

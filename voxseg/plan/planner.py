@@ -2,7 +2,7 @@
 strided for the voxel spacing), the patch (from the median case shape, fitted to the memory and the time budget)
 and the label scheme.
 
-``options`` here is a :class:`voxseg.runs.TrainOptions` (read, never changed).
+``options`` here is a :class:`voxseg.config.TrainOptions` (read, never changed).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from voxseg.config import NetworkConfig, RunPlan, TrainConfig, augmentation_preset
+from voxseg.config import NetworkConfig, RunPlan, TrainConfig, TrainOptions
 from voxseg.data.cache import PreparedCase
 from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.errors import InputError
@@ -27,7 +27,7 @@ from voxseg.plan.resolve import resolve_label_scheme
 __all__ = ["checked_patch_size", "plan_run"]
 
 
-def plan_run(options, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
+def plan_run(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
              log: Callable[[str], None] = print, fingerprint: DatasetFingerprint | None = None
              ) -> tuple[RunPlan, torch.nn.Module]:
     """The run plan: the user's options, with the patch planned from the median case shape, the network size
@@ -43,22 +43,23 @@ def plan_run(options, dataset: Dataset, label_values: list[int], prepared: list[
         ValueError, TypeError, KeyError, IndexError: an option that cannot be planned (its own words).
         InputError: options the dataset cannot be trained with (a mode, a channel, a label scheme).
     """
-    options = dataclasses.replace(options, patch_size=checked_patch_size(options.patch_size, options.spatial_dims))
+    patch = checked_patch_size(options.train.patch_size, options.network.spatial_dims)
+    options = dataclasses.replace(options, train=dataclasses.replace(options.train, patch_size=patch))
     net_kwargs, max_patch_voxels, note = hardware_defaults(options)
     if note:
         log(note)
     spacing = options.preprocess.target_spacing or (fingerprint.spacing_median if fingerprint else None)
     if spacing:
-        net_kwargs = spacing_strides(options, list(spacing)[-options.spatial_dims:], net_kwargs, log)
+        net_kwargs = spacing_strides(options, list(spacing)[-options.network.spatial_dims:], net_kwargs, log)
     train = _train_config(options)
-    if train.mode != "3d" and options.spatial_dims != 2:
+    if train.mode != "3d" and options.network.spatial_dims != 2:
         raise InputError(dataset.root, f"training mode {train.mode} needs a 2-D network (--dims 2)")
     plan = _first_plan(options, dataset, label_values, net_kwargs, train)
     model = build_model(plan)
     patch = _planned_patch(options, train, model, prepared, max_patch_voxels)
     plan = dataclasses.replace(plan, train=dataclasses.replace(train, patch_size=patch))
-    plan = fit_memory(plan, model, log, options.memory_gib, user_patch=options.patch_size is not None)
-    if options.min_iterations and train.time_budget_minutes and not (options.patch_size or train.minicube):
+    plan = fit_memory(plan, model, log, options.memory_gib, user_patch=options.train.patch_size is not None)
+    if options.min_iterations and train.time_budget_minutes and not (options.train.patch_size or train.minicube):
         plan = fit_time(plan, model, options.min_iterations, log)
     _warn_patch_beyond_cases(options, plan, prepared, log)
     return plan, model
@@ -88,30 +89,23 @@ def checked_patch_size(patch_size: list[int] | None, spatial_dims: int) -> list[
     return sizes
 
 
-def _train_config(options) -> TrainConfig:
-    """The training settings the user chose (the learning rate defaults by optimiser), with ``train_overrides``."""
-    lr = options.lr if options.lr is not None else (0.01 if options.optimizer == "sgd" else 1e-3)
-    train = TrainConfig(loss=options.loss, loss_kwargs=dict(options.loss_kwargs), optimizer=options.optimizer,
-                        lr=lr, epochs=options.epochs, iterations_per_epoch=options.iterations_per_epoch,
-                        time_budget_minutes=options.time_budget_minutes, batch_size=options.batch_size,
-                        amp=options.amp, val_fraction=options.val_fraction, val_every=options.val_every,
-                        seed=options.seed, num_threads=options.num_threads, init_from=options.init_from,
-                        freeze_stages=options.freeze_stages, unfreeze_after_epochs=options.unfreeze_after_epochs)
-    unknown = set(options.train_overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    return dataclasses.replace(train, **options.train_overrides)
+def _train_config(options: TrainOptions) -> TrainConfig:
+    """The training settings the user chose, with the learning rate planned by optimiser where unset (sgd 0.01,
+    the others 1e-3)."""
+    t = options.train
+    lr = t.lr if t.lr is not None else (0.01 if t.optimizer == "sgd" else 1e-3)
+    return dataclasses.replace(t, lr=lr, loss_kwargs=dict(t.loss_kwargs))
 
 
-def _first_plan(options, dataset: Dataset, label_values: list[int], net_kwargs: dict, train: TrainConfig) -> RunPlan:
+def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], net_kwargs: dict, train: TrainConfig) -> RunPlan:
     """The plan before its patch is planned: channels, labels and their scheme, preprocessing, network, training."""
     label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
     scheme = resolve_label_scheme(options, dataset)
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
                    label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
                    region_labels=list(scheme.region_labels), preprocess=options.preprocess,
-                   network=NetworkConfig(options.net, options.spatial_dims, net_kwargs), train=train,
-                   dataset=str(dataset.root), augment=options.augment or augmentation_preset("flips"))
+                   network=NetworkConfig(options.network.name, options.network.spatial_dims, net_kwargs), train=train,
+                   dataset=str(dataset.root), augment=options.augmentation())
     try:
         plan.channel_indices
     except ValueError as exc:
@@ -119,7 +113,7 @@ def _first_plan(options, dataset: Dataset, label_values: list[int], net_kwargs: 
     return plan
 
 
-def _planned_patch(options, train: TrainConfig, model: torch.nn.Module, prepared: list[PreparedCase],
+def _planned_patch(options: TrainOptions, train: TrainConfig, model: torch.nn.Module, prepared: list[PreparedCase],
                    max_patch_voxels: int) -> list[int]:
     """``[pz, py, px]`` voxels: the user's patch, the minicube plus its context, or one planned from the median
     case shape under ``max_patch_voxels``; one the network's deepest stage can normalise (2 voxels or more)."""
@@ -127,13 +121,13 @@ def _planned_patch(options, train: TrainConfig, model: torch.nn.Module, prepared
     if train.minicube:  # Buchwald et al. (2022): the patch is the cube plus its context
         patch = [c + train.minicube_context for c in train.minicube]
     else:
-        patch = options.patch_size or plan_patch_size(tuple(median), model.size_divisor, max_patch_voxels,
-                                                      options.spatial_dims)
+        patch = options.train.patch_size or plan_patch_size(tuple(median), model.size_divisor, max_patch_voxels,
+                                                      options.network.spatial_dims)
     patch = [int(p) for p in patch]
-    spatial = patch[-options.spatial_dims:]
+    spatial = patch[-options.network.spatial_dims:]
     check_spatial_size(spatial, model.size_divisor)
     if math.prod(s // d for s, d in zip(spatial, model.size_divisor)) < 2:  # instance norm needs 2 voxels there
-        if options.patch_size or train.minicube:
+        if options.train.patch_size or train.minicube:
             raise ValueError(f"--patch {'x'.join(map(str, spatial))} leaves the deepest stage of the network (which "
                              f"downsamples {'x'.join(map(str, model.size_divisor))}) a single voxel: give a larger "
                              f"patch, e.g. {2 * model.size_divisor[-1]} along one axis, or fewer stages "
@@ -142,13 +136,13 @@ def _planned_patch(options, train: TrainConfig, model: torch.nn.Module, prepared
     return patch
 
 
-def _warn_patch_beyond_cases(options, plan: RunPlan, prepared: list[PreparedCase], log: Callable[[str], None]) -> None:
+def _warn_patch_beyond_cases(options: TrainOptions, plan: RunPlan, prepared: list[PreparedCase], log: Callable[[str], None]) -> None:
     """Say when the user's patch is larger than every (cropped) case along an axis: the rest is zero padding. (A
     planned patch is the median shape rounded up to the divisor: larger by design.)"""
     largest = np.max(np.array([c.image.shape[1:] for c in prepared]), axis=0)
-    spatial = plan.train.patch_size[-len(largest):] if options.spatial_dims == 3 else plan.train.patch_size[1:]
-    too_big = [axis for axis, p, n in zip("zyx" if options.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
+    spatial = plan.train.patch_size[-len(largest):] if options.network.spatial_dims == 3 else plan.train.patch_size[1:]
+    too_big = [axis for axis, p, n in zip("zyx" if options.network.spatial_dims == 3 else "yx", spatial, largest[-len(spatial):])
                if p > n]
-    if too_big and options.patch_size:
+    if too_big and options.train.patch_size:
         log(f"warning: patch {plan.train.patch_size} is larger than every (cropped) case along {', '.join(too_big)} "
             f"(largest {'x'.join(str(int(n)) for n in largest)}): the rest is zero padding, computed for nothing")

@@ -1,7 +1,7 @@
 """Decisions taken from the data before any case is preprocessed (the cache depends on them): the voxel order,
 the resampling target, the intensity normalisation (for CT, its window and statistics) and the label scheme.
 
-``options`` here is a :class:`voxseg.runs.TrainOptions`; each ``resolve_*`` returns a new one (the one passed in
+``options`` here is a :class:`voxseg.config.TrainOptions`; each ``resolve_*`` returns a new one (the one passed in
 is not changed) and says in one line what it decided. ``rows`` are the validation rows of the run's cases
 (their first image's shape, spacing and voxel order, their label values), keyed by case id.
 """
@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from voxseg.config import RunPlan
+from voxseg.config import RunPlan, TrainOptions
 from voxseg.data.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.data.labels import LabelScheme, declared_regions_scheme
 from voxseg.data.orientation import check_orientation_code, reoriented_spacing
@@ -29,14 +29,14 @@ __all__ = ["resolve_label_scheme", "resolve_normalization", "resolve_options", "
            "resolve_spacing", "run_fingerprint"]
 
 
-def resolve_options(options, dataset: Dataset, cases: list[Case], rows: dict[str, CaseSummary],
+def resolve_options(options: TrainOptions, dataset: Dataset, cases: list[Case], rows: dict[str, CaseSummary],
                     log: Callable[[str], None], progress: bool = True):
     """``options`` with the voxel order, then the resampling, then the normalisation decided."""
     options = resolve_spacing(resolve_orientation(options, rows, log), rows, log)
     return resolve_normalization(options, dataset, cases, log, progress)
 
 
-def resolve_orientation(options, rows: dict[str, CaseSummary], log: Callable[[str], None]):
+def resolve_orientation(options: TrainOptions, rows: dict[str, CaseSummary], log: Callable[[str], None]):
     """``options`` with the voxel order of its preprocessing decided (see ``TrainOptions.orientation``);
     the cases stored in another order are named, as they are flipped / permuted to it."""
     choice = options.orientation
@@ -44,7 +44,7 @@ def resolve_orientation(options, rows: dict[str, CaseSummary], log: Callable[[st
     if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
         target = check_orientation_code(choice)
     codes = {case_id: row.orientation for case_id, row in rows.items()}
-    source_plan = Path(options.init_from) / "plan.json" if options.init_from else None
+    source_plan = Path(options.train.init_from) / "plan.json" if options.train.init_from else None
     if target is None and str(choice).lower() == "auto" and source_plan is not None and source_plan.exists():
         target = RunPlan.load(source_plan).preprocess.orientation  # weights learnt in that voxel order
         if target:
@@ -61,10 +61,13 @@ def resolve_orientation(options, rows: dict[str, CaseSummary], log: Callable[[st
     return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, orientation=target))
 
 
-def resolve_spacing(options, rows: dict[str, CaseSummary], log: Callable[[str], None]):
-    """``options`` with the resampling decided (see ``TrainOptions.resample``) when the cases' spacings differ:
-    with ``"auto"`` they are resampled to nnU-Net's target spacing, otherwise they keep their own grids; either
-    way one line says so."""
+def resolve_spacing(options: TrainOptions, rows: dict[str, CaseSummary], log: Callable[[str], None]):
+    """``options`` with the resampling decided (see ``TrainOptions.spacing``): a spacing the user gave (mm,
+    Z, Y, X) is every case's target; otherwise, when the cases' spacings differ, with ``"auto"`` they are
+    resampled to nnU-Net's target spacing, with ``"none"`` they keep their own grids; either way one line says so."""
+    if not isinstance(options.spacing, str):
+        target = tuple(float(v) for v in options.spacing)
+        return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, target_spacing=target))
     if options.preprocess.target_spacing is not None:
         return options
     spacings, shapes = _spacings_and_shapes(rows, options.preprocess.orientation)
@@ -75,7 +78,7 @@ def resolve_spacing(options, rows: dict[str, CaseSummary], log: Callable[[str], 
     ranges = ", ".join(f"{axis} {lo:.3g}-{hi:.3g}" for axis, lo, hi in zip("zyx", sp.min(0), sp.max(0))
                        if hi > SPACING_TOLERANCE * lo)
     shown = " x ".join(f"{v:.3g}" for v in target)
-    if str(options.resample).lower() != "auto":
+    if str(options.spacing).lower() != "auto":
         log(f"warning: the cases' voxel spacings differ ({ranges} mm): each is trained at its own grid, so the "
             f"network sees the anatomy at several scales; --spacing auto resamples them to {shown} mm (nnU-Net's "
             "target), --spacing Z,Y,X to another (on hippocampus with half the cases at 2 mm slices, resampling to "
@@ -87,7 +90,7 @@ def resolve_spacing(options, rows: dict[str, CaseSummary], log: Callable[[str], 
     return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, target_spacing=tuple(target)))
 
 
-def resolve_normalization(options, dataset: Dataset, cases: list[Case], log: Callable[[str], None],
+def resolve_normalization(options: TrainOptions, dataset: Dataset, cases: list[Case], log: Callable[[str], None],
                           progress: bool = True):
     """``options`` with the intensity normalisation decided (see ``TrainOptions.normalization``), and for CT
     its window and foreground statistics measured on the cases (before any of them is preprocessed: the
@@ -103,7 +106,7 @@ def resolve_normalization(options, dataset: Dataset, cases: list[Case], log: Cal
         log(f"warning: the CT window {pre.ct_window[0]:g}..{pre.ct_window[1]:g} HU is not used: normalisation is "
             f"{name} (--normalization ct uses it)")
     if name == "ct" and (pre.ct_window is None or pre.ct_mean is None or pre.ct_std is None):
-        pre = _measured_ct(pre, bool(options.preprocess.ct_window), dataset, cases, options.seed, log, progress)
+        pre = _measured_ct(pre, bool(options.preprocess.ct_window), dataset, cases, options.train.seed, log, progress)
     return dataclasses.replace(options, preprocess=pre)
 
 
@@ -131,7 +134,7 @@ def _measured_ct(pre, window_given: bool, dataset: Dataset, cases: list[Case], s
     return pre
 
 
-def resolve_label_scheme(options, dataset: Dataset) -> LabelScheme:
+def resolve_label_scheme(options: TrainOptions, dataset: Dataset) -> LabelScheme:
     """The user's scheme (``options.label_scheme``); unset: the regions the dataset.json declares, else classes."""
     name = options.label_scheme or ("regions" if dataset.label_regions else "classes")
     if name != "regions":

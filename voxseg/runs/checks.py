@@ -12,7 +12,7 @@ from voxseg.infer.model_files import checkpoint_path
 from voxseg.io.datasets import Case, Dataset
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.plan.resolve import resolve_label_scheme
-from voxseg.runs.options import TrainOptions
+from voxseg.config import TrainOptions
 
 __all__ = ["DatasetInvalid", "checked_cases", "checked_setup"]
 
@@ -32,8 +32,8 @@ def checked_setup(dataset: Dataset, options: TrainOptions, log: Callable[[str], 
     """The cases a run trains on (validated, ``options.include_cases`` / ``exclude_cases`` applied), their label
     mapping, and their validation rows (each case's first image's shape, spacing and voxel order, its label
     values), so that nothing validation read is read again. Refused (one line) before anything is written."""
-    if options.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
-        checkpoint_path(options.init_from, "best")
+    if options.train.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
+        checkpoint_path(options.train.init_from, "best")
     if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
         keep = set(options.include_cases)
         dataset = dataclasses.replace(dataset, cases=[c for c in dataset.cases if c.case_id in keep])

@@ -17,7 +17,7 @@ from voxseg.io.files import save_json_atomic
 from voxseg.plan.check import check_edited_plan
 from voxseg.plan.resolve import resolve_options
 from voxseg.runs.checks import checked_setup
-from voxseg.runs.options import TrainOptions
+from voxseg.config import TrainOptions
 from voxseg.runs.run_folder import check_run_dir, create_run, plan_summary, planned_message, train_run
 from voxseg.train.loop import TrainResult
 
@@ -85,7 +85,7 @@ def _new_folds(dataset: Dataset, run_dir: Path, options: TrainOptions, overwrite
     if not 2 <= options.folds <= len(cases):
         raise InputError(run_dir, f"--folds must be between 2 and the number of cases ({len(cases)}), "
                                   f"got {options.folds}")
-    splits = kfold_splits([c.case_id for c in cases], options.folds, options.seed)
+    splits = kfold_splits([c.case_id for c in cases], options.folds, options.train.seed)
     _check_fold_choice(options.fold, len(splits), run_dir)
     plan, prepared = create_run(run_dir, dataset, options, cases, mapping, rows, SPLITS_NAME, splits, log, progress)
     log(f"{len(splits)}-fold cross-validation by case (splits.json); plan: {plan_summary(plan)}")

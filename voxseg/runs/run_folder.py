@@ -33,7 +33,7 @@ from voxseg.io.validate import CaseSummary
 from voxseg.nets import resolve_device
 from voxseg.plan.check import checked_plan
 from voxseg.plan.resolve import run_fingerprint
-from voxseg.runs.options import TrainOptions
+from voxseg.config import TrainOptions
 from voxseg.train.distributed import barrier, rank_and_world
 from voxseg.train.loop import TrainResult, train_model
 

@@ -15,7 +15,7 @@ from voxseg.plan.check import check_edited_plan
 from voxseg.plan.resolve import resolve_options
 from voxseg.runs.checks import checked_setup
 from voxseg.runs.kfold import run_folds
-from voxseg.runs.options import TrainOptions
+from voxseg.config import TrainOptions
 from voxseg.runs.run_folder import (check_run_dir, create_run, is_planned_run, load_saved_run, plan_summary,
                                     planned_message, train_run)
 from voxseg.train.distributed import barrier, init_distributed
@@ -81,7 +81,7 @@ def _new_run(dataset: Dataset, run_dir: Path, options: TrainOptions, log: Callab
     """Validate the data, decide what it decides, split it, and write the new run folder (plan, split, cache)."""
     cases, mapping, rows = checked_setup(dataset, options, log)
     options = resolve_options(options, dataset, cases, rows, log, progress)
-    split = split_cases([c.case_id for c in cases], options.val_fraction, options.seed)
+    split = split_cases([c.case_id for c in cases], options.train.val_fraction, options.train.seed)
     plan, prepared = create_run(run_dir, dataset, options, cases, mapping, rows, "split.json", split, log, progress)
     log(f"plan: {plan_summary(plan, split)}")
     return plan, split, prepared
