@@ -11,7 +11,8 @@ import pytest
 from voxseg.data.augment import (TRANSFORMS, AugmentConfig, Augmenter, ChannelDrop, Elastic, Flip, Gamma,
                                  IntensityScale, IntensityShift, Rot90, Rotation, Scaling, SpatialTransform,
                                  build_augmentation)
-from voxseg.data.augment import _coordinates, _linear_image, _nearest_label, _plane_rotation
+from voxseg.data.augment.resample import linear_image, nearest_label, sampling_coordinates
+from voxseg.data.augment.spatial import plane_rotation
 
 LABELS = {0, 1, 2}
 
@@ -126,10 +127,10 @@ def test_combined_identity_reproduces_the_input_exactly():
     np.testing.assert_array_equal(a, image)
     np.testing.assert_array_equal(b, label)
     # Interpolation path with identity coordinates (both backends), e.g. a zero elastic field.
-    coords = _coordinates([(n - 1) / 2 for n in label.shape], label.shape, np.eye(3), None)
+    coords = sampling_coordinates([(n - 1) / 2 for n in label.shape], label.shape, np.eye(3), None)
     for backend in ("torch", "scipy"):
-        np.testing.assert_allclose(_linear_image(image, coords, backend), image, atol=1e-5)
-    np.testing.assert_array_equal(_nearest_label(label, coords), label)
+        np.testing.assert_allclose(linear_image(image, coords, backend), image, atol=1e-5)
+    np.testing.assert_array_equal(nearest_label(label, coords), label)
     for backend in ("torch", "scipy"):
         a, b = Augmenter([Elastic(p=1.0, magnitude=(0.0, 0.0))], backend)(image, label, np.random.default_rng(0))
         np.testing.assert_allclose(a, image, atol=1e-5)
@@ -144,9 +145,10 @@ def test_rotation_by_90_degrees_matches_np_rot90(backend):
     np.testing.assert_array_equal(a, np.rot90(image, 1, axes=(2, 3)))
     np.testing.assert_array_equal(b, np.rot90(label, 1, axes=(1, 2)))
     # Same rotation through the interpolating path.
-    coords = _coordinates([(n - 1) / 2 for n in label.shape], label.shape, _plane_rotation(3, 1, 2, np.pi / 2), None)
-    np.testing.assert_allclose(_linear_image(image, coords, backend), np.rot90(image, 1, axes=(2, 3)), atol=1e-5)
-    np.testing.assert_array_equal(_nearest_label(label, coords), np.rot90(label, 1, axes=(1, 2)))
+    centre = [(n - 1) / 2 for n in label.shape]
+    coords = sampling_coordinates(centre, label.shape, plane_rotation(3, 1, 2, np.pi / 2), None)
+    np.testing.assert_allclose(linear_image(image, coords, backend), np.rot90(image, 1, axes=(2, 3)), atol=1e-5)
+    np.testing.assert_array_equal(nearest_label(label, coords), np.rot90(label, 1, axes=(1, 2)))
 
 
 def test_extract_from_volume_equals_a_plain_crop_without_transforms():

@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from voxseg.data.augment import Augmenter, _window
+from voxseg.data.augment import Augmenter
+from voxseg.data.augment.resample import crop_window
 from voxseg.data.network_input import network_input
 from voxseg.data.sampling import PatchSampler, select_slices
 
@@ -160,8 +161,8 @@ class PatchLoader:
                 vol_img = network_input(image, slices=self.slices if self.mode == "2.5d" else 1, z=z)
                 vol_lbl, start = label[z], start[1:]
             if self.augment is None:
-                x[b] = _window(vol_img, start, self.patch_size)
-                y[b] = _window(vol_lbl, start, self.patch_size)
+                x[b] = crop_window(vol_img, start, self.patch_size)
+                y[b] = crop_window(vol_lbl, start, self.patch_size)
             else:
                 centre = [s + (p - 1) / 2.0 for s, p in zip(start, self.patch_size)]
                 x[b], y[b] = self.augment.extract(vol_img, vol_lbl, centre, self.patch_size, rng)
