@@ -37,7 +37,8 @@ _TISSUE_INTENSITY = {
 }
 
 
-def _smooth_noise(coords: Sequence[np.ndarray], rng: np.random.Generator, scale_mm: float, n_waves: int = 6) -> np.ndarray:
+def _smooth_noise(coords: Sequence[np.ndarray], rng: np.random.Generator, scale_mm: float,
+                  n_waves: int = 6) -> np.ndarray:
     """Smooth random field in about ``[-1, 1]``: a sum of a few random plane waves of wavelength
     ~``scale_mm`` (cheap, exactly smooth and independent of the grid)."""
     field = np.zeros(np.broadcast_shapes(*(c.shape for c in coords)), dtype=np.float32)
@@ -77,8 +78,22 @@ def make_phantom_case(
     # Centred mm coordinates as broadcastable 1-D axes (no full grids until needed).
     coords = [((np.arange(n) - (n - 1) / 2) * s).astype(np.float32).reshape([-1 if a == i else 1 for a in range(3)])
               for i, (n, s) in enumerate(zip(shape, spacing))]
+    # The steps draw from rng in this order; keep it, or every phantom changes.
+    brain, gm, csf, semi, centre = _anatomy(coords, shape, extent, rng)
+    label = _tumour_label(coords, shape, semi, centre, brain, rng)
+    image = _paint_tissues(shape, brain, gm, csf, label)
+    _scan_effects(image, coords, spacing, extent, rng)
+    image[:, ~brain] = 0.0  # skull-stripped: background exactly 0
+    return image, label
 
-    # Brain: an ellipsoid whose radius wobbles smoothly (gyri-like irregularity).
+
+def _anatomy(coords: Sequence[np.ndarray], shape: tuple[int, ...], extent: np.ndarray, rng: np.random.Generator):
+    """Brain ellipsoid with a wobbling radius (gyri-like), its grey-matter rim and two ventricles.
+
+    Returns:
+        ``(brain, gm, csf, semi, centre)``: three ``(Z, Y, X)`` bool masks, the brain's semi-axes and
+        centre in mm.
+    """
     semi = extent * rng.uniform(0.38, 0.44, size=3)
     centre = extent * rng.uniform(-0.02, 0.02, size=3)
     rel = [(c - m) / a for c, m, a in zip(coords, centre, semi)]
@@ -92,9 +107,16 @@ def make_phantom_case(
         vsemi = semi * np.array([0.16, 0.35, 0.08]) * rng.uniform(0.85, 1.15, size=3)
         vr = sum(((c - m - o) / a) ** 2 for c, m, o, a in zip(coords, centre, off, vsemi))
         csf |= vr < 1.0
+    return brain, gm, csf, semi, centre
 
-    # Tumour: normalised distance to a union of 2-4 spheres, perturbed by smooth noise; thresholds on
-    # the same field give nested, irregular regions (necrosis < enhancing < oedema).
+
+def _tumour_label(coords: Sequence[np.ndarray], shape: tuple[int, ...], semi: np.ndarray, centre: np.ndarray,
+                  brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``(Z, Y, X)`` uint8 BraTS labels of a tumour inside ``brain``.
+
+    The normalised distance to a union of 2-4 spheres, perturbed by smooth noise; thresholds on the same
+    field give nested, irregular regions (necrosis < enhancing < oedema).
+    """
     r0 = semi.min() * rng.uniform(0.4, 0.6)
     t_dir = rng.normal(size=3)
     t_dir /= np.linalg.norm(t_dir)
@@ -115,15 +137,26 @@ def make_phantom_case(
     label[core] = LABELS["enhancing"]
     label[necrosis] = LABELS["necrosis"]
     label[~brain] = 0
+    return label
 
-    # Tissue map -> intensities, painted in increasing priority.
+
+def _paint_tissues(shape: tuple[int, ...], brain: np.ndarray, gm: np.ndarray, csf: np.ndarray,
+                   label: np.ndarray) -> np.ndarray:
+    """``(4, Z, Y, X)`` float32 noise-free intensities: each tissue's contrasts, painted in increasing priority."""
     image = np.zeros((4,) + shape, dtype=np.float32)
     for mask, tissue in (
         (brain, "wm"), (gm, "gm"), (csf & brain, "csf"),
         (label == 2, "edema"), (label == 4, "enhancing"), (label == 1, "necrosis"),
     ):
         image[:, mask] = np.asarray(_TISSUE_INTENSITY[tissue], dtype=np.float32)[:, None]
-    # Partial-volume blur along with per-tissue texture, then per-channel gain, bias field and noise.
+    return image
+
+
+def _scan_effects(image: np.ndarray, coords: Sequence[np.ndarray], spacing: np.ndarray, extent: np.ndarray,
+                  rng: np.random.Generator) -> None:
+    """In place: per-tissue texture and ~0.8 mm partial-volume blur, then per-channel gain, smooth bias field and
+    Rician noise (magnitude of complex Gaussian noise, so intensities are > 0 almost surely)."""
+    shape = image.shape[1:]
     texture = 1 + 0.05 * _smooth_noise(coords, rng, scale_mm=4.0)
     sigma = 0.8 / spacing  # ~0.8 mm blur in voxels per axis
     gains = rng.uniform(300.0, 600.0, size=4)
@@ -134,9 +167,7 @@ def make_phantom_case(
         noise_sd = 0.03 * gains[ch]
         real = image[ch] + rng.normal(0.0, noise_sd, size=shape).astype(np.float32)
         imag = rng.normal(0.0, noise_sd, size=shape).astype(np.float32)
-        image[ch] = np.sqrt(real * real + imag * imag)  # Rician magnitude: > 0 almost surely
-    image[:, ~brain] = 0.0  # skull-stripped: background exactly 0
-    return image, label
+        image[ch] = np.sqrt(real * real + imag * imag)
 
 
 def phantom_geometry(shape: Sequence[int], spacing: Sequence[float], rng: np.random.Generator) -> ImageGeometry:
