@@ -24,7 +24,8 @@ from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, co
                                    count_windows, load_merge_table, predict_groups, prepare_groups)
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
 from voxseg.infer.tta import tta_variants
-from voxseg.io.datasets import Case, find_prediction_cases, read_case
+from voxseg.io.datasets import Case, read_case
+from voxseg.io.prediction_cases import find_prediction_cases
 from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
 from voxseg.infer.sliding_window import probabilities_to_labels
 from voxseg.nets.device import resolve_device
