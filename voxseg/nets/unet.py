@@ -179,7 +179,7 @@ class UNet(_FreezableMixin, nn.Module):
 
     Deep supervision (Lee et al., "Deeply-Supervised Nets", AISTATS 2015) adds 1x1 heads on the decoder
     outputs at 1/2, 1/4, ... resolution (and on the bottleneck when `dilated_bottleneck`, as Henry et al.
-    2020). The auxiliary logits are returned at their own resolution, as nnU-Net does (Henry et al.
+    2021). The auxiliary logits are returned at their own resolution, as nnU-Net does (Henry et al.
     upsample them instead); the loss must down-sample the target.
 
     Shapes: input `(N, C_in, *S)` -> logits `(N, C_out, *S)`; in training mode with deep supervision a
@@ -205,7 +205,7 @@ class UNet(_FreezableMixin, nn.Module):
         attention: None, "cbam" (CBAM at the end of every encoder stage) or "gate" (attention gates of
             Oktay et al. on every skip connection).
         dilated_bottleneck: add two dilated (rate 2) convs after the deepest stage, concatenated with
-            its output and fused by one conv: a pseudo extra stage without down-sampling (Henry et al.).
+            its output and fused by one conv: a pseudo extra stage without down-sampling (Henry et al. 2021).
         deep_supervision: return auxiliary logits in training mode (see above).
         strides: per down-sampling step (depth - 1 entries) an int or one stride per axis, for
             anisotropic data; default 2 everywhere. `size_divisor` is their product per axis.
