@@ -13,8 +13,8 @@ from voxseg.cli import main
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.data.preprocess import PreprocessConfig
 from voxseg.errors import InputError
-from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, MergeRule, MergeTable, count_windows, ensemble_predict,
-                                   load_merge_table, member_dirs, predict_groups, prepare_groups)
+from voxseg.infer.ensemble import EnsembleMember, count_windows, ensemble_predict, member_dirs, predict_groups, prepare_groups
+from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_table
 from voxseg.nets import build_model
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 

@@ -79,7 +79,7 @@ def main() -> None:
 @user_errors
 def validate(data: Path) -> None:
     """Check every case of DATA; print a table and one line per problem (exit 2 if any)."""
-    from voxseg.io.datasets import load_dataset
+    from voxseg.io.layouts import load_dataset
     from voxseg.io.validate import format_table, validate_dataset
 
     dataset = load_dataset(data)

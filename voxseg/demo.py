@@ -17,7 +17,8 @@ from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.errors import InputError
 from voxseg.infer.predict import predict_cases
 from voxseg.infer.model_files import load_model
-from voxseg.io.datasets import load_dataset, read_case
+from voxseg.io.datasets import read_case
+from voxseg.io.layouts import load_dataset
 from voxseg.io.image import read_volume
 from voxseg.metrics import evaluate_folders, format_summary
 from voxseg.metrics.structures import structures_for

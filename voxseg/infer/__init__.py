@@ -3,9 +3,9 @@
 geometry.
 
 Validation during training predicts through the same :func:`predict_volume`."""
-from voxseg.infer.ensemble import (MERGE_TABLES, EnsembleMember, EnsemblePrediction, MergeRule, MergeTable,
-                                   check_members, count_windows, ensemble_predict, load_members, load_merge_table,
-                                   member_dirs)
+from voxseg.infer.ensemble import (EnsembleMember, EnsemblePrediction, check_members, count_windows, ensemble_predict,
+                                   load_members, member_dirs)
+from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_table
 from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path, load_model
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, candidate_rules, load_postprocessing
 from voxseg.infer.predict import PredictedCase, PredictOptions, predict_case, predict_cases, predict_path

@@ -2,7 +2,7 @@
 
 One case goes: read -> per pipeline, :func:`voxseg.infer.ensemble.ensemble_predict` (each member
 preprocesses with its own plan, predicts with TTA, is restored to the original grid and averaged)
--> labels (original values) -> merge of pipelines (:class:`~voxseg.infer.ensemble.MergeTable`, when
+-> labels (original values) -> merge of pipelines (:class:`~voxseg.infer.merge.MergeTable`, when
 several) -> post-processing rules (``postprocessing.json`` of the first run) -> write.
 """
 from __future__ import annotations
@@ -20,11 +20,13 @@ from tqdm import tqdm
 from voxseg.data.orientation import reoriented_spacing
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
-from voxseg.infer.ensemble import (EnsembleMember, MergeTable, check_members, combine_predictions, load_members,
-                                   count_windows, load_merge_table, predict_groups, prepare_groups)
+from voxseg.infer.ensemble import (EnsembleMember, check_members, combine_predictions, count_windows, load_members,
+                                   predict_groups, prepare_groups)
+from voxseg.infer.merge import MergeTable, load_merge_table
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
 from voxseg.infer.tta import tta_variants
-from voxseg.io.datasets import Case, find_prediction_cases, read_case
+from voxseg.io.datasets import Case, read_case
+from voxseg.io.prediction_cases import find_prediction_cases
 from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
 from voxseg.infer.sliding_window import probabilities_to_labels
 from voxseg.nets.device import resolve_device
@@ -181,6 +183,50 @@ def _check_output_spares_input(input_path: Path, out: Path, cases: Sequence[Case
         raise InputError(out, f"lies inside the input folder {input_path}; write predictions outside it")
 
 
+def _load_pipelines(runs: list[Path], ensemble: list[Path], merge_table: MergeTable | None,
+                    folds: str | Sequence[int] | None, which: str, device: torch.device) -> list[list[EnsembleMember]]:
+    """The members of every pipeline: one pipeline per run with a merge table, else one of all runs together.
+
+    Raises:
+        InputError: ``ensemble`` runs with a merge table, a run count that is not the table's pipeline count,
+            members that cannot be ensembled, or a table naming labels the runs do not predict.
+    """
+    if merge_table is not None:
+        if ensemble:
+            raise InputError(ensemble[0], "--ensemble cannot be combined with --merge-table: give one run per "
+                                          "pipeline (its folds are averaged)")
+        if len(runs) != len(merge_table.pipelines):
+            raise InputError(runs[0], f"merge table {merge_table.name!r} merges {len(merge_table.pipelines)} "
+                                      f"pipelines ({', '.join(merge_table.pipelines)}) but {len(runs)} runs were given")
+        pipelines = [load_members([r], folds, which, device) for r in runs]
+    else:
+        pipelines = [load_members(runs + ensemble, folds, which, device)]
+    members = [m for p in pipelines for m in p]
+    check_members(members)
+    if merge_table is not None:
+        _check_merge_labels(merge_table, members[0].plan, runs[0])
+    return pipelines
+
+
+def _count_tta_variants(tta: str | int, plan: RunPlan, source: Path) -> int:
+    """Number of TTA variants ``tta`` gives for the plan's network; an unknown value is an InputError."""
+    try:
+        return len(tta_variants(tta, plan.network.spatial_dims))
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from None
+
+
+def _single_output_case(out: Path, cases: list[Case]) -> Case:
+    """The one case written to the output file ``out`` (its folder created); refuses several cases or a folder."""
+    if len(cases) != 1:
+        raise InputError(out, f"a single output file was given but the input holds {len(cases)} cases; "
+                              "give a folder")
+    if out.exists() and out.is_dir():
+        raise InputError(out, "is a folder; name the output .nii.gz file, or a folder without the suffix")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return cases[0]
+
+
 def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | Path, out: str | Path,
                  probabilities: bool = False, which: str = "best", progress: bool = True,
                  validate: Callable[[list[Case]], None] | None = None,
@@ -214,34 +260,18 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
             fit the runs, a single output file for several cases, or ``cuda`` without a GPU.
     """
     runs = [Path(run_dir)] if isinstance(run_dir, (str, Path)) else [Path(r) for r in run_dir]
-    ensemble = [Path(r) for r in ensemble]
     if not runs:
         raise InputError(Path("."), "no run folder given")
     device = resolve_device(device)
     if isinstance(merge_table, (str, Path)):
         merge_table = load_merge_table(merge_table)
-    if merge_table is not None:
-        if ensemble:
-            raise InputError(ensemble[0], "--ensemble cannot be combined with --merge-table: give one run per "
-                                          "pipeline (its folds are averaged)")
-        if len(runs) != len(merge_table.pipelines):
-            raise InputError(runs[0], f"merge table {merge_table.name!r} merges {len(merge_table.pipelines)} "
-                                      f"pipelines ({', '.join(merge_table.pipelines)}) but {len(runs)} runs were given")
-        pipelines = [load_members([r], folds, which, device) for r in runs]
-    else:
-        pipelines = [load_members(runs + ensemble, folds, which, device)]
+    pipelines = _load_pipelines(runs, [Path(r) for r in ensemble], merge_table, folds, which, device)
     members = [m for p in pipelines for m in p]
-    check_members(members)
     plan = members[0].plan
-    if merge_table is not None:
-        _check_merge_labels(merge_table, plan, runs[0])
     for member in members:
         if overlap is not None:
             member.plan.inference.overlap = overlap
-    try:
-        n_tta = len(tta_variants(tta, plan.network.spatial_dims))
-    except ValueError as exc:
-        raise InputError(runs[0], str(exc)) from None
+    n_tta = _count_tta_variants(tta, plan, runs[0])
     if uncertainty and n_tta * len(members) < 2:
         warnings.warn("--uncertainty measures disagreement between predictions: with one model and no TTA the map "
                       "is zero everywhere; add --tta flips (or more models)", stacklevel=2)
@@ -261,14 +291,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     out = Path(out)
     _check_output_spares_input(Path(input_path), out, cases)
     if is_nifti(out):
-        if len(cases) != 1:
-            raise InputError(out, f"a single output file was given but the input holds {len(cases)} cases; "
-                                  "give a folder")
-        if out.exists() and out.is_dir():
-            raise InputError(out, "is a folder; name the output .nii.gz file, or a folder without the suffix")
-        out.parent.mkdir(parents=True, exist_ok=True)
         prob = _sibling(out, "_prob") if probabilities else None
-        return [predict_case(pipelines, None, cases[0], out, prob, device=device, progress=progress, options=options)]
+        return [predict_case(pipelines, None, _single_output_case(out, cases), out, prob, device=device,
+                             progress=progress, options=options)]
     if out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder (name a folder, or a .nii.gz file for one case)")
     return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options, device=device)

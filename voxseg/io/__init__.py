@@ -1,18 +1,11 @@
 """Reading and writing volumes with their geometry, finding dataset cases, and validating datasets."""
-from voxseg.io.datasets import (
-    LABEL_SUFFIXES,
-    LAYOUTS,
-    Case,
-    Dataset,
-    find_prediction_cases,
-    label_to_int,
-    load_dataset,
-    read_case,
-    read_dataset_labels,
-)
+from voxseg.io.dataset_json import read_dataset_labels
+from voxseg.io.datasets import Case, Dataset, label_to_int, read_case
 from voxseg.io.files import save_json_atomic, write_atomic
 from voxseg.io.image import (ImageGeometry, is_nifti, orientation_code, read_geometry, read_volume, strip_nifti_suffix,
                              write_volume)
+from voxseg.io.layouts import LABEL_SUFFIXES, LAYOUTS, load_dataset
+from voxseg.io.prediction_cases import find_prediction_cases
 from voxseg.io.validate import (
     DIRECTION_TOLERANCE_DEG,
     ORIGIN_TOLERANCE_MM,
@@ -38,13 +31,16 @@ __all__ = [
     # datasets.py
     "Case",
     "Dataset",
+    "read_case",
+    "label_to_int",
+    # layouts.py
     "LAYOUTS",
     "LABEL_SUFFIXES",
     "load_dataset",
+    # prediction_cases.py
     "find_prediction_cases",
-    "read_case",
+    # dataset_json.py
     "read_dataset_labels",
-    "label_to_int",
     # validate.py
     "CaseSummary",
     "Problem",

@@ -331,7 +331,7 @@ def validate_dataset(
     label; label without image; unexpected label values; NaN/Inf voxels in an image (counted); constant image.
 
     Args:
-        dataset: from :func:`voxseg.io.datasets.load_dataset`.
+        dataset: from :func:`voxseg.io.layouts.load_dataset`.
         allowed_labels: label values that may occur. Default: the keys of ``dataset.label_names``
             (nnU-Net ``dataset.json``) when present; otherwise only negative or non-integer values are flagged.
         progress: show a tqdm progress bar (on stderr).

@@ -12,7 +12,8 @@ from typing import Callable
 
 from voxseg.infer.predict import predict_cases
 from voxseg.infer.model_files import CHECKPOINT_LAST, load_model
-from voxseg.io.datasets import Dataset, load_dataset
+from voxseg.io.datasets import Dataset
+from voxseg.io.layouts import load_dataset
 from voxseg.metrics.aggregate import format_summary
 from voxseg.metrics.evaluate import evaluate_folders
 from voxseg.metrics.postprocessing import choose_run_postprocessing

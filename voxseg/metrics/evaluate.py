@@ -172,6 +172,99 @@ def _confusion_document(total: dict[tuple[int, int], int], structures: Mapping[s
     return confusion_summary(matrix, labels)
 
 
+def _paired_label_files(pred_dir: Path, ref_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """``(predictions, references)`` by case id; every reference needs a prediction (InputError listing the
+    missing ids), predictions without a reference are ignored with a warning."""
+    refs = find_label_files(ref_dir, "reference")
+    preds = find_label_files(pred_dir, "prediction")
+    missing = sorted(set(refs) - set(preds))
+    if missing:
+        raise InputError(pred_dir, f"no prediction for {len(missing)} of {len(refs)} reference case(s): {_listing(missing)}")
+    extra = sorted(set(preds) - set(refs))
+    if extra:
+        warnings.warn(f"{pred_dir}: ignoring {len(extra)} prediction(s) without a reference: {_listing(extra)}", stacklevel=3)
+    return preds, refs
+
+
+def _reference_spacings(case_ids: Sequence[str], preds: Mapping[str, Path],
+                        refs: Mapping[str, Path]) -> dict[str, tuple[float, ...]]:
+    """Each reference's voxel spacing (mm), after checking every header before the slow part: all the
+    predictions whose geometry differs from their reference are reported at once (InputProblems)."""
+    spacings, problems = {}, []
+    for case_id in case_ids:
+        ref_geo, pred_geo = read_geometry(refs[case_id]), read_geometry(preds[case_id])
+        problem = _geometry_problem(pred_geo, ref_geo, refs[case_id])
+        if problem:
+            problems.append(str(InputError(preds[case_id], problem)))
+        spacings[case_id] = ref_geo.spacing
+    if problems:
+        raise InputProblems(problems)
+    return spacings
+
+
+def _score_cases(case_ids: Sequence[str], preds: Mapping[str, Path], refs: Mapping[str, Path],
+                 spacings: Mapping[str, tuple[float, ...]], structures: Mapping[str, Sequence[int]],
+                 penalty_mm: float | None, tolerance_mm: float, lesion_options: dict | None,
+                 progress: bool) -> tuple[list[dict], dict[tuple[int, int], int], dict[tuple[str, int], list[str]]]:
+    """``(rows, confusion, unscored)``: one row per case x structure (with the lesion-wise metrics when
+    ``lesion_options`` holds :func:`lesionwise_metrics` keywords), voxel counts ``(pred, ref) -> n`` over all
+    cases, and ``(side, label value) -> case ids`` for values that no structure scores."""
+    rows: list[dict] = []
+    confusion: dict[tuple[int, int], int] = {}
+    scored = {0} | {int(v) for labels in structures.values() for v in labels}
+    unscored: dict[tuple[str, int], list[str]] = {}
+    for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
+        pred, ref = _read_labels(preds[case_id]), _read_labels(refs[case_id])
+        per_structure = case_metrics(pred, ref, spacings[case_id], structures, penalty_mm, tolerance_mm=tolerance_mm)
+        if lesion_options is not None:
+            for name, labels in structures.items():
+                per_structure[name].update(lesionwise_metrics(
+                    np.isin(pred, labels), np.isin(ref, labels), spacings[case_id], **lesion_options))
+        _add_confusion(confusion, pred, ref)
+        for which, labels in (("predicted", pred), ("in the reference", ref)):
+            for value in set(np.unique(labels).tolist()) - scored:
+                unscored.setdefault((which, int(value)), []).append(case_id)
+        rows += [{"case_id": case_id, "structure": name, **values} for name, values in per_structure.items()]
+    return rows, confusion, unscored
+
+
+def _warn_unscored(unscored: Mapping[tuple[str, int], list[str]], pred_dir: Path, ref_dir: Path,
+                   structures: Mapping[str, Sequence[int]]) -> None:
+    """One warning per label value that is predicted (or in the references) but belongs to no structure,
+    e.g. BraTS 2018 labels (4) scored as BraTS 2023's (3)."""
+    for (which, value), ids in sorted(unscored.items()):
+        folder = pred_dir if which == "predicted" else ref_dir
+        warnings.warn(f"{folder}: label {value} is {which} in {len(ids)} case(s) ({_listing(ids)}) but belongs "
+                      f"to no evaluated structure ({', '.join(structures)}): not scored (see the confusion matrix)",
+                      stacklevel=3)
+
+
+def _summary_document(summary: dict, structures: Mapping[str, Sequence[int]], pred_dir: Path, ref_dir: Path,
+                      penalty_mm: float | None, tolerance_mm: float, lesion_options: dict | None) -> dict:
+    """The content of ``metrics_summary.json``: summary, structures, settings and the definitions used."""
+    document = {
+        "summary": summary,
+        "structures": {name: [int(v) for v in labels] for name, labels in structures.items()},
+        "settings": {"penalty_mm": penalty_mm, "penalty_default": "volume diagonal in mm per case",
+                     "tolerance_mm": tolerance_mm, "lesionwise": lesion_options is not None},
+        "empty_mask_policy": EMPTY_MASK_POLICY,
+        "surface_definitions": " ".join(_SURFACE_DOC.split()),
+        "volume_difference": "rel_vol_diff = |V_ref - V_pred| / V_ref (Archit & Adilina 2022, eq. 9); vol_diff_ml = V_pred - V_ref",
+        "pred_dir": str(pred_dir),
+        "ref_dir": str(ref_dir),
+    }
+    if lesion_options is not None:
+        document["settings"].update({
+            "lesion_dilation_iterations": lesion_options["dilation_iterations"],
+            "lesion_min_volume_mm3": lesion_options["min_lesion_volume_mm3"],
+            "lesion_penalty_mm": lesion_options["penalty_mm"],
+            "lesion_min_fp_volume_mm3": lesion_options["min_fp_volume_mm3"],
+            "lesion_connectivity": 26,
+        })
+        document["lesionwise_definition"] = " ".join(_LESIONWISE_DOC.split())
+    return document
+
+
 def evaluate_folders(
     pred_dir: str | Path,
     ref_dir: str | Path,
@@ -228,73 +321,18 @@ def evaluate_folders(
         raise ValueError("structures is empty: give at least one {name: [label values]}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output path exists and is not a folder")
-    refs = find_label_files(ref_dir, "reference")
-    preds = find_label_files(pred_dir, "prediction")
-    missing = sorted(set(refs) - set(preds))
-    if missing:
-        raise InputError(pred_dir, f"no prediction for {len(missing)} of {len(refs)} reference case(s): {_listing(missing)}")
-    extra = sorted(set(preds) - set(refs))
-    if extra:
-        warnings.warn(f"{pred_dir}: ignoring {len(extra)} prediction(s) without a reference: {_listing(extra)}", stacklevel=2)
-
+    preds, refs = _paired_label_files(pred_dir, ref_dir)
     case_ids = sorted(refs)
-    spacings, problems = {}, []
-    for case_id in case_ids:  # check every header before the slow part, and say every mismatch at once
-        ref_geo, pred_geo = read_geometry(refs[case_id]), read_geometry(preds[case_id])
-        problem = _geometry_problem(pred_geo, ref_geo, refs[case_id])
-        if problem:
-            problems.append(str(InputError(preds[case_id], problem)))
-        spacings[case_id] = ref_geo.spacing
-    if problems:
-        raise InputProblems(problems)
-
-    rows: list[dict] = []
-    confusion: dict[tuple[int, int], int] = {}
-    scored = {0} | {int(v) for labels in structures.values() for v in labels}
-    unscored: dict[tuple[str, int], list[str]] = {}  # (side, label value) no structure scores -> case ids
-    for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
-        pred, ref = _read_labels(preds[case_id]), _read_labels(refs[case_id])
-        per_structure = case_metrics(pred, ref, spacings[case_id], structures, penalty_mm, tolerance_mm=tolerance_mm)
-        if lesionwise:
-            for name, labels in structures.items():
-                per_structure[name].update(lesionwise_metrics(
-                    np.isin(pred, labels), np.isin(ref, labels), spacings[case_id],
-                    dilation_iterations=lesion_dilation_iterations, min_lesion_volume_mm3=lesion_min_volume_mm3,
-                    penalty_mm=lesion_penalty_mm, min_fp_volume_mm3=lesion_min_fp_volume_mm3,
-                ))
-        _add_confusion(confusion, pred, ref)
-        for which, labels in (("predicted", pred), ("in the reference", ref)):
-            for value in set(np.unique(labels).tolist()) - scored:
-                unscored.setdefault((which, int(value)), []).append(case_id)
-        rows += [{"case_id": case_id, "structure": name, **values} for name, values in per_structure.items()]
-
-    for (which, value), ids in sorted(unscored.items()):  # e.g. BraTS 2018 labels (4) scored as 2023's (3)
-        folder = pred_dir if which == "predicted" else ref_dir
-        warnings.warn(f"{folder}: label {value} is {which} in {len(ids)} case(s) ({_listing(ids)}) but belongs "
-                      f"to no evaluated structure ({', '.join(structures)}): not scored (see the confusion matrix)",
-                      stacklevel=2)
+    spacings = _reference_spacings(case_ids, preds, refs)
+    lesion_options = None if not lesionwise else {
+        "dilation_iterations": lesion_dilation_iterations, "min_lesion_volume_mm3": lesion_min_volume_mm3,
+        "penalty_mm": lesion_penalty_mm, "min_fp_volume_mm3": lesion_min_fp_volume_mm3}
+    rows, confusion, unscored = _score_cases(case_ids, preds, refs, spacings, structures, penalty_mm, tolerance_mm,
+                                             lesion_options, progress)
+    _warn_unscored(unscored, pred_dir, ref_dir, structures)
     summary = summarise(rows)
     summary["confusion_matrix"] = _confusion_document(confusion, structures)
-    document = {
-        "summary": summary,
-        "structures": {name: [int(v) for v in labels] for name, labels in structures.items()},
-        "settings": {"penalty_mm": penalty_mm, "penalty_default": "volume diagonal in mm per case",
-                     "tolerance_mm": tolerance_mm, "lesionwise": lesionwise},
-        "empty_mask_policy": EMPTY_MASK_POLICY,
-        "surface_definitions": " ".join(_SURFACE_DOC.split()),
-        "volume_difference": "rel_vol_diff = |V_ref - V_pred| / V_ref (Archit & Adilina 2022, eq. 9); vol_diff_ml = V_pred - V_ref",
-        "pred_dir": str(pred_dir),
-        "ref_dir": str(ref_dir),
-    }
-    if lesionwise:
-        document["settings"].update({
-            "lesion_dilation_iterations": lesion_dilation_iterations,
-            "lesion_min_volume_mm3": lesion_min_volume_mm3,
-            "lesion_penalty_mm": lesion_penalty_mm,
-            "lesion_min_fp_volume_mm3": lesion_min_fp_volume_mm3,
-            "lesion_connectivity": 26,
-        })
-        document["lesionwise_definition"] = " ".join(_LESIONWISE_DOC.split())
+    document = _summary_document(summary, structures, pred_dir, ref_dir, penalty_mm, tolerance_mm, lesion_options)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_dir / CSV_NAME, _csv_text(rows, _LESION_COLUMNS if lesionwise else ()))
     _write_atomic(out_dir / JSON_NAME, json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n")

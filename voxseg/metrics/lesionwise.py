@@ -73,6 +73,66 @@ def _hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> float:
     return float(max(np.percentile(d_pr, 95), np.percentile(d_rp, 95)))
 
 
+def _lesion_regions(ref: np.ndarray, dilation_iterations: int, components: np.ndarray) -> tuple[np.ndarray, int]:
+    """Step 1: ``(regions, n)``, the connected components (labels 1..n) of the reference dilated
+    ``dilation_iterations`` times by the 18-neighbour element; lesion k is the reference inside region k."""
+    if dilation_iterations > 0:
+        dilated = ndimage.binary_dilation(
+            ref, structure=ndimage.generate_binary_structure(3, 2), iterations=int(dilation_iterations)
+        )
+    else:
+        dilated = ref
+    regions, n_lesions = ndimage.label(dilated, structure=components)
+    return regions, n_lesions
+
+
+def _score_lesions(ref: np.ndarray, regions: np.ndarray, n_lesions: int, pred_cc: np.ndarray,
+                   spacing: Sequence[float], voxel_mm3: float, min_lesion_volume_mm3: float,
+                   penalty_mm: float) -> tuple[list[float], list[float], int, set[int]]:
+    """Steps 2-4: ``(Dice per scored lesion, HD95 per scored lesion, n matched scored lesions, labels of the
+    predicted components that touch any lesion's region)``; lesions of at most ``min_lesion_volume_mm3``
+    are not scored but still mark the components they touch as matched."""
+    lesions = np.where(ref, regions, 0)
+    region_boxes = ndimage.find_objects(regions)
+    pred_boxes = ndimage.find_objects(pred_cc)
+    matched_any: set[int] = set()
+    dices: list[float] = []
+    hd95s: list[float] = []
+    n_tp = 0
+    for k in range(1, n_lesions + 1):
+        box = region_boxes[k - 1]
+        # The dilated region of lesion k is exactly component k of the dilated reference.
+        hits = np.unique(pred_cc[box][regions[box] == k])
+        hits = hits[hits != 0]
+        matched_any.update(int(h) for h in hits)
+        for h in hits:
+            box = _grow(box, pred_boxes[h - 1])
+        lesion = lesions[box] == k
+        volume_mm3 = np.count_nonzero(lesion) * voxel_mm3
+        if volume_mm3 <= min_lesion_volume_mm3:
+            continue
+        if hits.size == 0:
+            dices.append(0.0)
+            hd95s.append(float(penalty_mm))
+            continue
+        n_tp += 1
+        predicted = np.isin(pred_cc[box], hits)
+        overlap = np.count_nonzero(predicted & lesion)
+        dices.append(2.0 * overlap / (np.count_nonzero(predicted) + np.count_nonzero(lesion)))
+        hd95s.append(_hd95(predicted, lesion, spacing))
+    return dices, hd95s, n_tp, matched_any
+
+
+def _false_positives(pred_cc: np.ndarray, n_pred: int, matched_any: set[int], voxel_mm3: float,
+                     min_fp_volume_mm3: float) -> list[int]:
+    """Labels of the predicted components that match no lesion, less those of at most ``min_fp_volume_mm3``."""
+    unmatched = [h for h in range(1, n_pred + 1) if h not in matched_any]
+    if min_fp_volume_mm3 > 0 and unmatched:
+        sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
+        unmatched = [h for h in unmatched if sizes[h] * voxel_mm3 > min_fp_volume_mm3]
+    return unmatched
+
+
 def lesionwise_metrics(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -118,50 +178,11 @@ def lesionwise_metrics(
         raise ValueError(f"dilation_iterations must be >= 0, got {dilation_iterations}")
     components = ndimage.generate_binary_structure(3, _CONNECTIVITY_RANK[connectivity])
     voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=np.float64)))
-
-    # 1. Lesions: reference voxels labelled by the component of the dilated reference they lie in.
-    if dilation_iterations > 0:
-        dilated = ndimage.binary_dilation(
-            ref, structure=ndimage.generate_binary_structure(3, 2), iterations=int(dilation_iterations)
-        )
-    else:
-        dilated = ref
-    regions, n_lesions = ndimage.label(dilated, structure=components)
-    lesions = np.where(ref, regions, 0)
+    regions, n_lesions = _lesion_regions(ref, dilation_iterations, components)
     pred_cc, n_pred = ndimage.label(pred, structure=components)
-    region_boxes = ndimage.find_objects(regions)
-    pred_boxes = ndimage.find_objects(pred_cc)
-
-    matched_any: set[int] = set()
-    dices: list[float] = []
-    hd95s: list[float] = []
-    n_tp = 0
-    for k in range(1, n_lesions + 1):
-        box = region_boxes[k - 1]
-        # The dilated region of lesion k is exactly component k of the dilated reference.
-        hits = np.unique(pred_cc[box][regions[box] == k])
-        hits = hits[hits != 0]
-        matched_any.update(int(h) for h in hits)
-        for h in hits:
-            box = _grow(box, pred_boxes[h - 1])
-        lesion = lesions[box] == k
-        volume_mm3 = np.count_nonzero(lesion) * voxel_mm3
-        if volume_mm3 <= min_lesion_volume_mm3:
-            continue
-        if hits.size == 0:
-            dices.append(0.0)
-            hd95s.append(float(penalty_mm))
-            continue
-        n_tp += 1
-        predicted = np.isin(pred_cc[box], hits)
-        overlap = np.count_nonzero(predicted & lesion)
-        dices.append(2.0 * overlap / (np.count_nonzero(predicted) + np.count_nonzero(lesion)))
-        hd95s.append(_hd95(predicted, lesion, spacing))
-
-    unmatched = [h for h in range(1, n_pred + 1) if h not in matched_any]
-    if min_fp_volume_mm3 > 0 and unmatched:
-        sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)
-        unmatched = [h for h in unmatched if sizes[h] * voxel_mm3 > min_fp_volume_mm3]
+    dices, hd95s, n_tp, matched_any = _score_lesions(ref, regions, n_lesions, pred_cc, spacing, voxel_mm3,
+                                                     min_lesion_volume_mm3, penalty_mm)
+    unmatched = _false_positives(pred_cc, n_pred, matched_any, voxel_mm3, min_fp_volume_mm3)
     n_fp = len(unmatched)
     n_scored = len(dices)
     denominator = n_scored + n_fp

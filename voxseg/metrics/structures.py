@@ -8,7 +8,7 @@ import numpy as np
 
 from voxseg.data.labels import LabelScheme, declared_regions_scheme
 from voxseg.errors import InputError
-from voxseg.io.datasets import read_dataset_labels
+from voxseg.io.dataset_json import read_dataset_labels
 from voxseg.io.image import read_volume
 from voxseg.metrics.evaluate import find_label_files
 from voxseg.config import RunPlan

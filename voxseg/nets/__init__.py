@@ -8,7 +8,8 @@ Typical use::
     logits = net(x)  # x (N, 4, Z, Y, X), each size a multiple of net.size_divisor
 """
 from voxseg.nets._base import check_spatial_size
-from voxseg.nets.blocks import CBAM, AttentionGate, DenseBlock, DilatedBottleneck, PlainBlock, ResidualBlock
+from voxseg.nets.blocks import DenseBlock, PlainBlock, ResidualBlock
+from voxseg.nets.extras import CBAM, AttentionGate, DilatedBottleneck
 from voxseg.nets.info import count_parameters, estimate_flops, estimate_saved_activation_bytes, network_table
 from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
 from voxseg.nets.build import build_model

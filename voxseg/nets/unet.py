@@ -13,10 +13,7 @@ from voxseg.nets._lean import lean_conv, lean_conv_transpose, lean_wanted
 from voxseg.nets.blocks import (
     ACTIVATIONS,
     BLOCKS,
-    CBAM,
     NORMS,
-    AttentionGate,
-    DilatedBottleneck,
     PlainBlock,
     _conv_cls,
     _conv_transpose_cls,
@@ -24,6 +21,7 @@ from voxseg.nets.blocks import (
     _max_pool_cls,
     _tuple,
 )
+from voxseg.nets.extras import CBAM, AttentionGate, DilatedBottleneck
 
 __all__ = ["UNet"]
 
@@ -72,6 +70,98 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _check_options(spatial_dims: int, in_channels: int, out_channels: int, base_width: int, depth: int, norm: str,
+                   activation: str, dropout: float, dropout_where: str, down: str, up: str, block: str,
+                   attention: str | None, mid_width_ratio: float) -> None:
+    """Raise ValueError naming the first `UNet` option that is out of range or not a known choice."""
+    _choice("spatial_dims", spatial_dims, (2, 3))
+    _choice("norm", norm, NORMS)
+    _choice("activation", activation, ACTIVATIONS)
+    _choice("dropout_where", dropout_where, _DROPOUT_WHERE)
+    _choice("down", down, _DOWN)
+    _choice("up", up, _UP)
+    _choice("block", block, tuple(BLOCKS))
+    _choice("attention", attention, _ATTENTION)
+    if not 3 <= depth <= 6:
+        raise ValueError(f"depth (number of resolution stages) must be 3-6, got {depth}")
+    if in_channels < 1 or out_channels < 1 or base_width < 1:
+        raise ValueError("in_channels, out_channels and base_width must be positive")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if mid_width_ratio != 1.0 and block != "plain":
+        raise ValueError("mid_width_ratio is only supported with block='plain'")
+
+
+def _per_stage_sizes(
+    spatial_dims: int, depth: int, strides: Sequence | None, kernel_sizes: Sequence | None
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """`(strides, kernel sizes)` with one value per spatial axis: depth - 1 strides (default 2) and depth odd
+    kernel sizes (default 3). Raises ValueError on a wrong count or an even kernel size."""
+    strides = [2] * (depth - 1) if strides is None else list(strides)
+    if len(strides) != depth - 1:
+        raise ValueError(f"strides needs depth - 1 = {depth - 1} entries, got {len(strides)}")
+    stride_t = [_tuple(s, spatial_dims) for s in strides]
+    kernel_sizes = [3] * depth if kernel_sizes is None else list(kernel_sizes)
+    if len(kernel_sizes) != depth:
+        raise ValueError(f"kernel_sizes needs depth = {depth} entries, got {len(kernel_sizes)}")
+    kernel_t = [_tuple(k, spatial_dims) for k in kernel_sizes]
+    if any(k % 2 == 0 for ks in kernel_t for k in ks):
+        raise ValueError(f"kernel sizes must be odd, got {kernel_sizes}")
+    return stride_t, kernel_t
+
+
+def _build_encoder(spatial_dims: int, in_channels: int, widths: Sequence[int], stride_t: list[tuple[int, ...]],
+                   kernel_t: list[tuple[int, ...]], down: str, block_cls: type[nn.Module], attention: str | None,
+                   mid_width_ratio: float, dropout: float, common: dict) -> nn.ModuleList:
+    """Encoder stages: stage 0 at full resolution, stage i down-samples by `stride_t[i - 1]` (first conv
+    strided, or a max-pool before the stage), then the block, then CBAM when `attention == "cbam"`."""
+    stages = nn.ModuleList()
+    for i, width in enumerate(widths):
+        c_in = in_channels if i == 0 else widths[i - 1]
+        layers: list[nn.Module] = []
+        stride: tuple[int, ...] | int = 1
+        if i > 0 and down == "maxpool":
+            layers.append(_max_pool_cls(spatial_dims)(stride_t[i - 1], stride_t[i - 1]))
+        elif i > 0:
+            stride = stride_t[i - 1]
+        extra = {}
+        if mid_width_ratio != 1.0:
+            extra["mid_channels"] = max(round(width * mid_width_ratio), 1)
+        layers.append(block_cls(spatial_dims, c_in, width, kernel_t[i], stride, dropout=dropout, **common, **extra))
+        if attention == "cbam":
+            layers.append(CBAM(spatial_dims, width))
+        stages.append(nn.Sequential(*layers))
+    return stages
+
+
+def _build_decoder(spatial_dims: int, widths: Sequence[int], stride_t: list[tuple[int, ...]],
+                   kernel_t: list[tuple[int, ...]], up: str, block_cls: type[nn.Module], attention: str | None,
+                   dropout: float, common: dict) -> tuple[nn.ModuleList, nn.ModuleList, nn.ModuleList]:
+    """`(ups, gates, decoder_blocks)`, deepest level first (level = depth - 2 ... 0).
+
+    An up-sampling module takes level + 1 to level and sets the skip's channels (transposed conv, or
+    interpolation + 1x1 conv); `gates` is empty unless `attention == "gate"`; a decoder block maps the
+    concatenation [up-sampled; skip] (2 x skip channels) to the skip's channels.
+    """
+    conv = _conv_cls(spatial_dims)
+    ups, gates, blocks = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+    for level in range(len(widths) - 2, -1, -1):
+        c_low, c_skip, s = widths[level + 1], widths[level], stride_t[level]
+        if up == "transposed":
+            ups.append(_conv_transpose_cls(spatial_dims)(c_low, c_skip, s, stride=s, bias=False))
+        else:
+            ups.append(
+                nn.Sequential(
+                    nn.Upsample(scale_factor=tuple(float(v) for v in s), mode=_interp_mode(spatial_dims)),
+                    conv(c_low, c_skip, 1, bias=False),
+                )
+            )
+        if attention == "gate":
+            gates.append(AttentionGate(spatial_dims, c_skip, c_low, factor=s))
+        blocks.append(block_cls(spatial_dims, 2 * c_skip, c_skip, kernel_t[level], 1, dropout=dropout, **common))
+    return ups, gates, blocks
+
+
 class UNet(_FreezableMixin, nn.Module):
     """U-Net with interchangeable stages, down/up-sampling, attention and deep supervision.
 
@@ -89,7 +179,7 @@ class UNet(_FreezableMixin, nn.Module):
 
     Deep supervision (Lee et al., "Deeply-Supervised Nets", AISTATS 2015) adds 1x1 heads on the decoder
     outputs at 1/2, 1/4, ... resolution (and on the bottleneck when `dilated_bottleneck`, as Henry et al.
-    2020). The auxiliary logits are returned at their own resolution, as nnU-Net does (Henry et al.
+    2021). The auxiliary logits are returned at their own resolution, as nnU-Net does (Henry et al.
     upsample them instead); the loss must down-sample the target.
 
     Shapes: input `(N, C_in, *S)` -> logits `(N, C_out, *S)`; in training mode with deep supervision a
@@ -115,7 +205,7 @@ class UNet(_FreezableMixin, nn.Module):
         attention: None, "cbam" (CBAM at the end of every encoder stage) or "gate" (attention gates of
             Oktay et al. on every skip connection).
         dilated_bottleneck: add two dilated (rate 2) convs after the deepest stage, concatenated with
-            its output and fused by one conv: a pseudo extra stage without down-sampling (Henry et al.).
+            its output and fused by one conv: a pseudo extra stage without down-sampling (Henry et al. 2021).
         deep_supervision: return auxiliary logits in training mode (see above).
         strides: per down-sampling step (depth - 1 entries) an int or one stride per axis, for
             anisotropic data; default 2 everywhere. `size_divisor` is their product per axis.
@@ -158,33 +248,9 @@ class UNet(_FreezableMixin, nn.Module):
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
-        _choice("spatial_dims", spatial_dims, (2, 3))
-        _choice("norm", norm, NORMS)
-        _choice("activation", activation, ACTIVATIONS)
-        _choice("dropout_where", dropout_where, _DROPOUT_WHERE)
-        _choice("down", down, _DOWN)
-        _choice("up", up, _UP)
-        _choice("block", block, tuple(BLOCKS))
-        _choice("attention", attention, _ATTENTION)
-        if not 3 <= depth <= 6:
-            raise ValueError(f"depth (number of resolution stages) must be 3-6, got {depth}")
-        if in_channels < 1 or out_channels < 1 or base_width < 1:
-            raise ValueError("in_channels, out_channels and base_width must be positive")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if mid_width_ratio != 1.0 and block != "plain":
-            raise ValueError("mid_width_ratio is only supported with block='plain'")
-
-        strides = [2] * (depth - 1) if strides is None else list(strides)
-        if len(strides) != depth - 1:
-            raise ValueError(f"strides needs depth - 1 = {depth - 1} entries, got {len(strides)}")
-        stride_t = [_tuple(s, spatial_dims) for s in strides]
-        kernel_sizes = [3] * depth if kernel_sizes is None else list(kernel_sizes)
-        if len(kernel_sizes) != depth:
-            raise ValueError(f"kernel_sizes needs depth = {depth} entries, got {len(kernel_sizes)}")
-        kernel_t = [_tuple(k, spatial_dims) for k in kernel_sizes]
-        if any(k % 2 == 0 for ks in kernel_t for k in ks):
-            raise ValueError(f"kernel sizes must be odd, got {kernel_sizes}")
+        _check_options(spatial_dims, in_channels, out_channels, base_width, depth, norm, activation, dropout,
+                       dropout_where, down, up, block, attention, mid_width_ratio)
+        stride_t, kernel_t = _per_stage_sizes(spatial_dims, depth, strides, kernel_sizes)
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -198,58 +264,25 @@ class UNet(_FreezableMixin, nn.Module):
             divisor = [d * si for d, si in zip(divisor, s)]
         self.size_divisor: tuple[int, ...] = tuple(divisor)
 
-        block_cls = BLOCKS[block]
         enc_p = dropout if dropout_where in ("encoder", "both") else 0.0
         dec_p = dropout if dropout_where in ("decoder", "both") else 0.0
         common = {"norm": norm, "activation": activation}
-        conv = _conv_cls(spatial_dims)
-
-        # Encoder: stage 0 at full resolution, stage i down-samples by strides[i - 1].
-        self.encoder_stages = nn.ModuleList()
-        for i, width in enumerate(self.widths):
-            c_in = in_channels if i == 0 else self.widths[i - 1]
-            layers: list[nn.Module] = []
-            stride: tuple[int, ...] | int = 1
-            if i > 0 and down == "maxpool":
-                layers.append(_max_pool_cls(spatial_dims)(stride_t[i - 1], stride_t[i - 1]))
-            elif i > 0:
-                stride = stride_t[i - 1]
-            extra = {}
-            if mid_width_ratio != 1.0:
-                extra["mid_channels"] = max(round(width * mid_width_ratio), 1)
-            layers.append(block_cls(spatial_dims, c_in, width, kernel_t[i], stride, dropout=enc_p, **common, **extra))
-            if attention == "cbam":
-                layers.append(CBAM(spatial_dims, width))
-            self.encoder_stages.append(nn.Sequential(*layers))
-
+        # Modules are built in a fixed order (encoder, bottleneck, decoder, heads): weights drawn from the
+        # global RNG then depend only on the seed.
+        self.encoder_stages = _build_encoder(spatial_dims, in_channels, self.widths, stride_t, kernel_t, down,
+                                             BLOCKS[block], attention, mid_width_ratio, enc_p, common)
         self.bottleneck: nn.Module | None = (
             DilatedBottleneck(spatial_dims, self.widths[-1], dropout=enc_p, **common) if dilated_bottleneck else None
         )
-
-        # Decoder, deepest first: level = depth - 2 ... 0.
-        self.ups = nn.ModuleList()
-        self.gates = nn.ModuleList()
-        self.decoder_blocks = nn.ModuleList()
-        for level in range(depth - 2, -1, -1):
-            c_low, c_skip, s = self.widths[level + 1], self.widths[level], stride_t[level]
-            if up == "transposed":
-                self.ups.append(_conv_transpose_cls(spatial_dims)(c_low, c_skip, s, stride=s, bias=False))
-            else:
-                self.ups.append(
-                    nn.Sequential(
-                        nn.Upsample(scale_factor=tuple(float(v) for v in s), mode=_interp_mode(spatial_dims)),
-                        conv(c_low, c_skip, 1, bias=False),
-                    )
-                )
-            if attention == "gate":
-                self.gates.append(AttentionGate(spatial_dims, c_skip, c_low, factor=s))
-            self.decoder_blocks.append(block_cls(spatial_dims, 2 * c_skip, c_skip, kernel_t[level], 1, dropout=dec_p, **common))
+        self.ups, self.gates, self.decoder_blocks = _build_decoder(spatial_dims, self.widths, stride_t, kernel_t, up,
+                                                                   BLOCKS[block], attention, dec_p, common)
 
         # Heads: level 0 (main), then 1 .. depth-2 (decoder), then depth-1 (dilated bottleneck).
         head_levels = [0]
         if deep_supervision:
             head_levels += list(range(1, depth - 1)) + ([depth - 1] if dilated_bottleneck else [])
         self.head_levels = tuple(head_levels)
+        conv = _conv_cls(spatial_dims)
         self.heads = nn.ModuleList(conv(self.widths[lv], out_channels, 1) for lv in head_levels)
         self.apply(_init_weights)
 

@@ -10,7 +10,8 @@ from voxseg.data.cache import PreparedCase, prepare_cases
 from voxseg.data.preprocess import LabelMapping
 from voxseg.data.splits import split_cases
 from voxseg.errors import InputError
-from voxseg.io.datasets import Dataset, load_dataset
+from voxseg.io.datasets import Dataset
+from voxseg.io.layouts import load_dataset
 from voxseg.plan.check import check_edited_plan
 from voxseg.plan.resolve import resolve_options
 from voxseg.runs.checks import checked_setup
