@@ -305,7 +305,7 @@ def minicube_partition(
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Fixed partition of a (cropped) volume into minicubes, optionally with context (Buchwald et al. 2022).
 
-    Seed 000 splits a 160x192x192 crop into eight 80x96x96 cubes and feeds 100x116x116 inputs
+    Buchwald et al. (2022) split a 160x192x192 crop into eight 80x96x96 cubes and feeds 100x116x116 inputs
     (``context=20``: 10 voxels on each side). The list is deterministic, so that experiment reruns.
 
     Args:
