@@ -2,27 +2,20 @@
 on 10 of the 14 cases in ../shared/data/brats2018 within a budget on 2 CPU threads, predict the other 4
 through the full chain (BraTS labels 0/1/2/4 written in the input geometry), evaluate per region.
 
-Defaults chosen for a CPU: N4 bias-field correction of every channel (Archit & Adilina 2022; 2.7 s per channel), resampling
+Defaults chosen for a CPU: N4 bias-field correction of every channel (Archit & Adilina 2022), resampling
 to 2 mm (8x fewer voxels, a 64^3 patch then sees 128 mm, most of the brain), a 5-stage U-Net with base width 16
 and deep supervision, Dice + BCE, batch 2, Adam 1e-3 with poly decay over the budget, the full augmentation
 chain (nnU-Net's plus axial rot90s), all 16 flip x axial-rot90 TTA variants at prediction (Henry et al. 2021; the figures
-with the 8 flips and without TTA are printed too). No post-processing by default: the issue wants rules kept
-only if they raise cross-validation Dice, and no k-fold fits the budget. ``--postprocess`` chooses them on the
-model's predictions of its own training cases instead (in-sample, so it favours "largest component").
-Measured on 2 cores: 64^3 costs ~1.5 s per iteration, 96^3 ~7.6 s (too few iterations in an hour).
-History (same split, 60 min): SGD 0.01 + flips only, no N4: WT 0.673 (2,378 iterations); Adam + full
-augmentation + N4 with flip TTA: WT 0.804 without post-processing, 0.799 with "largest component of WT"
-chosen on the training cases (2,330 iterations); the same with batch norm (``--net-args ...,norm=batch``):
-WT 0.634 (one case missed almost entirely); these defaults: WT 0.807, TC 0.751, ET 0.597 (2,208 iterations);
-on 2026-12-06, 4,371 iterations in the hour: WT 0.843, TC 0.724, ET 0.552.
-``--no-crop --minutes 40`` (patches also show the background outside the head): WT 0.783 (0.798 with flips),
-1,449 iterations; its agreement with MONAI when the crop is taken only at prediction is 0.925 instead of 0.839
-(see benchmarks/inference.py), so context-robust training narrows but does not close that gap.
+with the 8 flips and without TTA are printed too). A 64^3 patch is the largest that leaves an hour of CPU
+training thousands of iterations. No post-processing by default: rules are kept only if they raise
+cross-validation Dice, and no k-fold fits the budget. ``--postprocess`` chooses them on the model's predictions
+of its own training cases instead (in-sample, so it favours "largest component").
+
+Variants the options try: ``--no-crop`` (patches also show the background outside the head),
 ``--overhang 0.5`` (training patches may reach half a patch beyond the cropped volume, zero-filled, so the
-network sees the brain at many window positions; without it a 64^3 patch in a ~73x83x72 crop moves by at most
-~20 voxels): WT 0.784, TC 0.744, ET 0.650, HD95 WT 24.0 mm (2,222 iterations; flips WT 0.776, none 0.750). Its
-labels depend less on where the windows fall (MONAI against itself with the grid moved by 8 voxels: 0.913
-instead of 0.830, benchmarks/inference.py), but WT drops below the default's, so it stays off.
+network sees the brain at many window positions; without it a 64^3 patch in a ~73x83x72 crop moves by only
+~20 voxels), ``--net-args ...,norm=batch``. How the trained models' labels depend on the window grid:
+benchmarks/inference.py and benchmarks/window_placement.py. Current figures: docs/benchmarks.md.
 
 Usage:
     python benchmarks/brats.py [--minutes 60] [--spacing 1.5]

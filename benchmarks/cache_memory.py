@@ -9,10 +9,7 @@ memory-mapped file are page cache, which the kernel reclaims under pressure.
 ``mmap``: voxseg's cache as it is. ``ram``: every case copied into memory (what voxseg did before the
 cache was memory-mapped, and what a dataset larger than RAM cannot do).
 
-Measured here (2 cores, 2026-11-25): dataset 0.65 GiB; peak anonymous memory 0.02 GiB memory-mapped
-against 0.67 GiB in RAM (the held cases grow with the dataset, the mapped ones do not); loading and
-400 patches 0.5 s against 2.2 s. Training speed is unchanged within this machine's noise (100
-iterations on the demo phantoms: 0.85 / 0.94 min mapped, 0.88 / 0.87 min in RAM).
+The held cases grow with the dataset, the mapped ones do not. Current figures: docs/benchmarks.md.
 
 Usage: ``python benchmarks/cache_memory.py [--cases 24]``; last line JSON.
 """

@@ -4,7 +4,7 @@ the same weights, window (128^3) and overlap (0.5), measured in the same run.
 
 Each method runs in its own process so its peak RSS is its own. voxseg: its run's preprocessing (crop to the
 nonzero box, then N4 / z-score / resampling as the run says), Gaussian-blended sliding window (mixed precision
-chosen by measurement), restore to the input geometry. MONAI: the same preprocessed intensities zero-padded back
+chosen by timing both on the machine in use), restore to the input geometry. MONAI: the same preprocessed intensities zero-padded back
 to the whole volume's extent (zero is the normalised background outside the head), `sliding_window_inference(
 mode="gaussian")` on that whole volume; its whole label map counts, outside the crop too. Both blend
 probabilities (the network's softmax or sigmoid per window). With `--run RUN` the weights and preprocessing of a
@@ -18,20 +18,13 @@ Two untimed controls. "Same input": MONAI's inferer on voxseg's cropped volume. 
 whole volume again with its window grid moved by `--shift` voxels (default window/8); MONAI's agreement with
 itself shows how much the weights' labels depend on where the windows fall, which any crop changes, so it bounds
 what a crop-first method can reach. Two timed controls, "voxseg_whole" and "voxseg_whole_fp32": voxseg's sliding
-window (its measured precision, or float32) on MONAI's whole-extent volume, i.e. without the crop's speed-up.
-They show that the "same input" gap is not precision: voxseg spreads its windows evenly (nnU-Net's grid) and
-floors a truncated Gaussian, MONAI steps by the interval and clamps the last window and uses an analytic
-Gaussian, and with random weights that alone gives ~0.91 (bf16 and float32 alike). Measured on case 2013_11_1
-(2 cores):
-- trained default BraTS run (`--run benchmarks/results/brats/run --window 64`): voxseg against MONAI 0.864,
-  same input 0.998, window placement (8 voxels) 0.830;
-- a run trained with `brats.py --overhang 0.5`: 0.886, 0.996, 0.913;
-- seeded random weights (window 128), 2026-12-06 (a bf16 128^3 window took 3.9 s then, 2.25 s hours before):
-  MONAI 173.4 s (2.83 GiB), voxseg 42.5 s (1.40 GiB), 4.08x, agreement 0.503; same input 0.922; window placement
-  (16 voxels) 0.886; voxseg on MONAI's whole extent 92.3 s, 0.909 (float32: 156.2 s, 0.910).
-Earlier versions let MONAI preprocess the whole volume itself; N4 then fitted its field on another domain
-(the overhang run: 0.780 that way, 0.938 with N4 on the whole volume for both), which measured preprocessing,
-not inference. When the case folder has a manual label, each method's foreground Dice against it is printed.
+window (the precision it chooses, or float32) on MONAI's whole-extent volume, i.e. without the crop's speed-up.
+They show whether the "same input" gap comes from precision or from the window grid: voxseg spreads its windows
+evenly (nnU-Net's grid) and floors a truncated Gaussian, MONAI steps by the interval, clamps the last window and
+uses an analytic Gaussian, so with random weights the two disagree on labels even at equal precision.
+Both methods preprocess the same way (voxseg's run), so the comparison measures inference, not preprocessing
+(N4 fitted on the whole volume instead of the crop would fit its field on another domain).
+When the case folder has a manual label, each method's foreground Dice against it is printed.
 voxseg runs its own `UNet`, whose inference pass is the memory-lean path of `voxseg.nets` (slabbed
 convolutions, no skip concatenation, in-place norms). `--monai-net same` gives MONAI voxseg's module
 instead (then both share the lean network pass and only the sliding window differs).

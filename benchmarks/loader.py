@@ -14,7 +14,7 @@ For a BraTS 2018 case (4 channels, 128x128x128 patches) and hippocampus cases (4
 2. the fraction of a training step spent waiting for data: a voxseg 3-D U-Net
    (``build_network("unet", 3, C, K, base_width=16, depth=4)``) trains forward + backward on
    2 threads, consuming PatchLoader batches made by 1 worker process with the full default
-   augmentation. On a 2-core machine the worker competes with the model's threads; that is measured,
+   augmentation. On a machine with few cores the worker competes with the model's threads; that is measured,
    not hidden.
 
 Usage:

@@ -6,24 +6,12 @@ the process's resident memory just before (torch, voxseg, model and data already
 is ``voxseg.plan.memory.estimate_training_memory`` without its fixed framework term, which the
 baseline already holds.
 
-Measured on 2 cores, torch 2.13 CPU (this script, 2026-11-25):
-
-    base  patch  batch  ds  measured GiB  estimate GiB  estimate/measured
-       4     64      2   1          0.34          0.18               0.54
-       8     64      2   1          0.50          0.37               0.74
-       8     96      2   1          1.38          1.19               0.86
-      16     64      2   1          0.71          0.77               1.08
-      16     96      2   1          2.31          2.38               1.03
-      32     64      2   0          1.35          1.63               1.21
-      32     96      1   0          2.26          2.55               1.13
-      16    128      1   1          2.39          2.81               1.18
-
-At the widths voxseg trains by default (16 on a CPU, 32 on a GPU) the estimate was 3-21% above the
-measured peak in this run; the peak of one process varies by about 10% from run to run (a 48^3 step
-measured 0.34-0.41 GiB over three runs against an estimate of 0.38 GiB), so read it as within -10% / +21%. Narrow networks (base width 4-8) need up to 1.9x the estimate: with few channels the CPU
+It prints one row per configuration (base width, patch, batch, deep supervision, measured GiB, estimate GiB,
+estimate / measured). The peak of one process varies by about 10% from run to run, so read a ratio near 1 as
+"within noise". Narrow networks (base width 4-8) need more than the estimate: with few channels the CPU
 backend picks convolution algorithms with large scratch buffers that no saved tensor shows; they need
-little memory in absolute terms (< 1.5 GiB at 96^3), and the default budget keeps 20% of the free
-memory aside.
+little memory in absolute terms, and the default budget keeps 20% of the free memory aside. Current figures:
+docs/benchmarks.md.
 
 Usage: ``python benchmarks/memory_plan.py``
 """

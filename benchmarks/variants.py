@@ -7,10 +7,9 @@ paper's architecture (width, depth, norm), so bigger networks do fewer iteration
 that trade-off is what the table shows (so the patch is planned for memory only, `min_iterations=None`:
 the time planner would shrink the slow presets' patches). By default every preset gets base width 16 (its depth, blocks,
 norms, attention and up/down-sampling unchanged), since the papers' widths (32-64) cannot be trained
-usefully in minutes on 2 cores; `--base-width 0` keeps each preset's own width. The optimiser is
-Adam (lr 1e-3, poly decay over the budget as in the pipeline): in a budget of a few hundred iterations SGD
-0.01 with poly decay had not yet left the all-background solution for any preset (3-minute trial:
-Dice 0.0 everywhere), which would make the table compare nothing.
+usefully in minutes on a CPU; `--base-width 0` keeps each preset's own width. The optimiser is
+Adam (lr 1e-3, poly decay over the budget as in the pipeline): within a few hundred iterations SGD 0.01 with
+poly decay tends to stay at the all-background solution, which would make the table compare nothing.
 
 Usage:
     python benchmarks/variants.py [--minutes 5] [--presets unet,resunet,...]

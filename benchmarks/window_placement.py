@@ -8,12 +8,10 @@ Dice of the crop prediction against the manual label and the foreground Dice bet
 With --recalibrate-bn, a batch-norm run is also measured after re-estimating its running statistics on sliding
 windows of its training cases (grid offsets 0, 8, 16, 24).
 
-Measured on 2 cores with runs of benchmarks/brats.py (4 held-out cases, window 64, 2 mm):
-- default run (instance norm): WT 0.788, crop vs whole 0.828;
-- ``--net-args base_width=16,depth=5,deep_supervision=1,norm=batch``: WT 0.648, crop vs whole 0.962; after
-  re-estimating the statistics WT 0.726, crop vs whole 0.931.
-Instance norm's per-window statistics are the main cause; a window-independent norm still leaves ~4% (padding and
-stride phase), and batch norm costs Dice with batch 2 on a CPU.
+Compare a default run of benchmarks/brats.py (instance norm) with one trained with
+``--net-args base_width=16,depth=5,deep_supervision=1,norm=batch``: instance norm computes its statistics per
+window, so its labels depend on the window grid; batch norm's running statistics do not, but with batch 2 on a
+CPU they cost Dice. Current figures: docs/benchmarks.md.
 
 Usage:
     python benchmarks/window_placement.py RUN [RUN ...] [--window 64] [--recalibrate-bn]
@@ -94,7 +92,7 @@ def _recalibrated(model, plan, run: Path, window: int):
     split = json.loads((run / "split.json").read_text())
     with torch.no_grad():
         for case_id in split["train"]:
-            cached = run / "preprocessed" / f"{case_id}.image.npy"  # runs made before 2026-11-25 cached .npz
+            cached = run / "preprocessed" / f"{case_id}.image.npy"  # runs of older voxseg versions cached one .npz per case
             image = np.load(cached) if cached.exists() else np.load(run / "preprocessed" / f"{case_id}.npz")["image"]
             for offset in (0, 8, 16, 24):
                 volume = np.pad(image, [(0, 0)] + [(offset, max(0, window - s - offset)) for s in image.shape[1:]])

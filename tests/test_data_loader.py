@@ -69,17 +69,22 @@ def test_resume_continues_the_sequence():
         resumed.load_state_dict({"next_batch": 0, "seed": 6})
 
 
+def _workers() -> list:
+    """The loader worker processes alive in this process's children."""
+    return [p for p in mp.active_children() if p.name.startswith("voxseg-loader")]
+
+
 def test_clean_shutdown_when_the_consumer_stops_early():
     loader = PatchLoader(_cases(), (6, 6, 6), 2, num_workers=2, prefetch=3, seed=0)
     with loader:
         for i, _ in enumerate(loader):
             if i == 1:
                 break
-        procs = list(loader._procs)
+        procs = _workers()
         assert len(procs) == 2 and all(p.is_alive() for p in procs)
     assert not any(p.is_alive() for p in procs)
     assert all(p.exitcode is not None for p in procs)  # reaped: no zombies
-    assert not [p for p in mp.active_children() if p.name.startswith("voxseg-loader")]
+    assert not _workers()
     loader.close()  # idempotent
 
 
@@ -100,7 +105,7 @@ def test_worker_errors_reach_the_consumer():
     with pytest.raises(RuntimeError, match="boom"):
         with loader:
             next(loader)
-    assert not loader._procs
+    assert not _workers()
 
 
 def test_channel_subset_and_argument_checks(tmp_path):
@@ -112,7 +117,7 @@ def test_channel_subset_and_argument_checks(tmp_path):
     mapped = np.load(tmp_path / "image.npy", mmap_mode="r")
     for channels, shared in (([2], True), ([1, 2, 3], True), ([3, 1], False), ([0, 2], False)):
         loader = PatchLoader([(mapped, label)], (6, 6, 6), 1, num_workers=0, channels=channels)
-        kept = loader._cases[0][0]
+        kept = loader.cases[0][0]
         assert np.shares_memory(kept, mapped) == shared, channels
         np.testing.assert_array_equal(kept, image[channels])
     with pytest.raises(ValueError):

@@ -96,7 +96,7 @@ def test_batch_foreground_fraction():
     none = PatchSampler(image, label, (4, 4, 4), foreground_fraction=0.0, rng=np.random.default_rng(4))
     assert none.n_foreground(6) == 0
     empty = PatchSampler(image, np.zeros_like(label), (4, 4, 4), rng=np.random.default_rng(4))
-    assert empty.n_foreground(6) == 0 and not empty.has_foreground
+    assert empty.n_foreground(6) == 0 and not empty.classes
     assert empty.sample_batch(3)[1].sum() == 0  # forced foreground falls back to random patches
 
 
@@ -104,7 +104,7 @@ def test_sampling_is_deterministic_for_a_seed_and_caps_coordinates():
     image, label = _case(fg_box=(slice(0, 20), slice(0, 24), slice(0, 14)))
     a = PatchSampler(image, label, (5, 5, 5), rng=np.random.default_rng(7), max_voxels_per_class=100)
     b = PatchSampler(image, label, (5, 5, 5), rng=np.random.default_rng(7), max_voxels_per_class=100)
-    assert len(a._coords[2]) == 100
+    assert len(a.foreground_coords[2]) == 100
     for x, y in zip(a.sample_batch(4), b.sample_batch(4)):
         np.testing.assert_array_equal(x, y)
 

@@ -89,9 +89,9 @@ def test_agrees_with_monai_on_position_dependent_predictor():
 
 
 def test_auto_mixed_precision_probe_works_under_inference_mode():
-    from voxseg.nets.device import _bf16_is_faster
+    from voxseg.nets import bf16_is_faster
 
-    _bf16_is_faster.cache_clear()
+    bf16_is_faster.cache_clear()
     with torch.inference_mode():
         assert resolve_amp("auto", torch.device("cpu")) in ("bf16", "none")
     assert resolve_amp("none", torch.device("cpu")) == "none"

@@ -206,7 +206,7 @@ def test_focal_matches_monai():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Conventions that seed report 001 gets wrong
+# Conventions that Archit & Adilina (2022) write the other way round
 
 
 def test_tversky_alpha_weights_false_positives():

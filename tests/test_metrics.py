@@ -174,7 +174,7 @@ def test_crop_and_kdtree_paths_equal_full_edt():
     full_pred, full_ref = surface_voxels(pred), surface_voxels(ref)
     want = ndimage.distance_transform_edt(~full_ref, sampling=spacing)[full_pred]
     for method in ("edt", "kdtree"):
-        got, _ = surface_distances(pred, ref, spacing, _method=method)
+        got, _ = surface_distances(pred, ref, spacing, method=method)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 

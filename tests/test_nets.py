@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from voxseg.nets import lean
 from voxseg.nets import (
     NETWORKS,
     UNet,
@@ -381,42 +382,30 @@ def _eval_net_with_running_stats(name: str) -> tuple[nn.Module, int]:
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
-def test_lean_inference_path_matches_plain_path(name):
+def test_lean_inference_path_matches_plain_path(name, monkeypatch):
     """Eval + no autograd takes the memory-lean path (slabbed convs, split concatenation, in-place
     norms); it must give the plain path's output. Batch norm gets non-trivial running statistics."""
-    import voxseg.nets._lean as lean
-
     net, dims = _eval_net_with_running_stats(name)
     x = torch.randn(2, 2, *([32] * dims))
     with torch.enable_grad():
         plain = net(x).detach()
-    old = lean._SLAB_BYTES
-    lean._SLAB_BYTES = 64 * 1024  # force many slabs, with halos at both borders
-    try:
-        with torch.inference_mode():
-            out = net(x)
-    finally:
-        lean._SLAB_BYTES = old
+    monkeypatch.setattr(lean, "SLAB_BYTES", 64 * 1024)  # force many slabs, with halos at both borders
+    with torch.inference_mode():
+        out = net(x)
     assert out.shape == plain.shape
     assert torch.allclose(out, plain, atol=1e-4, rtol=1e-4), float((out - plain).abs().max())
 
 
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (2, 1), (1, 2)])
-def test_lean_conv_equals_conv_of_concatenation(stride, dilation):
-    import voxseg.nets._lean as lean
-
+def test_lean_conv_equals_conv_of_concatenation(stride, dilation, monkeypatch):
     torch.manual_seed(1)
     conv = torch.nn.Conv3d(5, 4, 3, stride=stride, padding=dilation, dilation=dilation, bias=True)
     a, b = torch.randn(1, 3, 13, 10, 9), torch.randn(1, 2, 13, 10, 9)
     ref = conv(torch.cat([a, b], 1)).detach()
-    old = lean._SLAB_BYTES
-    lean._SLAB_BYTES = 1024
-    try:
-        with torch.inference_mode():
-            parts = [a, b]
-            out = lean.lean_conv(conv, parts)
-    finally:
-        lean._SLAB_BYTES = old
+    monkeypatch.setattr(lean, "SLAB_BYTES", 1024)
+    with torch.inference_mode():
+        parts = [a, b]
+        out = lean.lean_conv(conv, parts)
     assert parts == []  # the inputs are released
     assert torch.allclose(out, ref, atol=1e-5)
 

@@ -11,8 +11,10 @@ from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 from voxseg.data import PreprocessConfig
 from voxseg.nets import build_model
 from voxseg.plan import fit_memory, fit_time, hardware_defaults, resolve_orientation
-from voxseg.plan.memory import GIB, estimate_training_memory
+from voxseg.plan.memory import estimate_training_memory
 from voxseg.config import TrainOptions
+
+GIB = 2**30
 
 
 @pytest.fixture

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from voxseg.nets import build_network
-from voxseg.train.checkpointing import checkpointed, set_gradient_checkpointing
 
 SMALL = {"base_width": 4, "depth": 3}
 
@@ -66,16 +64,3 @@ def test_eval_and_no_grad_run_plainly():
         a = ckpt(x)
     b = ckpt.eval()(x)
     assert torch.equal(a, b) and b.grad_fn is not None
-
-
-def test_helpers():
-    stage = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
-    x = torch.randn(4, 3, requires_grad=True)
-    y = checkpointed(stage, x)
-    y.sum().backward()
-    assert x.grad is not None and y.grad_fn is not None
-    net = build_network("unet", 2, 1, 2, **SMALL)
-    assert set_gradient_checkpointing(net).gradient_checkpointing
-    assert not set_gradient_checkpointing(net, False).gradient_checkpointing
-    with pytest.raises(ValueError, match="no gradient checkpointing option"):
-        set_gradient_checkpointing(stage)

@@ -13,7 +13,9 @@ from voxseg.errors import InputError
 from voxseg.nets import build_network, estimate_saved_activation_bytes
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig, TrainOptions
 from voxseg.runs import run_training
-from voxseg.plan.memory import GIB, estimate_training_memory, fit_patch_to_memory
+from voxseg.plan.memory import estimate_training_memory, fit_patch_to_memory
+
+GIB = 2**30
 
 
 def _real_saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:

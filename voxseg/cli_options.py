@@ -19,7 +19,7 @@ import click
 if TYPE_CHECKING:
     from voxseg.config import Knob, TrainOptions
 
-__all__ = ["GroupedCommand", "REGISTRIES", "knob_options", "options_markdown", "registry_names", "train_options"]
+__all__ = ["GroupedCommand", "REGENERATE", "REGISTRIES", "knob_options", "options_markdown", "registry_names", "train_options"]
 
 REGISTRIES: dict[str, tuple[str, str]] = {
     "optimizers": ("voxseg.train.optim", "OPTIMIZERS"),

@@ -19,9 +19,9 @@ from voxseg.data.preprocess import PreprocessConfig
 __all__ = ["DEFAULT_MIN_ITERATIONS", "PREPROCESS_KNOBS", "TrainOptions", "train_knobs", "with_values"]
 
 DEFAULT_MIN_ITERATIONS = 1000
-"""Training steps a time budget should hold before a planned patch stops shrinking (what it buys on hippocampus in 2
-and 5 minutes: ``benchmarks/time_budget.py``, figures in the README). Budgets that already hold this many steps
-(BraTS in 60 minutes) keep their patch."""
+"""Training steps a time budget should hold before a planned patch stops shrinking; budgets that already hold
+this many steps keep their planned patch. What the shrinking buys in short budgets: ``benchmarks/time_budget.py``
+and docs/benchmarks.md."""
 
 PREPROCESS_KNOBS: dict[str, Knob] = {
     "ct_window": Knob("with ct: clip to LO,HI in HU", "data", parse="window",

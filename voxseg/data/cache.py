@@ -113,7 +113,8 @@ def _save_atomic(array: np.ndarray, path: Path) -> None:
 
 
 def _convert_old_cache(cache_dir: Path, case_id: str, stamp: str) -> None:
-    """A ``<case>.npz`` cached before 2026-11-25 with the same settings becomes .npy files (not redone)."""
+    """A ``<case>.npz`` left by older voxseg versions (one compressed file per case) with the same settings
+    becomes the current .npy files, without preprocessing the case again."""
     old = cache_dir / f"{case_id}.npz"
     if not old.exists():
         return

@@ -17,7 +17,7 @@ References:
     IEEE TPAMI 12(7):629-639, 1990.
     R. Whitaker and X. Xue, "Variable-conductance, level-set curvature for image denoising",
     ICIP 2001 (the modified-curvature diffusion of ``CurvatureAnisotropicDiffusion``).
-    Seed 001 of this project (N4 used throughout; Perona-Malik denoising tried and dropped).
+    Archit & Adilina (2022) use N4 throughout; they tried Perona-Malik denoising and dropped it.
 """
 from __future__ import annotations
 

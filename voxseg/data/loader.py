@@ -70,6 +70,8 @@ class PatchLoader:
         overhang: how far patches may reach beyond the volume, a fraction of the patch (see ``PatchSampler``).
 
     Attributes:
+        cases: the cases as kept, ``[(image (C', Z, Y, X) float32, label), ...]`` with the channel subset
+            applied: a view of the given image where the subset allows (a memory-mapped case stays mapped).
         wait_seconds: total time the consumer spent blocked in ``next()`` (seconds).
     """
 
@@ -105,13 +107,13 @@ class PatchLoader:
             raise ValueError(f"mode {mode!r} needs a {'3' if mode == '3d' else '2'}-D patch_size, got {patch}")
         if mode == "2.5d" and (slices < 1 or slices % 2 == 0):
             raise ValueError(f"slices must be odd, got {slices}")
-        self._cases = []
+        self.cases = []
         for image, label in cases:
             # The channel subset once per case, before the workers fork: a view for consecutive channels, so a
             # memory-mapped case stays mapped, else one copy (the slices are stacked per item, below).
             image = network_input(np.asarray(image), channels)
-            self._cases.append((np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label)))
-        n_channels = {img.shape[0] for img, _ in self._cases}
+            self.cases.append((np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label)))
+        n_channels = {img.shape[0] for img, _ in self.cases}
         if len(n_channels) != 1:
             raise ValueError(f"cases have different channel counts {sorted(n_channels)}")
         self.patch_size = patch
@@ -126,7 +128,7 @@ class PatchLoader:
         self.num_batches = num_batches
         sampler_patch = patch if mode == "3d" else (1,) + patch
         self._samplers = []
-        for i, (image, label) in enumerate(self._cases):
+        for i, (image, label) in enumerate(self.cases):
             chosen = select_slices(label, slice_selection) if (slice_selection is not None and mode != "3d") else None
             self._samplers.append(PatchSampler(image, label, sampler_patch, self.foreground_fraction,
                                                rng=np.random.default_rng([self.seed, 7919, i]),
@@ -135,7 +137,7 @@ class PatchLoader:
         c = n_channels.pop() * (self.slices if mode == "2.5d" else 1)
         self.x_shape = (self.batch_size, c) + patch
         self.y_shape = (self.batch_size,) + patch
-        self.y_dtype = np.result_type(*[lbl.dtype for _, lbl in self._cases])
+        self.y_dtype = np.result_type(*[lbl.dtype for _, lbl in self.cases])
         ff = self.foreground_fraction
         self._n_fg = 0 if ff == 0 else min(self.batch_size, max(1, math.floor(self.batch_size * ff + 0.5)))
         self._next = 0
@@ -151,8 +153,8 @@ class PatchLoader:
         y = np.empty(self.y_shape, self.y_dtype) if y is None else y
         rng = np.random.default_rng([self.seed, 0, int(index)])
         for b in range(self.batch_size):
-            ci = int(rng.integers(len(self._cases)))
-            image, label = self._cases[ci]
+            ci = int(rng.integers(len(self.cases)))
+            image, label = self.cases[ci]
             start = self._samplers[ci].sample_start(b < self._n_fg, rng)
             if self.mode == "3d":
                 vol_img, vol_lbl, start = image, label, start

@@ -72,6 +72,8 @@ class PatchSampler:
     Attributes:
         patch_size: the normalised ``(pz, py, px)``.
         classes: foreground classes present in the label, sorted.
+        foreground_coords: per foreground class, the ``(n, 3)`` voxel coordinates that forced-foreground
+            patches are centred on (a seeded subsample of at most ``max_voxels_per_class``).
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class PatchSampler:
         self.patch_size = _normalise_patch_size(patch_size)
         self.foreground_fraction = float(foreground_fraction)
         self.rng = rng
-        self._coords: dict[int, np.ndarray] = {}
+        self.foreground_coords: dict[int, np.ndarray] = {}
         # One pass over the label: sort foreground voxel indices by class.
         flat = label.reshape(-1)
         fg = np.flatnonzero(flat)
@@ -117,17 +119,12 @@ class PatchSampler:
                 idx = fg[a:b]
                 if idx.size > max_voxels_per_class:
                     idx = rng.choice(idx, size=max_voxels_per_class, replace=False)
-                self._coords[int(v)] = np.stack(np.unravel_index(idx, label.shape), axis=1)
-        self.classes: list[int] = sorted(self._coords)
+                self.foreground_coords[int(v)] = np.stack(np.unravel_index(idx, label.shape), axis=1)
+        self.classes: list[int] = sorted(self.foreground_coords)
         self.slices = None if slices is None else np.asarray(slices, dtype=np.intp)
         if self.slices is not None and (self.slices.size == 0 or self.slices.min() < 0
                                         or self.slices.max() >= label.shape[0]):
             raise ValueError(f"slices must be non-empty indices in [0, {label.shape[0]}), got {slices}")
-
-    @property
-    def has_foreground(self) -> bool:
-        """True when the label contains any nonzero class."""
-        return bool(self.classes)
 
     def _start(self, centre: np.ndarray | None, rng: np.random.Generator) -> list[int]:
         starts = []
@@ -178,7 +175,7 @@ class PatchSampler:
         centre = None
         if force_foreground and self.classes:
             cls = self.classes[int(rng.integers(len(self.classes)))]
-            coords = self._coords[cls]
+            coords = self.foreground_coords[cls]
             centre = coords[int(rng.integers(len(coords)))]
         return self._start(centre, rng)
 
@@ -308,7 +305,7 @@ def minicube_partition(
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Fixed partition of a (cropped) volume into minicubes, optionally with context (Buchwald et al. 2022).
 
-    Seed 000 splits a 160x192x192 crop into eight 80x96x96 cubes and feeds 100x116x116 inputs
+    Buchwald et al. (2022) split a 160x192x192 crop into eight 80x96x96 cubes and feeds 100x116x116 inputs
     (``context=20``: 10 voxels on each side). The list is deterministic, so that experiment reruns.
 
     Args:

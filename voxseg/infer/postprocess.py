@@ -8,7 +8,7 @@ Rules (:class:`PostRule`, one dataclass, ``kind`` says which):
 * ``et_to_ncr``: BraTS rule: when the whole enhancing tumour (``labels``, e.g. [4]) has fewer than
   ``min_voxels`` voxels, relabel it as necrosis / non-enhancing core (``fill``, label 1). Cases without
   enhancing tumour are common (low-grade gliomas) and a few false ET voxels cost ET Dice 1 -> 0,
-  hence the rule (Isensee et al. 2018, "No New-Net"). Seed 003 does not use or state a threshold:
+  hence the rule (Isensee et al. 2018, "No New-Net"). Henry et al. (2021) do not use or state a threshold:
   :data:`DEFAULT_ET_THRESHOLD` (500 voxels) is voxseg's default, and :func:`candidate_rules` offers
   several thresholds so cross-validation picks one.
 

@@ -120,7 +120,7 @@ def inference_precision(model: torch.nn.Module, amp: str, device: torch.device, 
 
     bf16 on a CPU, for a model in eval mode whose first-stage activation of one batch of windows
     (``window_voxels`` = voxels of a window times windows per pass) is large: a bf16 copy of the model, run
-    without autocast, so the memory-lean path (``voxseg.nets._lean``: slabbed convolutions, in-place norms)
+    without autocast, so the memory-lean path (``voxseg.nets.lean``: slabbed convolutions, in-place norms)
     serves it; autocast would take the plain path, which is faster for small activations. Normalisation layers
     keep float32 parameters and statistics (summed in float64 on the lean path). Otherwise (CUDA included): the
     model itself, float32 input and :func:`voxseg.nets.autocast_context`.

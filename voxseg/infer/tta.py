@@ -5,7 +5,7 @@ quarter turns in the axial (Y-X) plane. A variant is applied as ``flip`` then ``
 (``rot90`` back, then the same flips) is applied to the prediction before averaging, so a network
 that is equivariant to the transform gives exactly the prediction without TTA.
 
-Seed 003 (Henry et al., BraTS 2020, section 2.6) used "16 different augmentations": flips and
+Henry et al. (2021; BraTS 2020, section 2.6) used "16 different augmentations": flips and
 90/180/270 degree rotations in the axial plane only ("rotation in other planes led to worse
 performance"). Their published code combines {no flip, flip Z, flip Y, flip X} with {0, 90, 180, 270}
 degrees, which holds only 12 *distinct* transforms (flip X = flip Y followed by a 180 degree turn).

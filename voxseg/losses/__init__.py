@@ -8,7 +8,7 @@ Every loss is an ``nn.Module`` with ``forward(logits (N, C, *spatial), target) -
 
 Works for 2-D and 3-D; computes in float32 even under bf16 autocast. Formulas follow the original
 papers (Tversky: ``alpha`` weights false positives, ``beta`` false negatives; focal-Tversky exponent
-``1/gamma``), not seed report 001, which swaps both.
+``1/gamma``), not Archit & Adilina (2022), who swap both.
 """
 from voxseg.losses.compound import COMPONENTS, CompoundLoss, parse_loss_spec
 from voxseg.losses.crossentropy import CrossEntropyLoss

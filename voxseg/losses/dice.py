@@ -21,7 +21,7 @@ class SoftDiceLoss(_SegLoss):
         D_c = (2 * sum p*g + smooth) / (sum p + sum g + smooth)
 
     Squared denominator (``squared_denominator=True``; V-Net, Milletari et al., 3DV 2016,
-    also "pipeline A" of seed report 003)::
+    also "pipeline A" of Henry et al. 2021)::
 
         D_c = (2 * sum p*g + smooth) / (sum p^2 + sum g^2 + smooth)
 

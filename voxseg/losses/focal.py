@@ -15,7 +15,7 @@ class FocalLoss(_SegLoss):
     """Focal loss, Lin et al. 2017, eq. 5: ``FL(p_t) = -alpha_t * (1 - p_t)^gamma * log(p_t)``.
 
     ``p_t`` is the probability given to the true class; the factor ``(1 - p_t)^gamma`` (exponent
-    ``gamma``, *not* ``1/gamma`` - seed report 001 writes it differently; we follow the paper)
+    ``gamma``, *not* ``1/gamma`` - Archit & Adilina (2022) write it differently; we follow the paper)
     down-weights voxels that are already well classified. ``gamma = 0`` and ``alpha = None`` give
     plain cross-entropy. The loss is averaged over voxels (softmax) or over voxels and channels (sigmoid).
 

@@ -1,7 +1,7 @@
 """Tversky and focal-Tversky losses.
 
 Convention (Salehi et al. 2017, everywhere in voxseg): ``alpha`` weights FALSE POSITIVES and
-``beta`` weights FALSE NEGATIVES. Seed report 001 writes them the other way round (``alpha*FN +
+``beta`` weights FALSE NEGATIVES. Archit & Adilina (2022) write them the other way round (``alpha*FN +
 beta*FP``); we follow the paper. Abraham & Khan (2019) name the same two weights the other way
 round too (their ``alpha`` multiplies ``sum (1-p) g``, the false negatives); their ``alpha=0.7,
 beta=0.3`` is our ``alpha=0.3, beta=0.7``.
@@ -51,8 +51,8 @@ class TverskyLoss(_TverskyBase):
         TI_c = (TP + smooth) / (TP + alpha * FP + beta * FN + smooth)
         TP = sum p*g,  FP = sum p*(1-g),  FN = sum (1-p)*g      (soft counts per class)
 
-    ``alpha`` weights false positives, ``beta`` false negatives (the paper's convention; seed report
-    001 swaps them). ``alpha = beta = 0.5`` is the soft Dice; the paper's best ``alpha=0.3, beta=0.7``
+    ``alpha`` weights false positives, ``beta`` false negatives (the paper's convention; Archit &
+    Adilina 2022 swap them). ``alpha = beta = 0.5`` is the soft Dice; the paper's best ``alpha=0.3, beta=0.7``
     (the default) penalises missed voxels more, which helps small lesions.
 
     Args:
@@ -73,7 +73,7 @@ class FocalTverskyLoss(_TverskyBase):
 
     ``TI_c`` is the Tversky index of :class:`TverskyLoss` (``alpha`` on false positives, ``beta`` on
     false negatives). The exponent is ``1/gamma`` with ``gamma`` in ``[1, 3]`` (paper's best 4/3, the
-    default); seed report 001 writes ``(1 - TL)^gamma``, we follow the paper. ``gamma = 1`` gives the
+    default); Archit & Adilina (2022) write ``(1 - TL)^gamma``, we follow the paper. ``gamma = 1`` gives the
     sum over classes of the Tversky loss. As in the paper the class terms are *summed* (so the value
     scales with the number of scored channels), then averaged over samples.
 

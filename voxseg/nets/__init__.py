@@ -13,7 +13,7 @@ from voxseg.nets.extras import CBAM, AttentionGate, DilatedBottleneck
 from voxseg.nets.info import count_parameters, estimate_flops, estimate_saved_activation_bytes, network_table
 from voxseg.nets.registry import NETWORKS, NetworkSpec, build_network
 from voxseg.nets.build import build_model
-from voxseg.nets.device import autocast_context, resolve_amp, resolve_device
+from voxseg.nets.device import autocast_context, bf16_is_faster, resolve_amp, resolve_device
 from voxseg.nets.transfer import freeze_encoder, replace_head, unfreeze
 from voxseg.nets.unet import UNet
 from voxseg.nets.vnet import VNet
@@ -27,6 +27,7 @@ __all__ = [
     "build_model",
     "resolve_amp",
     "autocast_context",
+    "bf16_is_faster",
     "resolve_device",
     "check_spatial_size",
     "count_parameters",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from voxseg.nets._lean import lean_conv_norm_act, lean_wanted
+from voxseg.nets.lean import lean_conv_norm_act, lean_wanted
 
 __all__ = [
     "NORMS",

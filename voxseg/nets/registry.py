@@ -26,7 +26,7 @@ class NetworkSpec:
         defaults: keyword arguments of the preset (overridable in `build_network`).
         spatial_dims: dimensionalities the preset is defined for (a paper that is 2-D or 3-D only).
         dims_defaults: extra defaults per dimensionality, e.g. nnU-Net's width cap (320 in 3-D, 512 in 2-D).
-        notes: where and why the preset departs from the paper or a seed report.
+        notes: where and why the preset departs from the paper or from a later paper that uses it.
     """
 
     name: str
@@ -111,7 +111,7 @@ NETWORKS: Mapping[str, NetworkSpec] = MappingProxyType(
                 spatial_dims=(2,),
                 notes=(
                     "Four blocks of two 3x3 conv-BN-ReLU with 2x2 max-pooling, widths 32..256, bottleneck 512. "
-                    "Seed 000 describes a one-conv bottleneck; Buda et al.'s network has two convs there like "
+                    "Buchwald et al. (2022) describe a one-conv bottleneck; Buda et al.'s network has two convs there like "
                     "every block, which we follow."
                 ),
             ),

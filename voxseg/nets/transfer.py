@@ -1,6 +1,6 @@
 """Transfer-learning helpers: freeze the first encoder stages, unfreeze, and replace the output head.
 
-Seed 002 fine-tunes a network pre-trained on another data set with its first layers fixed; these
+Wang & Tang (2020) fine-tune a network pre-trained on another data set with its first layers fixed; these
 helpers do that on any voxseg network (`UNet`, `VNet`). Like segmentation_models.pytorch's
 `freeze_encoder`, frozen normalisation layers stay in eval mode (their running statistics are not
 updated) even after `model.train()`.

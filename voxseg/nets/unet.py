@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from voxseg.nets._base import _check_input, _FreezableMixin
-from voxseg.nets._lean import lean_conv, lean_conv_transpose, lean_wanted
+from voxseg.nets.lean import lean_conv, lean_conv_transpose, lean_wanted
 from voxseg.nets.blocks import (
     ACTIVATIONS,
     BLOCKS,

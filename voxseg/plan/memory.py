@@ -22,12 +22,14 @@ __all__ = ["MemoryEstimate", "TRAINING_PEAK_FACTOR", "FRAMEWORK_BYTES", "estimat
            "available_memory", "fit_patch_to_memory", "shrink_longest_axis"]
 
 TRAINING_PEAK_FACTOR = 1.6
-"""Peak growth of a training step / saved activations: measured 1.41-1.58 on 3-D U-Nets of base width 16
-and 32 at 64^3 and 96^3 patches, rounded up; with it the estimate is within -10% / +21% of the measured
-peak at those widths and up to 1.9x below it for base widths 4-8 (``benchmarks/memory_plan.py``)."""
+"""Peak memory of a training step divided by the activations autograd saves: the step also holds gradients,
+optimiser state and the library's temporary copies. The factor is chosen for 3-D U-Nets of base width 16 and
+32; narrower networks (base width 4-8) peak higher relative to their activations, so the estimate is low for
+them. Estimate against measured peak: ``benchmarks/memory_plan.py`` and docs/benchmarks.md."""
 
 FRAMEWORK_BYTES = int(0.45 * 2**30)
-"""Resident memory of a CPU process with torch and voxseg loaded before training (measured 0.34-0.42 GiB)."""
+"""Resident memory of a CPU process with torch and voxseg loaded, before training starts (bytes; an upper
+bound, added to every estimate)."""
 
 GIB = 2**30
 

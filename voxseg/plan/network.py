@@ -17,11 +17,11 @@ from voxseg.plan.plan import plan_strides
 
 __all__ = ["CPU_DEFAULTS", "GPU_MAX_PATCH_VOXELS", "hardware_defaults", "spacing_strides"]
 
-# What the benchmarks here found on 2 CPU cores (hippocampus, BraTS, the demo): a U-Net of base width 16 with
-# deep supervision and patches of at most 64^3 voxels. nnU-Net's GPU-sized defaults (base 32, 96x96x64 patches)
-# cost 4-10x more per iteration (IBSR: 10 s), too few iterations for a CPU budget: hippocampus in 10 minutes,
-# 246 iterations and Dice 0.509 against 903 and 0.847 (README). Used when training on a CPU for the "unet"
-# preset, under whatever the user sets (--net-args, --patch).
+# On a CPU the "unet" preset trains a U-Net of base width 16 with deep supervision on patches of at most 64^3
+# voxels, under whatever the user sets (--net-args, --patch). nnU-Net's GPU-sized defaults (base 32, 96x96x64
+# patches) cost several times more per iteration, so a CPU time budget would hold too few iterations to learn.
+# The trade-off of width and patch against iterations in a budget: benchmarks/variants.py,
+# benchmarks/time_budget.py and docs/benchmarks.md.
 CPU_DEFAULTS = {"unet_kwargs": {"base_width": 16, "deep_supervision": True}, "max_patch_voxels": 64 ** 3}
 GPU_MAX_PATCH_VOXELS = 96 * 96 * 64
 

@@ -1,9 +1,9 @@
 """Time a training step on this machine, and a patch that a time budget can train often enough.
 
-A budgeted run on a CPU can spend its minutes on too few iterations to learn (the README's benchmarks
-table). :func:`fit_patch_to_time_budget` measures the step of the planned patch and shrinks the patch, the
-longest axis first, until the budget allows a target number of iterations
-(``python benchmarks/time_budget.py`` measures what that buys).
+A budgeted run on a CPU can spend its minutes on too few iterations to learn. :func:`fit_patch_to_time_budget`
+times a training step of the planned patch on the machine in use and shrinks the patch, the longest axis first,
+until the budget allows a target number of iterations (what that buys: ``benchmarks/time_budget.py`` and
+docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ def _centralize_gradients(params: Iterable[torch.Tensor]) -> None:
 class Ranger(Lookahead):
     """Ranger: RAdam inside Lookahead, with gradient centralization (Wright's Ranger, 2019/2020).
 
-    The optimiser of seed report 003 (pipeline A, ``lr=1e-4``, cosine decay after half the epochs).
+    The optimiser of Henry et al. 2021 (pipeline A, ``lr=1e-4``, cosine decay after half the epochs).
     RAdam (Liu et al. 2020) rectifies Adam's adaptive rate while its variance estimate is unreliable
     (SGD with momentum for the first steps, when ``rho_t <= 5``); Lookahead (Zhang et al. 2019) with
     ``k=6, alpha=0.5``; gradient centralization (Yong et al. 2020) on conv/linear kernels before the
@@ -150,7 +150,7 @@ class Ranger(Lookahead):
 
     Args:
         params: parameters or parameter groups.
-        lr: learning rate. Default 1e-3 (Wright); seed report 003 uses 1e-4.
+        lr: learning rate. Default 1e-3 (Wright); Henry et al. (2021) use 1e-4.
         betas: RAdam moment decays. Default (0.95, 0.999) (Wright).
         eps: RAdam denominator term. Default 1e-5 (Wright).
         weight_decay: decoupled weight decay factor. Default 0.
@@ -249,8 +249,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
               1.0, "lr scales the Adadelta update (1.0 = the paper's method)"),
         _spec("radam", _LIU, _radam, 1e-3, "weight_decay: L2 unless decoupled_weight_decay=True"),
         _spec("ranger", f"RAdam + Lookahead (k=6, alpha=0.5) + gradient centralization, Wright 2019 ({_LIU}; "
-              f"{_ZHANG}; {_YONG}); seed report 003", _ranger, 1e-3,
-              "weight_decay: decoupled; seed report 003 uses lr 1e-4", state_copies=3),
+              f"{_ZHANG}; {_YONG}); as trained by Henry et al. 2021", _ranger, 1e-3,
+              "weight_decay: decoupled; Henry et al. 2021 use lr 1e-4", state_copies=3),
     ]
 }
 

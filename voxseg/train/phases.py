@@ -131,7 +131,7 @@ class BudgetProjection:
             if projected < FEW_ITERATIONS:
                 return (f"warning: at {seconds_per_it:.2g} s per iteration the {self.budget_minutes:.3g}-minute "
                         f"budget allows about {max(int(projected), iterations_done)} iterations; a U-Net rarely "
-                        f"learns in fewer than {FEW_ITERATIONS} (the benchmarks here ran 2,200-3,700). Give it "
+                        f"learns in fewer than {FEW_ITERATIONS} (docs/benchmarks.md). Give it "
                         f"more time, a smaller patch (--patch, or --min-iterations N to plan one) or network "
                         "(--net-args base_width=...)")
         return None

@@ -94,7 +94,7 @@ def flat_cosine(t: float, flat_fraction: float = 0.72) -> float:
     """Flat, then cosine annealing to 0: 1 for ``t < flat_fraction``, then a half cosine.
 
     The schedule Ranger users train with: Wright's Ranger + Mish ImageWoof runs (fast.ai, 2019) hold
-    the rate for 72 % of the run (fastai's ``fit_flat_cos`` defaults to 75 %). Seed report 003 keeps
+    the rate for 72 % of the run (fastai's ``fit_flat_cos`` defaults to 75 %). Henry et al. (2021) keep
     ``1e-4`` for 100 of 200 epochs, then decays: ``flat_fraction=0.5``.
 
     Hand values (0.72): ``flat_cosine(0.5) = 1``, ``flat_cosine(0.86) = 0.5``, ``flat_cosine(1) = 0``.
@@ -140,7 +140,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
         ScheduleSpec("poly", "(1 - t)^0.9, nnU-Net (Isensee et al., Nat. Methods 2021), the default", poly),
         ScheduleSpec("cosine", "cosine with linear warm-up and warm restarts, SGDR (Loshchilov & Hutter, "
                      "ICLR 2017)", cosine),
-        ScheduleSpec("flat_cosine", "flat then cosine annealing, as Ranger users (Wright 2019); seed report 003 "
+        ScheduleSpec("flat_cosine", "flat then cosine annealing, as Ranger users (Wright 2019); Henry et al. 2021 "
                      "(flat_fraction=0.5)", flat_cosine),
         ScheduleSpec("constant", "constant rate (use with PlateauScheduler)", constant),
     ]

@@ -1,6 +1,6 @@
-"""Stochastic weight averaging (SWA) as seed report 003 runs it after the main training.
+"""Stochastic weight averaging (SWA) as Henry et al. (2021) run it after the main training.
 
-Seed report 003 (pipeline A), after 200 epochs of Ranger: the learning rate is restored to half its
+Henry et al. (2021, pipeline A), after 200 epochs of Ranger: the learning rate is restored to half its
 initial value and decays with a cosine over 30 epochs; this cycle is repeated 5 times (150 epochs);
 the weights are saved every 3 epochs and all saved weights are averaged into a "self-ensembled"
 model. Adam without weight decay is the optimiser of this phase. The procedure follows fast SWA
@@ -34,7 +34,7 @@ __all__ = ["SWACollector", "recompute_norm_statistics", "swa_lr"]
 def swa_lr(t_in_phase: float, base_lr: float, cycles: int = 5, restart_fraction: float = 0.5) -> float:
     """Learning rate of the SWA phase: ``cycles`` cosine decays, each restarting at ``restart_fraction * base_lr``.
 
-    Seed report 003: ``base_lr = 1e-4``, restarts at ``5e-5``, 5 cycles of 30 epochs; with snapshots every
+    Henry et al. (2021): ``base_lr = 1e-4``, restarts at ``5e-5``, 5 cycles of 30 epochs; with snapshots every
     3 epochs that is 10 snapshots per cycle. Equals ``restart_fraction * base_lr *
     cosine(t_in_phase, restarts=cycles - 1)``.
 

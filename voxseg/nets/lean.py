@@ -1,7 +1,6 @@
 """Memory-lean inference path of the conv layers (eval mode, no autograd): same maths, less RAM.
 
-A plain forward pass of a 3-D U-Net on a 128^3 window holds about eight full-resolution activations at
-its peak (measured: 256 MB extra for a 64^3 window of the default network, i.e. ~2 GB at 128^3): the
+A plain forward pass of a 3-D U-Net holds about eight full-resolution activations at its peak: the
 skip, the up-sampled tensor, their concatenation, oneDNN's reordered copies of the conv input and
 output, and the norm's output. Here instead:
 
@@ -13,7 +12,8 @@ output, and the norm's output. Here instead:
 
 Results equal the plain path up to float summation order (tests compare both for every preset).
 Only used when ``not module.training and not torch.is_grad_enabled()`` and autocast is off: training
-keeps the plain path.
+keeps the plain path. Time and peak memory of the inference pass: ``benchmarks/inference.py`` and
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Output bytes per slab, about one core's L2 cache. Measured on 2 cores, default U-Net, one 128^3
-# window: plain path 7.5 s / 2.15 GiB peak RSS; slabs of 64 MB 7.7 s, 32 MB 7.3 s, 8 MB 5.6 s,
-# 4 MB 5.4 s / 1.17 GiB, 2 MB 5.5 s.
-_SLAB_BYTES = 4 * 2**20
+__all__ = ["SLAB_BYTES", "lean_conv", "lean_conv_norm_act", "lean_conv_transpose", "lean_wanted", "norm_inplace"]
+
+SLAB_BYTES = 4 * 2**20
+"""Output bytes per slab of :func:`lean_conv`: about one core's L2 cache, so that each slab is written, summed
+and normalised while it is in cache; larger slabs are slower, smaller ones add halo work per slab."""
 
 
 def lean_wanted(module: nn.Module) -> bool:
@@ -37,7 +38,7 @@ def lean_wanted(module: nn.Module) -> bool:
 
 
 def _slab_rows(out_rows: int, bytes_per_row: int) -> int:
-    return max(1, min(out_rows, _SLAB_BYTES // max(bytes_per_row, 1)))
+    return max(1, min(out_rows, SLAB_BYTES // max(bytes_per_row, 1)))
 
 
 def _conv(fn, x: torch.Tensor, w: torch.Tensor, stride, padding, dilation) -> torch.Tensor:
@@ -69,8 +70,7 @@ def lean_conv(conv: nn.Module, parts: list[torch.Tensor], stats: list | None = N
 
         stats: if a list is given (and the conv has no bias), the per-channel sum and sum of squares of
             the output, float64 ``(N, C_out)`` each, are appended to it: gathered slab by slab while
-            each slab is in cache, they spare the norm a pass over the whole output (measured: the
-            separate ``var_mean`` was a fifth of a 128^3 window's time).
+            each slab is in cache, they spare the norm a separate pass over the whole output.
 
     Returns:
         ``(N, C_out, *S_out)``, as the convolution of the concatenated input.
