@@ -18,7 +18,7 @@ from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_t
 from voxseg.nets import build_model
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 
-# Seed 003, Table 1, as printed: rows = model B's label, columns = model A's label (0, 1, 2, 4).
+# Henry et al. (2021), Table 1, as printed: rows = model B's label, columns = model A's label (0, 1, 2, 4).
 TABLE_1 = {0: [0, 1, 0, 4], 1: [0, 1, 2, 4], 2: [2, 1, 2, 4], 4: [0, 1, 2, 4]}
 
 

@@ -136,7 +136,7 @@ MERGE_TABLES: dict[str, MergeTable] = {
     "henry2020": MergeTable(
         name="henry2020", pipelines=["A", "B"], default="A",
         rules=[MergeRule(take="B", where={"A": [0, 2], "B": [0, 2]})],
-        description="Seed 003 (Henry et al., BraTS 2020) Table 1: A's NCR/NET (1) and ET are kept; where A says "
+        description="Henry et al. (2021), Table 1: A's NCR/NET (1) and ET are kept; where A says "
                     "background or oedema and B says oedema or background, B's label is kept. Give pipeline A "
                     "first (the better ET/TC ensemble), B second (the better WT ensemble)."),
 }

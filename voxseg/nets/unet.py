@@ -322,7 +322,7 @@ class UNet(_FreezableMixin, nn.Module):
 
     def _forward_decoder_lean(self, h: torch.Tensor, skips: list[torch.Tensor | None]) -> torch.Tensor:
         """The decoder at inference: each skip is dropped once used, the concatenation is never built
-        (see `voxseg.nets._lean`), so a 128^3 window needs ~3 full-resolution activations, not ~8."""
+        (see `voxseg.nets.lean`), so a 128^3 window needs ~3 full-resolution activations, not ~8."""
         depth = len(skips)
         for j, (up, block) in enumerate(zip(self.ups, self.decoder_blocks)):
             level = depth - 2 - j
