@@ -6,7 +6,8 @@ Validation during training predicts through the same :func:`predict_volume`."""
 from voxseg.infer.ensemble import (EnsembleMember, EnsemblePrediction, check_members, count_windows, ensemble_predict,
                                    load_members, member_dirs)
 from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_table
-from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path, load_model
+from voxseg.infer.model_files import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path, load_model,
+                                      read_checkpoint_file, read_model_weights)
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, candidate_rules, load_postprocessing
 from voxseg.infer.predict import PredictedCase, PredictOptions, predict_case, predict_cases, predict_path
 from voxseg.infer.sliding_window import (inference_precision, plan_input, predict_volume, probabilities_to_labels,
@@ -21,7 +22,8 @@ __all__ = [
     "count_windows", "ensemble_predict", "load_members", "load_merge_table", "member_dirs",
     "PostRule", "apply_postprocessing", "candidate_rules", "load_postprocessing",
     "PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path",
-    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CHECKPOINT_SWA", "checkpoint_path", "load_model",
+    "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CHECKPOINT_SWA", "checkpoint_path", "load_model", "read_checkpoint_file",
+    "read_model_weights",
     "inference_precision", "plan_input", "predict_volume", "probabilities_to_labels", "sliding_window_predict",
     "gaussian_importance_map", "window_grid", "window_starts",
     "autocast_context", "build_model", "resolve_amp", "resolve_device",

@@ -8,7 +8,7 @@ from typing import Callable
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError, InputProblems
-from voxseg.infer.model_files import checkpoint_path
+from voxseg.infer.model_files import checkpoint_path, read_model_weights
 from voxseg.io.datasets import Case, Dataset
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.plan.resolve import resolve_label_scheme
@@ -31,9 +31,10 @@ def checked_setup(dataset: Dataset, options: TrainOptions, log: Callable[[str], 
                   ) -> tuple[list[Case], LabelMapping, dict[str, CaseSummary]]:
     """The cases a run trains on (validated, ``options.include_cases`` / ``exclude_cases`` applied), their label
     mapping, and their validation rows (each case's first image's shape, spacing and voxel order, its label
-    values), so that nothing validation read is read again. Refused (one line) before anything is written."""
-    if options.train.init_from:  # before the run folder is made, so a wrong path leaves nothing behind
-        checkpoint_path(options.train.init_from, "best")
+    values), so that nothing validation read is read again. Refused (one line) before anything is written,
+    also when the checkpoint of ``--init-from`` cannot be read (safely: no code in it runs)."""
+    if options.train.init_from:  # read before the run folder is made: a wrong path or a bad file leaves nothing
+        read_model_weights(checkpoint_path(options.train.init_from, "best"))
     if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
         keep = set(options.include_cases)
         dataset = dataclasses.replace(dataset, cases=[c for c in dataset.cases if c.case_id in keep])

@@ -15,17 +15,23 @@ Two formats, both ``torch.save`` dicts (names of the files: :mod:`voxseg.infer.m
   ``model`` and ``epoch``, plus e.g. ``val_dice`` (best) or ``n_averaged`` (SWA).
 
 :func:`read_weights` reads the ``model`` state dict of either format (inference, ``--init-from``).
+
+Both are read without running code from the file (:func:`voxseg.infer.model_files.read_checkpoint_file`:
+torch's weights-only unpickler), so every value written is a tensor or a plain Python value (int, float, str,
+bool, None, and lists, tuples and dicts of them): numpy numbers are turned into Python ones as they are
+written. Numpy numbers in checkpoints of older versions still read.
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from voxseg.errors import InputError
+from voxseg.infer.model_files import read_checkpoint_file, read_model_weights
 from voxseg.io.files import write_atomic
 
 __all__ = ["TrainState", "write_checkpoint", "read_checkpoint", "write_weights", "read_weights"]
@@ -57,7 +63,25 @@ class TrainState:
     swa_done: int = 0
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with numpy numbers (and arrays) turned into Python ones (lists), through dicts, lists and tuples,
+    so that the weights-only unpickler reads it back; tensors and anything unchanged are kept as they are (a
+    state dict keeps its type and metadata)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        items = {k: _plain(v) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else type(value)(items)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):  # not a named tuple (e.g. torch.Size)
+        items = [_plain(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
+    return value
+
+
 def _save(path: Path, payload: dict) -> None:
+    payload = _plain(payload)
     write_atomic(Path(path), lambda f: torch.save(payload, f))
 
 
@@ -88,20 +112,40 @@ def read_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
             its own.
         iterations_per_epoch: the run's; a checkpoint without ``iterations`` (older versions) was at
             ``epoch * iterations_per_epoch``.
+
+    Raises:
+        InputError: naming ``path``: unreadable, truncated or corrupt, holding objects other than tensors and
+            plain values (refused before anything in it runs), not a training checkpoint, or not for this network.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["model"])
+    path = Path(path)
+    ckpt = read_checkpoint_file(path)
+    missing = [key for key in ("model", "optimizer", "epoch", "elapsed_seconds", "best_metric", "best_epoch", "rng")
+               if key not in ckpt]
+    if missing:
+        raise InputError(path, f"not a voxseg training checkpoint (no {', '.join(missing)}); --resume reads the "
+                               f"checkpoint_last.pt that training writes")
+    _restore(path, "network", model, ckpt["model"])
     if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        _restore(path, "optimiser", optimizer, ckpt["optimizer"])
     torch.set_rng_state(ckpt["rng"]["torch"])
     for name, part in parts.items():
         if part is not None and ckpt.get(name) is not None:
-            part.load_state_dict(ckpt[name])
-    return TrainState(epoch=ckpt["epoch"], elapsed_seconds=ckpt["elapsed_seconds"], best_metric=ckpt["best_metric"],
-                      best_epoch=ckpt["best_epoch"],
-                      iterations=ckpt.get("iterations", ckpt["epoch"] * iterations_per_epoch),
-                      history=ckpt.get("history", []), stopped_main=ckpt.get("stopped_main", False),
-                      swa_done=ckpt.get("swa_done", 0))
+            _restore(path, name.replace("_", " "), part, ckpt[name])
+    return TrainState(epoch=int(ckpt["epoch"]), elapsed_seconds=float(ckpt["elapsed_seconds"]),
+                      best_metric=float(ckpt["best_metric"]), best_epoch=int(ckpt["best_epoch"]),
+                      iterations=int(ckpt.get("iterations", ckpt["epoch"] * iterations_per_epoch)),
+                      history=_plain(ckpt.get("history", [])), stopped_main=bool(ckpt.get("stopped_main", False)),
+                      swa_done=int(ckpt.get("swa_done", 0)))
+
+
+def _restore(path: Path, what: str, target: Any, state: Any) -> None:
+    """``target.load_state_dict(state)``; a state that does not fit is said in one line naming the checkpoint."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # torch's first detail line names the mismatch
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        raise InputError(path, f"checkpoint does not fit the {what} in plan.json ({lines[min(1, len(lines) - 1)]})") \
+            from None
 
 
 def write_weights(path: str | Path, model: torch.nn.Module, epoch: int, **extra: Any) -> None:
@@ -111,13 +155,11 @@ def write_weights(path: str | Path, model: torch.nn.Module, epoch: int, **extra:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The network's state dict from a checkpoint of either format, on the CPU.
+    """The network's state dict from a checkpoint of either format, on the CPU, read without running code from
+    the file (:func:`voxseg.infer.model_files.read_model_weights`).
 
     Raises:
-        InputError: the file cannot be read as a checkpoint (not a voxseg checkpoint, or cut short).
+        InputError: the file cannot be read as a checkpoint (not a voxseg checkpoint, cut short, or holding
+            objects other than tensors and plain values).
     """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)["model"]
-    except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError):
-        raise InputError(Path(path), "unreadable or truncated checkpoint (not a voxseg checkpoint, or cut short)") \
-            from None
+    return read_model_weights(path, map_location="cpu")
