@@ -116,7 +116,7 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run = tmp_path / "planned"
     options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
-                           train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.34,
+                           train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.0,
                                              patch_size=[16, 16, 16]))
     assert run_training(larger_phantoms, run, options, progress=False, plan_only=True) is None
     plan = RunPlan.load(run / "plan.json")
