@@ -120,7 +120,7 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
                                              patch_size=[16, 16, 16]))
     assert run_training(larger_phantoms, run, options, progress=False, plan_only=True) is None
     plan = RunPlan.load(run / "plan.json")
-    plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 3  # the user's edit (a small batch: a CPU step is slow)
+    plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 3  # the user's edit (small batch: CPU steps are slow)
     plan.save(run / "plan.json")
     monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: 0.1 * GIB)
     with pytest.raises(InputError, match=r"plan\.json: patch \[48, 64, 64\] with batch 3 needs about .* more than "
