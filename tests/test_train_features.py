@@ -109,20 +109,28 @@ def test_transfer_learning_loads_matching_weights_and_freezes(phantoms, tmp_path
     assert any(src.get(k) is None or src[k].shape != dst[k].shape for k in head_keys)
 
 
-@pytest.mark.parametrize("deep_supervision", [False, True])  # its coarsest head has weight 0: unused in a step
-def test_ddp_two_cpu_processes_keep_identical_weights(phantoms, tmp_path, deep_supervision):
+@pytest.fixture(scope="module")
+def ddp_runs(phantoms, tmp_path_factory):
+    """One torchrun launch (2 CPU processes, gloo) that trains both DDP variants: {variant: folder}."""
+    out = tmp_path_factory.mktemp("ddp")
     worker = Path(__file__).parent / "helpers" / "ddp_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29533 + deep_supervision), str(worker), str(phantoms), str(tmp_path / "run"), str(tmp_path)]
-    cmd += ["deep_supervision"] if deep_supervision else []
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(worker), str(phantoms), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = torch.load(tmp_path / "rank0.pt")
-    b = torch.load(tmp_path / "rank1.pt")
+    return {"plain": out / "plain", "deep_supervision": out / "deep_supervision"}
+
+
+# deep supervision: its coarsest head has weight 0, unused in a step
+@pytest.mark.parametrize("variant", ["plain", "deep_supervision"])
+def test_ddp_two_cpu_processes_keep_identical_weights(ddp_runs, variant):
+    folder = ddp_runs[variant]
+    a = torch.load(folder / "rank0.pt")
+    b = torch.load(folder / "rank1.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert (tmp_path / "run" / "checkpoint_last.pt").exists()
-    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert (folder / "run" / "checkpoint_last.pt").exists()
+    log = (folder / "run" / "log.csv").read_text().splitlines()
     assert len(log) == 3  # one writer: header + 2 epochs, not doubled
 
 

@@ -74,8 +74,9 @@ def larger_phantoms(tmp_path_factory):
 def test_training_plans_a_patch_that_fits_the_memory_given(larger_phantoms, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     def options(memory_gib: float | None = None, patch_size: list[int] | None = None) -> TrainOptions:
-        return TrainOptions(memory_gib=memory_gib, train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2,
-                                                                     val_fraction=0.34, patch_size=patch_size))
+        # no validation case: the test is about the plan, not the scores (and validating a full-size network is slow)
+        return TrainOptions(memory_gib=memory_gib, train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=1,
+                                                                     val_fraction=0.0, patch_size=patch_size))
 
     said = []
     run_training(larger_phantoms, tmp_path / "free", options(), progress=False, log=said.append)
@@ -117,14 +118,14 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run = tmp_path / "planned"
     options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4, "depth": 3}),
-                           train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.34,
+                           train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=2, val_fraction=0.0,
                                              patch_size=[16, 16, 16]))
     assert run_training(larger_phantoms, run, options, progress=False, plan_only=True) is None
     plan = RunPlan.load(run / "plan.json")
-    plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 8  # the user's edit
+    plan.train.patch_size, plan.train.batch_size = [48, 64, 64], 3  # the user's edit (small batch: CPU steps are slow)
     plan.save(run / "plan.json")
     monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: 0.1 * GIB)
-    with pytest.raises(InputError, match=r"plan\.json: patch \[48, 64, 64\] with batch 8 needs about .* more than "
+    with pytest.raises(InputError, match=r"plan\.json: patch \[48, 64, 64\] with batch 3 needs about .* more than "
                                          r"all 0\.1 GiB free: give a smaller patch_size or batch_size in plan\.json$"):
         run_training(larger_phantoms, run, options, resume=True, progress=False)
     assert not (run / "checkpoint_last.pt").exists()
@@ -132,13 +133,13 @@ def test_an_edited_plan_that_needs_more_memory_than_free_is_refused_before_train
     from voxseg.nets import build_model
     from voxseg.plan.memory import FRAMEWORK_BYTES
 
-    need = estimate_training_memory(build_model(plan), (4, 48, 64, 64), 8, plan.train.optimizer, "cpu").total
+    need = estimate_training_memory(build_model(plan), (4, 48, 64, 64), 3, plan.train.optimizer, "cpu").total
     assert need > FRAMEWORK_BYTES
     # The budget is 80% of the memory free plus the framework already loaded; refused only above all of it.
     monkeypatch.setattr("voxseg.plan.fit.available_memory", lambda device: (need - FRAMEWORK_BYTES) / 0.9)
     said = []
     run_training(larger_phantoms, run, options, resume=True, progress=False, log=said.append)
-    assert any(line.startswith("warning: patch [48, 64, 64] with batch 8 needs about") and "in plan.json fits" in line
+    assert any(line.startswith("warning: patch [48, 64, 64] with batch 3 needs about") and "in plan.json fits" in line
                for line in said), said
     assert (run / "checkpoint_last.pt").exists()
 
