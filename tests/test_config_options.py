@@ -92,3 +92,15 @@ def test_an_old_plan_with_the_retired_flips_field_still_loads(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(saved))
     assert RunPlan.load(path) == plan
+
+
+def test_train_on_cuda_without_a_gpu_is_one_line_before_any_case_is_read(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data = make_phantom_dataset(tmp_path / "ds", n_cases=3, shape=(16, 20, 16), seed=1)
+    result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / "run"), "--device", "cuda",
+                                       "--plan-only"])
+    assert result.exit_code == 2
+    assert "--device: cuda was asked for, but torch sees no CUDA GPU" in result.output
+    assert "preprocess" not in result.output and not (tmp_path / "run").exists()

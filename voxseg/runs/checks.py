@@ -9,6 +9,7 @@ from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError, InputProblems
 from voxseg.infer.model_files import checkpoint_path, read_model_weights
+from voxseg.nets import resolve_device
 from voxseg.io.datasets import Case, Dataset
 from voxseg.io.validate import CaseSummary, validate_dataset
 from voxseg.plan.resolve import resolve_label_scheme
@@ -33,6 +34,7 @@ def checked_setup(dataset: Dataset, options: TrainOptions, log: Callable[[str], 
     mapping, and their validation rows (each case's first image's shape, spacing and voxel order, its label
     values), so that nothing validation read is read again. Refused (one line) before anything is written,
     also when the checkpoint of ``--init-from`` cannot be read (safely: no code in it runs)."""
+    resolve_device(options.train.device)  # --device cuda without a GPU: said before any case is read
     if options.train.init_from:  # read before the run folder is made: a wrong path or a bad file leaves nothing
         read_model_weights(checkpoint_path(options.train.init_from, "best"))
     if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
