@@ -36,7 +36,7 @@ def save_result(name: str, result: dict, argv: Sequence[str], results_dir: Path 
     """
     folder = Path(results_dir) if results_dir is not None else RESULTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "command": _command(argv), "commit": _git_commit(),
+    record = {"name": name, "command": _command(argv), "commit": _COMMIT_AT_START,
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "machine": machine_description(), "figures": result}
     path = folder / f"{name}.json"
@@ -94,3 +94,8 @@ def _git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+_COMMIT_AT_START = _git_commit()
+"""The commit checked out when the benchmark started (imported this module): the code it measured, even if the
+checkout moves on while a long benchmark runs."""
