@@ -258,7 +258,7 @@ def options_markdown(command: click.Command) -> str:
              f"Generated from the knobs of `voxseg.config` by `{REGENERATE}`; do not edit by hand.", ""]
     for group in GROUPS:
         rows = [p for p in params if isinstance(p, click.Option) and getattr(p, "group", "output") == group
-                and p.name != "help"]
+                and "--help" not in p.opts]  # click names its help option differently across versions
         if not rows:
             continue
         lines += [f"## {group[:1].upper()}{group[1:]}", "", "| option | default | range / choices | what it does |",
