@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -150,6 +151,9 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
                           plan_only=plan_only)
     if result is None or rank_and_world()[0] != 0:  # planned only; under torchrun, rank 0 alone reports
         return
+    from voxseg.runs.run_folder import record_session
+
+    record_session(run_dir, shlex.join(["voxseg", *sys.argv[1:]]))
     if (run_dir / "splits.json").exists():  # k-fold: out-of-fold evaluation once every fold has trained
         from voxseg.metrics import evaluate_cross_validation
 
@@ -201,7 +205,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
             merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
-    Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
+    A RUN is a run folder or a model package (a 'voxseg export' zip, or its unpacked folder). Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
     """
     from voxseg.infer.predict import predict_path
     from voxseg.io.datasets import Dataset
@@ -221,6 +225,22 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     for r in results:
         extra = f", uncertainty {r.uncertainty_path}" if r.uncertainty_path else ""
         click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s{extra})")
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.argument("out_zip", metavar="OUT.zip", type=click.Path(path_type=Path))
+@click.option("--checkpoint", "checkpoints", type=click.Choice(["best", "last", "swa"]), multiple=True,
+              default=("best",), show_default=True, help="which weights to include (repeatable)")
+@click.option("--folds", default=None, help="the fold_* models to include: 'all' or e.g. '0,2' (default: the "
+                                            "run's model, or all its folds if it has none)")
+@user_errors
+def export(run_dir: Path, out_zip: Path, checkpoints: tuple[str, ...], folds: str | None) -> None:
+    """Write the trained run RUN as one portable model package OUT.zip (plan, weights as safetensors, labels, model
+    card, checksums), for 'voxseg predict OUT.zip ...' and 'voxseg train --init-from OUT.zip'."""
+    from voxseg.runs.export import export_package
+
+    export_package(run_dir, out_zip, checkpoints, folds, log=click.echo)
 
 
 @main.command()

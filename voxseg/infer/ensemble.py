@@ -31,6 +31,7 @@ from voxseg.errors import InputError
 from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.config import RunPlan
 from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model
+from voxseg.infer.package import is_package, open_package
 from voxseg.infer.sliding_window import predict_volume
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import PredictionAccumulator, mi_from_moments
@@ -102,10 +103,16 @@ def member_dirs(run_dir: str | Path, folds: str | Sequence[int] | None = None) -
 
 def load_members(run_dirs: Sequence[str | Path], folds: str | Sequence[int] | None = None,
                  which: str = "best", device: torch.device | str = "cpu") -> list[EnsembleMember]:
-    """Load every model of ``run_dirs`` (see :func:`member_dirs`) onto ``device`` and check they can be
-    averaged."""
+    """Load every model of ``run_dirs`` (see :func:`member_dirs`; a model package, zip or unpacked, gives its
+    models the same way: :mod:`voxseg.infer.package`) onto ``device`` and check they can be averaged."""
     members = []
     for run_dir in run_dirs:
+        if is_package(run_dir):
+            package = open_package(run_dir)
+            for prefix in package.model_prefixes(folds):
+                model, plan = package.load_model(prefix, which, device)
+                members.append(EnsembleMember(model, plan, package.source(prefix), package.fingerprint(prefix)))
+            continue
         for folder in member_dirs(run_dir, folds):
             model, plan = load_model(folder, which, device)
             members.append(EnsembleMember(model, plan, folder, DatasetFingerprint.load(folder)))

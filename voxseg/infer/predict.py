@@ -23,6 +23,7 @@ from voxseg.errors import InputError
 from voxseg.infer.ensemble import (EnsembleMember, check_members, combine_predictions, count_windows, load_members,
                                    predict_groups, prepare_groups)
 from voxseg.infer.merge import MergeTable, load_merge_table
+from voxseg.infer.package import is_package, open_package
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
 from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, read_case
@@ -208,6 +209,11 @@ def _load_pipelines(runs: list[Path], ensemble: list[Path], merge_table: MergeTa
     return pipelines
 
 
+def _postprocessing(source: Path) -> list[PostRule] | None:
+    """The post-processing rules of a run folder or a model package (None when it chose none)."""
+    return open_package(source).postprocessing() if is_package(source) else load_postprocessing(source)
+
+
 def _count_tta_variants(tta: str | int, plan: RunPlan, source: Path) -> int:
     """Number of TTA variants ``tta`` gives for the plan's network; an unknown value is an InputError."""
     try:
@@ -241,7 +247,8 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     is called with the cases first and raises to refuse them.
 
     Args:
-        run_dir: one run folder, or several. Without a merge table every run (and every ``ensemble``
+        run_dir: one run folder (or model package: a ``voxseg export`` zip or its unpacked folder), or several.
+            Without a merge table every run (and every ``ensemble``
             run) is one more ensemble member; with one, each run is a pipeline of the table, in order.
         tta: see :func:`voxseg.infer.tta.tta_variants`.
         ensemble: extra runs averaged with ``run_dir`` (not with a merge table).
@@ -277,7 +284,7 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
                       "is zero everywhere; add --tta flips (or more models)", stacklevel=2)
     if plan.train.num_threads:
         torch.set_num_threads(plan.train.num_threads)
-    rules = load_postprocessing(runs[0]) if postprocess else None
+    rules = _postprocessing(runs[0]) if postprocess else None
     options = PredictOptions(tta=tta, uncertainty=uncertainty, postprocess=rules, merge_table=merge_table)
     if log is not None:
         post = "; ".join(r.describe() for r in rules) if rules else "none"

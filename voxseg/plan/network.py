@@ -6,13 +6,13 @@ cap) and a U-Net's strides and kernel sizes for anisotropic spacing.
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Callable
 
 
 from voxseg.nets import resolve_device
-from voxseg.config import RunPlan, TrainOptions
+from voxseg.config import TrainOptions
 from voxseg.nets import NETWORKS
+from voxseg.infer.package import source_plan as init_source_plan
 from voxseg.plan.plan import plan_strides
 
 __all__ = ["CPU_DEFAULTS", "GPU_MAX_PATCH_VOXELS", "hardware_defaults", "spacing_strides"]
@@ -61,15 +61,15 @@ def spacing_strides(options: TrainOptions, spacing: list[float], net_kwargs: dic
     depth = NETWORKS[options.network.name].kwargs(options.network.spatial_dims, **net_kwargs)["depth"]
     if not isinstance(depth, int):  # building the network says what is wrong with it
         return net_kwargs
-    source_plan = Path(options.train.init_from) / "plan.json" if options.train.init_from else None
-    if source_plan is not None and source_plan.exists():  # transfer: the weights were learnt with the source's
-        source = RunPlan.load(source_plan).network
+    source_plan = init_source_plan(options.train.init_from) if options.train.init_from else None
+    if source_plan is not None:  # transfer: the weights were learnt with the source's
+        source = source_plan.network
         source_depth = NETWORKS[source.name].kwargs(source.spatial_dims, **source.kwargs).get("depth") \
             if source.name in NETWORKS else None
         if source.spatial_dims == options.network.spatial_dims and source_depth == depth:
             inherited = {k: source.kwargs[k] for k in ("strides", "kernel_sizes") if k in source.kwargs}
             if inherited:
-                log(f"strides and kernels: those of the run in --init-from ({source_plan.parent})")
+                log(f"strides and kernels: those of the run in --init-from ({options.train.init_from})")
             return {**net_kwargs, **inherited}
     planned = plan_strides(spacing, depth)
     if planned is None:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from voxseg.config import RunPlan, TrainOptions
+from voxseg.config import TrainOptions
 from voxseg.data.fingerprint import SPACING_TOLERANCE, DatasetFingerprint, dataset_fingerprint
 from voxseg.data.labels import LabelScheme, declared_regions_scheme
 from voxseg.data.orientation import check_orientation_code, reoriented_spacing
 from voxseg.data.preprocess import foreground_intensity_statistics
 from voxseg.errors import InputError
+from voxseg.infer.package import source_plan as init_source_plan
 from voxseg.io.datasets import Case, Dataset, read_case
 from voxseg.io.validate import CaseSummary
 from voxseg.plan.plan import plan_target_spacing
@@ -44,9 +44,9 @@ def resolve_orientation(options: TrainOptions, rows: dict[str, CaseSummary], log
     if target is None and choice is not None and str(choice).lower() not in ("auto", "none"):
         target = check_orientation_code(choice)
     codes = {case_id: row.orientation for case_id, row in rows.items()}
-    source_plan = Path(options.train.init_from) / "plan.json" if options.train.init_from else None
-    if target is None and str(choice).lower() == "auto" and source_plan is not None and source_plan.exists():
-        target = RunPlan.load(source_plan).preprocess.orientation  # weights learnt in that voxel order
+    source = init_source_plan(options.train.init_from) if options.train.init_from else None
+    if target is None and str(choice).lower() == "auto" and source is not None:
+        target = source.preprocess.orientation  # weights learnt in that voxel order
         if target:
             log(f"orientation: {target}, the voxel order the run in --init-from was trained in")
     if target is None and str(choice).lower() == "auto":

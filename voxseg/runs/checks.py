@@ -8,7 +8,7 @@ from typing import Callable
 from voxseg.data.labels import LabelScheme, check_labels_fit
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError, InputProblems
-from voxseg.infer.model_files import checkpoint_path, read_model_weights
+from voxseg.infer.package import source_weights
 from voxseg.nets import resolve_device
 from voxseg.io.datasets import Case, Dataset
 from voxseg.io.validate import CaseSummary, validate_dataset
@@ -36,7 +36,7 @@ def checked_setup(dataset: Dataset, options: TrainOptions, log: Callable[[str], 
     also when the checkpoint of ``--init-from`` cannot be read (safely: no code in it runs)."""
     resolve_device(options.train.device)  # --device cuda without a GPU: said before any case is read
     if options.train.init_from:  # read before the run folder is made: a wrong path or a bad file leaves nothing
-        read_model_weights(checkpoint_path(options.train.init_from, "best"))
+        source_weights(options.train.init_from)  # a run folder or a model package
     if options.include_cases is not None:  # only these are validated (and reported), e.g. the demo's split
         keep = set(options.include_cases)
         dataset = dataclasses.replace(dataset, cases=[c for c in dataset.cases if c.case_id in keep])

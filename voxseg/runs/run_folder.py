@@ -10,6 +10,7 @@ Run folder layout::
     RUN/preprocessed/minicubes/  with --minicubes: each training case's cubes, cached and mapped the same way
     RUN/log.csv              one row per epoch
     RUN/checkpoint_{last,best}.pt
+    RUN/training.json        one entry per finished ``voxseg train`` session: command, voxseg version, hardware
 
 A k-fold cross-validation holds ``splits.json`` instead of ``split.json``, and one such folder per fold
 (``fold_0/`` ...) that shares its root's ``preprocessed/``.
@@ -17,9 +18,15 @@ A k-fold cross-validation holds ``splits.json`` instead of ``split.json``, and o
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import platform
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
+
+import torch
 
 from voxseg.config import RunPlan
 from voxseg.data.cache import PreparedCase, cache_stamp, cached_minicubes, prepare_cases
@@ -38,7 +45,7 @@ from voxseg.train.distributed import barrier, rank_and_world
 from voxseg.train.loop import TrainResult, train_model
 
 __all__ = ["check_run_dir", "create_run", "is_planned_run", "load_saved_run", "new_run_dir", "plan_summary",
-           "planned_message", "train_run"]
+           "planned_message", "record_session", "train_run", "TRAINING_RECORD"]
 
 
 def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
@@ -149,3 +156,25 @@ def planned_message(run_dir: Path, dataset: Dataset, train_flags: str = "--resum
     """What ``--plan-only`` says: where the plan is, and the command that trains it."""
     return (f"planned, not trained: read or edit {run_dir / 'plan.json'}, then train it with "
             f"'voxseg train {dataset.root} --out {run_dir} {train_flags}'")
+
+
+TRAINING_RECORD = "training.json"
+
+
+def record_session(run_dir: Path, command: str) -> Path:
+    """Add one finished training session to ``run_dir/training.json`` (written atomically): the command that ran
+    it, the voxseg version and the hardware (the GPU's name, or the CPU's and its core count), which the model
+    card of ``voxseg export`` reports (the device: as the run's plan.json chooses it)."""
+    from voxseg import __version__
+
+    path = run_dir / TRAINING_RECORD
+    sessions = json.loads(path.read_text()).get("sessions", []) if path.exists() else []
+    dev = resolve_device(RunPlan.load(run_dir / "plan.json").train.device)
+    if dev.type == "cuda":
+        hardware = f"GPU {torch.cuda.get_device_name(dev)}"
+    else:
+        cpu = platform.processor() or platform.machine() or "CPU"
+        hardware = f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads used"
+    sessions.append({"command": command, "voxseg_version": __version__, "hardware": hardware,
+                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return save_json_atomic({"sessions": sessions}, path)

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from voxseg.config import RunPlan, TrainConfig
 from voxseg.data.loader import PatchLoader
 from voxseg.errors import InputError
-from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path
+from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA
+from voxseg.infer.package import source_weights
 from voxseg.losses import build_loss
 from voxseg.nets import freeze_encoder, unfreeze
 from voxseg.nets import build_model, resolve_amp
@@ -36,7 +37,7 @@ from voxseg.train.early_stopping import EarlyStopping
 from voxseg.train.optim import build_optimizer
 from voxseg.train.phases import DONE, MAIN, SWA, BudgetProjection, Phases, RunClock
 from voxseg.train.schedules import PlateauScheduler
-from voxseg.train.state import TrainState, read_checkpoint, read_weights, write_checkpoint, write_weights
+from voxseg.train.state import TrainState, read_checkpoint, write_checkpoint, write_weights
 from voxseg.train.step import TrainingDiverged, TrainStep, grad_scaler
 from voxseg.train.swa import SWACollector, recompute_norm_statistics
 from voxseg.train.validation import validation_dice
@@ -178,9 +179,9 @@ def _build_model(plan: RunPlan, resume: bool, dev: torch.device, world: int, log
 
 
 def _init_from(model: torch.nn.Module, run_dir: str, log: Callable[[str], None]) -> None:
-    """Transfer learning: copy weights from another run where names and shapes match (a new head stays random)."""
-    path = checkpoint_path(run_dir, "best")
-    source = read_weights(path)
+    """Transfer learning: copy weights from another run (a run folder or a model package) where names and shapes
+    match (a new head stays random)."""
+    source, path = source_weights(run_dir)
     own = model.state_dict()
     matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     own.update(matched)

@@ -1,0 +1,211 @@
+"""Model packages (``voxseg export``): a package predicts exactly as its run folder (zip and unpacked), trains
+``--init-from``, holds what its manifest says, and every package whose content is not what it declares is refused
+in one line naming it (exit 2, no traceback, nothing written)."""
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from voxseg.cli import main
+from voxseg.data.phantoms import make_phantom_dataset
+
+# One thread: predicting is then repeatable bit for bit, so "the same labels" can be asserted exactly.
+TINY = ["--net-args", "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "1", "--iterations", "2",
+        "--threads", "1"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "voxseg.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("phantoms") / "ds", n_cases=4, shape=(20, 24, 20), seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    result = _cli("train", phantoms, "--out", run, *TINY)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def package(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pkg") / "model.zip"
+    result = _cli("export", trained, out)
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and not list(out.parent.glob(".*tmp*"))
+    return out
+
+
+def _labels(path):
+    return np.asarray(nib.load(str(path)).dataobj)
+
+
+def test_package_predicts_as_the_run_folder(trained, package, phantoms, tmp_path):
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(unpacked)
+    image = phantoms / "imagesTr" / "phantom_002_0000.nii.gz"
+    outputs = {}
+    for name, source in (("run", trained), ("zip", package), ("folder", unpacked)):
+        outputs[name] = tmp_path / f"{name}.nii.gz"
+        result = _run("predict", source, image, outputs[name])
+        assert result.exit_code == 0, result.output
+    reference = _labels(outputs["run"])
+    for name in ("zip", "folder"):
+        assert np.array_equal(_labels(outputs[name]), reference), name
+
+
+def test_package_holds_what_its_manifest_declares(package, trained):
+    with zipfile.ZipFile(package) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        names = set(archive.namelist()) - {"manifest.json"}
+        assert manifest["format_version"] == 1
+        assert {m["name"] for m in manifest["members"]} == names
+        for member in manifest["members"]:
+            data = archive.read(member["name"])
+            assert len(data) == member["size"] and hashlib.sha256(data).hexdigest() == member["sha256"]
+        assert archive.read("plan.json") == (trained / "plan.json").read_bytes()
+        weights = load_safetensors(archive.read("checkpoint_best.safetensors"))
+        card = json.loads(archive.read("model_card.json"))
+        dataset = json.loads(archive.read("dataset.json"))
+    assert {"checkpoint_best.safetensors", "labels.json", "model_card.md", "fingerprint.json", "split.json"} <= names
+    assert card["parameters"] == sum(t.numel() for k, t in weights.items() if "running" not in k
+                                     and "num_batches" not in k)
+    model = card["models"][0]
+    assert model["training_cases"] == 3 and set(model["checkpoints"]["best"]["validation_dice"]) == {
+        "necrosis", "edema", "enhancing"}
+    assert card["trained_with"][0].startswith("voxseg train ") and card["hardware"]
+    assert "/" not in json.dumps(dataset["case_ids"]) and "root" not in dataset  # no file paths of the trainer
+
+
+def test_train_init_from_a_package(package, phantoms, tmp_path):
+    result = _run("train", phantoms, "--out", tmp_path / "run", "--init-from", package, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "initialised 36/36 tensors from" in result.output
+
+
+def _rebuild(good, out, members=None, manifest=None, extra=(), drop=(), rehash=True):
+    """A copy of the package ``good`` at ``out``: members replaced (``members``), added to the zip only
+    (``extra``: name -> bytes), left out of the zip only (``drop``); the manifest recomputed for replaced members
+    (``rehash``) and then changed by ``manifest(dict)``."""
+    with zipfile.ZipFile(good) as archive:
+        content = {n: archive.read(n) for n in archive.namelist()}
+    decl = json.loads(content.pop("manifest.json"))
+    for name, data in (members or {}).items():
+        content[name] = data
+        if rehash:
+            entry = next(m for m in decl["members"] if m["name"] == name)
+            entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    if manifest:
+        manifest(decl)
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(decl))
+        for name, data in {**content, **dict(extra)}.items():
+            if name not in drop:
+                archive.writestr(name, data)
+    return out
+
+
+def _flip_byte(data: bytes) -> bytes:
+    return data[:10] + bytes([data[10] ^ 1]) + data[11:]
+
+
+def _bad_weights(good):
+    with zipfile.ZipFile(good) as archive:
+        state = load_safetensors(archive.read("checkpoint_best.safetensors"))
+    state.pop(sorted(state)[0])
+    return save_safetensors(state)
+
+
+def _declare(name):
+    return lambda m: m["members"].append({"name": name, "size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()})
+
+
+def _set_size(size):
+    return lambda m: next(e for e in m["members"] if e["name"] == "plan.json").update(size=size)
+
+
+BAD = {
+    "unlisted member": (lambda g, o: _rebuild(g, o, extra={"run_me.py": b"print(1)"}), "unknown member run_me.py"),
+    "unknown member": (lambda g, o: _rebuild(g, o, extra={"notes.txt": b"{}"}, manifest=_declare("notes.txt")),
+                       "unknown member notes.txt"),
+    "missing member": (lambda g, o: _rebuild(g, o, drop={"checkpoint_best.safetensors"}),
+                       "missing member checkpoint_best.safetensors"),
+    "checksum mismatch": (lambda g, o: _rebuild(g, o, members={"plan.json": _flip_byte(zipfile.ZipFile(g).read(
+        "plan.json"))}, rehash=False), "checksum mismatch"),
+    "parent path": (lambda g, o: _rebuild(g, o, extra={"../escape.json": b"{}"}), "escapes the package folder"),
+    "absolute path": (lambda g, o: _rebuild(g, o, extra={"/tmp/escape.json": b"{}"}), "escapes the package folder"),
+    "declared path": (lambda g, o: _rebuild(g, o, manifest=_declare("fold_0/../../x.json")), "escapes"),
+    "size off": (lambda g, o: _rebuild(g, o, manifest=_set_size(5)), "the manifest 5"),
+    "size too big": (lambda g, o: _rebuild(g, o, manifest=_set_size(10**13)), "declares 10000000000000 bytes"),
+    "weights misfit": (lambda g, o: _rebuild(g, o, members={"checkpoint_best.safetensors": _bad_weights(g)}),
+                       "does not fit the network"),
+    "newer format": (lambda g, o: _rebuild(g, o, manifest=lambda m: m.update(format_version=99)),
+                     "format version 99 is newer"),
+    "truncated zip": (lambda g, o: o.write_bytes(g.read_bytes()[: g.stat().st_size // 2]) and o, "cut-short"),
+    "not a zip": (lambda g, o: o.write_bytes(b"not a zip at all") and o, "not a zip file"),
+}
+
+
+def _refused(result, path, problem, *leftovers):
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(path) in errors[0] and problem in errors[0], result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    for path in leftovers:
+        assert not path.exists(), path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_predict_refuses_a_package_that_is_not_what_it_declares(kind, package, phantoms, tmp_path):
+    make, problem = BAD[kind]
+    bad = make(package, tmp_path / "bad.zip")
+    out = tmp_path / "pred"
+    _refused(_run("predict", bad, phantoms / "imagesTr", out), bad, problem, out)
+
+
+def test_init_from_refuses_a_bad_package_and_leaves_no_run(package, phantoms, tmp_path):
+    bad = BAD["checksum mismatch"][0](package, tmp_path / "bad.zip")
+    run = tmp_path / "run"
+    _refused(_run("train", phantoms, "--out", run, "--init-from", bad, *TINY), bad, "checksum mismatch", run)
+
+
+def test_unpacked_package_with_a_link_or_stray_file_is_refused(package, phantoms, tmp_path):
+    folder = tmp_path / "unpacked"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(folder)
+    (folder / "fingerprint.json").unlink()
+    (folder / "fingerprint.json").symlink_to(tmp_path / "elsewhere.json")
+    _refused(_run("predict", folder, phantoms / "imagesTr", tmp_path / "p"), folder, "is a link", tmp_path / "p")
+    (folder / "fingerprint.json").unlink()
+    _refused(_run("predict", folder, phantoms / "imagesTr", tmp_path / "p"), folder, "missing member fingerprint.json")
+
+
+def test_a_bad_package_is_one_line_in_a_subprocess(package, phantoms, tmp_path):
+    bad = tmp_path / "model.zip"
+    bad.write_bytes(b"PK\x03\x04 cut")
+    result = _cli("predict", bad, phantoms / "imagesTr", tmp_path / "pred")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        line for line in result.stderr.splitlines() if str(bad) in line and "not a zip file" in line]
+    assert not (tmp_path / "pred").exists()
+
+
+def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
+    _refused(_run("export", tmp_path, tmp_path / "m.zip"), tmp_path, "not a voxseg run folder", tmp_path / "m.zip")

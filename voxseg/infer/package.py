@@ -1,0 +1,357 @@
+"""Model packages: a trained run as one portable file (``voxseg export``), read without running code from it.
+
+A package is a zip file (or the folder it unpacks to) that mirrors the parts of a run folder prediction needs::
+
+    manifest.json                       format, format version, voxseg version, and every other member with
+                                        its size (bytes) and sha256
+    plan.json, fingerprint.json, dataset.json, split.json | splits.json, postprocessing.json (when the run
+    chose post-processing), labels.json (label values and names), model_card.md, model_card.json
+    checkpoint_{best,last,swa}.safetensors          the network weights of a single run, or, of a k-fold run,
+    fold_<k>/plan.json, fold_<k>/split.json, fold_<k>/checkpoint_*.safetensors
+
+Weights are ``safetensors`` files: tensors only, no code, so loading a package never runs anything from it
+(unlike a pickle). :func:`open_package` reads every member into memory and checks it against the manifest
+before anything is used: a member the manifest does not list or that voxseg does not know, a listed member that
+is missing, a name that would escape the folder (absolute, ``..``, a link), a size other than the declared one
+or above :data:`MAX_MEMBER_BYTES` (a zip bomb stops at the declared size), a checksum mismatch, a file that
+is not a zip or is cut short, or a newer format version is an :class:`~voxseg.errors.InputError` naming the
+package. Weights that do not fit the plan's network (strict ``load_state_dict``) are refused the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+
+import torch
+
+from voxseg.config import RunPlan
+from voxseg.data.fingerprint import DatasetFingerprint
+from voxseg.errors import InputError
+from voxseg.infer.model_files import checkpoint_path, read_model_weights
+from voxseg.infer.postprocess import PostRule
+from voxseg.nets.build import build_model
+
+__all__ = ["PACKAGE_FORMAT", "PACKAGE_FORMAT_VERSION", "MANIFEST_NAME", "MAX_MEMBER_BYTES", "ModelPackage",
+           "is_package", "open_package", "package_member_allowed", "weights_name", "source_plan",
+           "source_weights"]
+
+PACKAGE_FORMAT = "voxseg-model-package"
+PACKAGE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MAX_MEMBER_BYTES = 4 * 2**30  # one member (the largest network's weights are far smaller)
+_MAX_MANIFEST_BYTES = 2**20
+_ROOT_FILES = ("plan.json", "fingerprint.json", "dataset.json", "split.json", "splits.json", "postprocessing.json",
+               "labels.json", "model_card.md", "model_card.json")
+_FOLD_FILES = ("plan.json", "split.json")
+_WEIGHTS = re.compile(r"^(fold_\d+/)?checkpoint_(best|last|swa)\.safetensors$")
+_FOLD_FILE = re.compile(r"^fold_\d+/(" + "|".join(re.escape(n) for n in _FOLD_FILES) + ")$")
+
+
+def weights_name(which: str, prefix: str = "") -> str:
+    """The member holding checkpoint ``which`` (``best``, ``last``, ``swa``) of the model at ``prefix``
+    (``""`` or ``"fold_<k>/"``)."""
+    return f"{prefix}checkpoint_{which}.safetensors"
+
+
+def package_member_allowed(name: str) -> bool:
+    """Whether ``name`` is a member a package may hold (besides the manifest)."""
+    return name in _ROOT_FILES or bool(_WEIGHTS.match(name) or _FOLD_FILE.match(name))
+
+
+def is_package(path: str | Path) -> bool:
+    """Whether ``path`` is to be read as a package: a file (a run folder is a folder), a ``.zip`` name, or a folder
+    holding ``manifest.json``."""
+    path = Path(path)
+    return path.is_file() or path.suffix.lower() == ".zip" or (path / MANIFEST_NAME).is_file()
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    """A checked package: its manifest and every member's bytes.
+
+    Attributes:
+        path: the zip file or folder it was read from (named in every message).
+        manifest: ``manifest.json`` as read.
+        members: member name -> content, each checked against the manifest.
+    """
+
+    path: Path
+    manifest: dict
+    members: dict[str, bytes]
+
+    def json(self, name: str) -> Any:
+        """A JSON member, parsed."""
+        try:
+            return json.loads(self.members[name])
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(self.path, f"member {name} is not valid JSON ({exc})") from None
+
+    def model_prefixes(self, folds: str | Sequence[int] | None = None) -> list[str]:
+        """The models to use, as member prefixes (``""``: the run's own, ``"fold_<k>/"``), chosen from ``folds``
+        as :func:`voxseg.infer.member_dirs` chooses from a run folder."""
+        fold_numbers = sorted({int(n.split("/")[0][5:]) for n in self.members if n.startswith("fold_")
+                               and n.endswith("/plan.json")})
+        has_root = any(_WEIGHTS.match(n) and "/" not in n for n in self.members)
+        if folds is None:
+            if has_root or not fold_numbers:
+                return [""]
+            return [f"fold_{k}/" for k in fold_numbers]
+        if not fold_numbers:
+            raise InputError(self.path, "--folds was given but the package holds no fold models")
+        if folds == "all":
+            return [f"fold_{k}/" for k in fold_numbers]
+        try:
+            wanted = [int(f) for f in (folds.split(",") if isinstance(folds, str) else folds)]
+        except ValueError:
+            raise InputError(self.path, f"--folds must be 'all' or fold numbers such as 0,2; got {folds!r}") from None
+        missing = [f for f in wanted if f not in fold_numbers]
+        if missing:
+            raise InputError(self.path, f"folds {missing} not in the package; it holds folds "
+                                        f"{', '.join(map(str, fold_numbers))}")
+        return [f"fold_{k}/" for k in wanted]
+
+    def plan(self, prefix: str = "") -> RunPlan:
+        """The plan of the model at ``prefix``."""
+        name = f"{prefix}plan.json"
+        if name not in self.members:
+            raise InputError(self.path, f"missing member {name}")
+        try:
+            return RunPlan.from_dict(self.json(name))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(self.path, f"member {name} is not a valid run plan ({exc})") from None
+
+    def weights(self, prefix: str = "", which: str = "best") -> tuple[dict[str, torch.Tensor], str]:
+        """The state dict of checkpoint ``which`` of the model at ``prefix``, and its member name. ``best`` falls
+        back (with a warning) to the one checkpoint the package holds when it holds no best one."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load as load_safetensors
+
+        held = [k for k in ("best", "last", "swa") if weights_name(k, prefix) in self.members]
+        if which not in held:
+            if which != "best" or not held:
+                raise InputError(self.path, f"holds no {which} weights for {prefix or 'its model'} (it holds: "
+                                            f"{', '.join(held) or 'none'}); export the run with --checkpoint {which}")
+            warnings.warn(f"{self.path}: no best weights in the package: using its {held[0]} weights", stacklevel=2)
+            which = held[0]
+        name = weights_name(which, prefix)
+        try:
+            return load_safetensors(self.members[name]), name
+        except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+            raise InputError(self.path, f"member {name} is not a readable safetensors file ({exc})") from None
+
+    def load_model(self, prefix: str = "", which: str = "best", device: torch.device | str = "cpu"
+                   ) -> tuple[torch.nn.Module, RunPlan]:
+        """The network at ``prefix`` built from its plan, its weights loaded strictly, in eval mode, on ``device``."""
+        plan = self.plan(prefix)
+        model = build_model(plan)
+        state, name = self.weights(prefix, which)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            lines = str(exc).splitlines()
+            detail = lines[1].strip() if len(lines) > 1 else str(exc)
+            raise InputError(self.path, f"member {name} does not fit the network in {prefix}plan.json "
+                                        f"({detail})") from None
+        return model.to(torch.device(device)).eval(), plan
+
+    def fingerprint(self, prefix: str = "") -> DatasetFingerprint | None:
+        """The training cases' fingerprint (the model's own, else the package's), or None."""
+        for name in (f"{prefix}fingerprint.json", "fingerprint.json"):
+            if name in self.members:
+                return DatasetFingerprint.from_dict(self.json(name))
+        return None
+
+    def postprocessing(self) -> list[PostRule] | None:
+        """The post-processing rules the run chose, or None."""
+        if "postprocessing.json" not in self.members:
+            return None
+        try:
+            return [PostRule.from_dict(r) for r in self.json("postprocessing.json")["rules"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(self.path, f"member postprocessing.json: unreadable post-processing rules: {exc}") from None
+
+    def source(self, prefix: str = "") -> Path:
+        """How the model at ``prefix`` is named in messages."""
+        return self.path / prefix.rstrip("/") if prefix else self.path
+
+
+def open_package(path: str | Path) -> ModelPackage:
+    """Read and check a package (a zip file or an unpacked folder); see the module docstring for what is refused.
+
+    Raises:
+        InputError: naming ``path``, for anything in it that is not what its manifest declares.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "model package not found")
+    if path.is_dir():
+        return _open_folder(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _open_zip(path, archive)
+    except zipfile.BadZipFile as exc:
+        raise InputError(path, f"not a voxseg model package: not a zip file, or a cut-short one ({exc})") from None
+    except (EOFError, zlib.error) as exc:
+        raise InputError(path, f"not a voxseg model package: truncated or corrupt zip file ({exc})") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the model package ({exc.strerror or exc})") from None
+
+
+def _open_zip(path: Path, archive: zipfile.ZipFile) -> ModelPackage:
+    infos = {}
+    for info in archive.infolist():
+        _check_name(path, info.filename)
+        if info.filename in infos:
+            raise InputError(path, f"member {info.filename} appears twice")
+        infos[info.filename] = info
+    if MANIFEST_NAME not in infos:
+        raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})")
+    manifest = _parse_manifest(path, _read_limited(archive, infos[MANIFEST_NAME], _MAX_MANIFEST_BYTES, path))
+    declared = _declared_members(path, manifest)
+    _check_same_names(path, declared, set(infos) - {MANIFEST_NAME})
+    members = {}
+    for name, (size, digest) in declared.items():
+        if infos[name].file_size != size:
+            raise InputError(path, f"member {name}: the zip says {infos[name].file_size} bytes, the manifest {size}")
+        members[name] = _checked(path, name, _read_limited(archive, infos[name], size, path), size, digest)
+    return ModelPackage(path, manifest, members)
+
+
+def _open_folder(path: Path) -> ModelPackage:
+    root = path.resolve()
+    names = set()
+    for file in path.rglob("*"):
+        if file.is_symlink():
+            raise InputError(path, f"member {file.relative_to(path).as_posix()} is a link (it may point outside the "
+                                   "package); a package holds plain files only")
+        if file.is_file():
+            names.add(file.relative_to(path).as_posix())
+    if MANIFEST_NAME not in names:
+        raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})")
+    for name in names:
+        _check_name(path, name)
+    manifest_file = path / MANIFEST_NAME
+    if manifest_file.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise InputError(path, f"{MANIFEST_NAME} is larger than {_MAX_MANIFEST_BYTES} bytes")
+    manifest = _parse_manifest(path, manifest_file.read_bytes())
+    declared = _declared_members(path, manifest)
+    _check_same_names(path, declared, names - {MANIFEST_NAME})
+    members = {}
+    for name, (size, digest) in declared.items():
+        file = path / name
+        if root not in file.resolve().parents:
+            raise InputError(path, f"member {name} lies outside the package folder")
+        if file.stat().st_size != size:
+            raise InputError(path, f"member {name}: {file.stat().st_size} bytes, the manifest declares {size}")
+        members[name] = _checked(path, name, file.read_bytes(), size, digest)
+    return ModelPackage(path, manifest, members)
+
+
+def _check_name(path: Path, name: str) -> None:
+    """Refuse a member name that is absolute or climbs out of the package (``..``), in either separator."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if (not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts
+            or "\\" in name):
+        raise InputError(path, f"member {name!r} has a path that escapes the package folder (absolute or '..')")
+
+
+def _read_limited(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: Path) -> bytes:
+    """At most ``limit + 1`` bytes of a member: a member that inflates beyond its size is never read whole."""
+    if info.file_size > limit:
+        raise InputError(path, f"member {info.filename} declares {info.file_size} bytes, more than the "
+                               f"{limit} allowed")
+    with archive.open(info) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise InputError(path, f"member {info.filename} inflates beyond {limit} bytes")
+    return data
+
+
+def _parse_manifest(path: Path, raw: bytes) -> dict:
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+        raise InputError(path, f"not a voxseg model package ({MANIFEST_NAME} does not say format "
+                               f"{PACKAGE_FORMAT!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputError(path, f"{MANIFEST_NAME}: format_version must be a positive whole number, got {version!r}")
+    if version > PACKAGE_FORMAT_VERSION:
+        raise InputError(path, f"package format version {version} is newer than this voxseg reads (up to "
+                               f"{PACKAGE_FORMAT_VERSION}; made by voxseg {manifest.get('voxseg_version', '?')}): "
+                               "upgrade voxseg")
+    return manifest
+
+
+def _declared_members(path: Path, manifest: dict) -> dict[str, tuple[int, str]]:
+    """name -> (size, sha256) as the manifest declares them; each name known and safe, each size within bounds."""
+    entries = manifest.get("members")
+    if not isinstance(entries, list):
+        raise InputError(path, f"{MANIFEST_NAME} has no list of members")
+    declared = {}
+    for entry in entries:
+        try:
+            name, size, digest = entry["name"], entry["size"], entry["sha256"]
+        except (TypeError, KeyError):
+            raise InputError(path, f"{MANIFEST_NAME}: a member entry lacks name, size or sha256: {entry!r}") from None
+        if not isinstance(name, str) or not isinstance(size, int) or not isinstance(digest, str):
+            raise InputError(path, f"{MANIFEST_NAME}: malformed member entry {entry!r}")
+        _check_name(path, name)
+        if not package_member_allowed(name):
+            raise InputError(path, f"unknown member {name} (not a part of a voxseg model package)")
+        if not 0 <= size <= MAX_MEMBER_BYTES:
+            raise InputError(path, f"member {name} declares {size} bytes (allowed: 0 to {MAX_MEMBER_BYTES})")
+        declared[name] = (size, digest)
+    if "plan.json" not in declared:
+        raise InputError(path, "missing member plan.json")
+    return declared
+
+
+def _check_same_names(path: Path, declared: dict, present: set[str]) -> None:
+    unknown = sorted(present - set(declared))
+    if unknown:
+        raise InputError(path, f"unknown member {unknown[0]} (not listed in {MANIFEST_NAME})")
+    missing = sorted(set(declared) - present)
+    if missing:
+        raise InputError(path, f"missing member {missing[0]} (listed in {MANIFEST_NAME})")
+
+
+def _checked(path: Path, name: str, data: bytes, size: int, digest: str) -> bytes:
+    if len(data) != size:
+        raise InputError(path, f"member {name}: {len(data)} bytes, the manifest declares {size}")
+    if hashlib.sha256(data).hexdigest() != digest.lower():
+        raise InputError(path, f"member {name}: checksum mismatch (sha256 differs from {MANIFEST_NAME}): "
+                               "changed or damaged")
+    return data
+
+
+def source_plan(source: str | Path) -> RunPlan | None:
+    """The plan of a ``--init-from`` source (a run folder or a package; a package's first model), or None for a
+    folder without plan.json."""
+    source = Path(source)
+    if is_package(source):
+        package = open_package(source)
+        return package.plan(package.model_prefixes()[0])
+    return RunPlan.load(source / "plan.json") if (source / "plan.json").exists() else None
+
+
+def source_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights a ``--init-from`` source gives (a run folder's best checkpoint, or a package's first model's
+    best weights), and a name for them in messages; read without running code."""
+    source = Path(source)
+    if is_package(source):
+        package = open_package(source)
+        prefix = package.model_prefixes()[0]
+        state, name = package.weights(prefix, "best")
+        return state, f"{source}:{name}"
+    path = checkpoint_path(source, "best")
+    return read_model_weights(path), str(path)

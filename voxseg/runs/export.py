@@ -1,0 +1,136 @@
+"""``voxseg export RUN OUT.zip``: a run folder as one portable model package (the format:
+:mod:`voxseg.infer.package`).
+
+The package holds the run's ``plan.json`` (as the run folder has it), fingerprint, split(s), post-processing rules,
+a dataset description without file paths (layout, channels, labels, case ids), ``labels.json``, the chosen
+checkpoints' network weights as ``safetensors`` (per fold for a k-fold run), a model card (``model_card.md`` and
+``model_card.json``) and ``manifest.json`` (format version, each member's size and sha256). Every set of weights is
+checked to fit the plan's network before it is written; the zip is written to a temporary name and renamed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from voxseg import __version__
+from voxseg.config import RunPlan
+from voxseg.errors import InputError
+from voxseg.infer.ensemble import member_dirs
+from voxseg.infer.model_files import checkpoint_path, read_checkpoint_file
+from voxseg.infer.package import MANIFEST_NAME, PACKAGE_FORMAT, PACKAGE_FORMAT_VERSION, weights_name
+from voxseg.io.files import write_atomic
+from voxseg.nets.build import build_model
+from voxseg.runs.model_card import model_card, model_card_markdown
+
+__all__ = ["export_package"]
+
+_COPIED = ("plan.json", "fingerprint.json", "split.json", "splits.json", "postprocessing.json")
+
+
+def export_package(run_dir: str | Path, out_zip: str | Path, checkpoints: Sequence[str] = ("best",),
+                   folds: str | Sequence[int] | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write the package of ``run_dir`` to ``out_zip``.
+
+    Args:
+        run_dir: a trained run folder (a single run, or a k-fold run with ``fold_*/``).
+        out_zip: the package file to write (``.zip``; replaced atomically if it exists).
+        checkpoints: which weights, any of ``best`` (falls back to ``last``, with a warning, when the run kept
+            no best), ``last``, ``swa``.
+        folds: as ``voxseg predict --folds``: ``None`` (the run's own model, or all its folds), ``"all"``,
+            ``"0,2"`` or fold numbers.
+        log: called with one line saying what was written.
+
+    Returns:
+        ``out_zip``.
+
+    Raises:
+        InputError: not a run folder, a checkpoint missing or unreadable or not fitting the plan, an output
+            that is not a ``.zip`` name or is a folder.
+    """
+    run_dir, out_zip = Path(run_dir), Path(out_zip)
+    if out_zip.suffix.lower() != ".zip":
+        raise InputError(out_zip, "name the package file with the suffix .zip")
+    if out_zip.is_dir():
+        raise InputError(out_zip, "is a folder; name the package .zip file")
+    if not (run_dir / "plan.json").exists():
+        raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
+    plan = RunPlan.load(run_dir / "plan.json")
+    members = {name: (run_dir / name).read_bytes() for name in _COPIED if (run_dir / name).exists()}
+    members["dataset.json"] = _dataset_description(run_dir)
+    members["labels.json"] = _json_bytes({"label_values": plan.label_values, "label_names": plan.label_names,
+                                          "label_scheme": plan.label_scheme, "label_regions": plan.label_regions})
+    models, n_parameters = [], 0
+    for folder in member_dirs(run_dir, folds):
+        prefix = "" if folder == run_dir else f"{folder.name}/"
+        if prefix:
+            members.update({f"{prefix}{n}": (folder / n).read_bytes() for n in ("plan.json", "split.json")
+                            if (folder / n).exists()})
+        weights, kept, n_parameters = _weights(folder, prefix, checkpoints)
+        members.update(weights)
+        models.append({"name": prefix.rstrip("/") or "model", "folder": folder, "checkpoints": kept})
+    card = model_card(run_dir, plan, models, n_parameters, __version__)
+    members["model_card.json"] = _json_bytes(card)
+    members["model_card.md"] = model_card_markdown(card).encode()
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_zip, lambda f: _write_zip(f, members))
+    log(f"package: {out_zip} ({out_zip.stat().st_size / 2**20:.1f} MiB; {len(models)} model(s), weights "
+        f"{', '.join(sorted({k for m in models for k in m['checkpoints']}))}; {len(members) + 1} members)")
+    return out_zip
+
+
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def _dataset_description(run_dir: Path) -> bytes:
+    """dataset.json without file paths (they name the trainer's files): layout, channels, labels, case ids."""
+    path = run_dir / "dataset.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    return _json_bytes({"layout": data.get("layout"), "channel_names": data.get("channel_names"),
+                        "label_names": data.get("label_names"),
+                        "case_ids": [c.get("case_id") for c in data.get("cases", [])]})
+
+
+def _weights(folder: Path, prefix: str, checkpoints: Sequence[str]) -> tuple[dict[str, bytes], dict, int]:
+    """The safetensors members of one model, the plain values of each checkpoint (epoch, val_dice ...) by kind,
+    and the network's parameter count. Each state dict is checked against the plan's network (strict)."""
+    from safetensors.torch import save as save_safetensors
+
+    plan = RunPlan.load(folder / "plan.json")
+    model = build_model(plan)
+    out, kept = {}, {}
+    for which in dict.fromkeys(checkpoints):
+        path = checkpoint_path(folder, which)
+        kind = path.stem.removeprefix("checkpoint_")  # "best" may have fallen back to "last"
+        checkpoint = read_checkpoint_file(path)
+        state = checkpoint.get("model")
+        if not isinstance(state, dict):
+            raise InputError(path, "no network weights ('model') in this checkpoint")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            lines = str(exc).splitlines()
+            raise InputError(path, "checkpoint does not fit the network in plan.json "
+                                   f"({lines[1].strip() if len(lines) > 1 else exc})") from None
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        out[weights_name(kind, prefix)] = save_safetensors(tensors, metadata={"checkpoint": kind,
+                                                                             "epoch": str(checkpoint.get("epoch"))})
+        kept[kind] = {k: v for k, v in checkpoint.items() if not isinstance(v, (dict, torch.Tensor)) or k == "val_dice"}
+    return out, kept, sum(p.numel() for p in model.parameters())
+
+
+def _write_zip(file, members: dict[str, bytes]) -> None:
+    """The members and their manifest into a zip (weights stored, text compressed), in a fixed order."""
+    manifest = {"format": PACKAGE_FORMAT, "format_version": PACKAGE_FORMAT_VERSION, "voxseg_version": __version__,
+                "members": [{"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                            for name, data in sorted(members.items())]}
+    with zipfile.ZipFile(file, "w") as archive:
+        archive.writestr(MANIFEST_NAME, _json_bytes(manifest), compress_type=zipfile.ZIP_DEFLATED)
+        for name, data in sorted(members.items()):
+            kind = zipfile.ZIP_STORED if name.endswith(".safetensors") else zipfile.ZIP_DEFLATED
+            archive.writestr(name, data, compress_type=kind)
