@@ -8,6 +8,7 @@ from voxseg.infer.ensemble import (EnsembleMember, EnsemblePrediction, check_mem
 from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_table
 from voxseg.infer.model_files import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA, checkpoint_path, load_model,
                                       read_checkpoint_file, read_model_weights)
+from voxseg.infer.package import ModelPackage, is_package, open_package
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, candidate_rules, load_postprocessing
 from voxseg.infer.predict import PredictedCase, PredictOptions, predict_case, predict_cases, predict_path
 from voxseg.infer.sliding_window import (inference_precision, plan_input, predict_volume, probabilities_to_labels,
@@ -23,7 +24,7 @@ __all__ = [
     "PostRule", "apply_postprocessing", "candidate_rules", "load_postprocessing",
     "PredictedCase", "PredictOptions", "predict_case", "predict_cases", "predict_path",
     "CHECKPOINT_BEST", "CHECKPOINT_LAST", "CHECKPOINT_SWA", "checkpoint_path", "load_model", "read_checkpoint_file",
-    "read_model_weights",
+    "read_model_weights", "ModelPackage", "is_package", "open_package",
     "inference_precision", "plan_input", "predict_volume", "probabilities_to_labels", "sliding_window_predict",
     "gaussian_importance_map", "window_grid", "window_starts",
     "autocast_context", "build_model", "resolve_amp", "resolve_device",
