@@ -130,14 +130,15 @@ def _ranked_cases(document: Mapping, label_names: Mapping[int, str]) -> str:
         shown.add(case_id)
         try:
             prediction, _ = read_volume(preds[case_id], dtype=np.int32)
-            reference, _ = read_volume(refs[case_id], dtype=np.int32)
+            reference, geometry = read_volume(refs[case_id], dtype=np.int32)
         except InputError as exc:
             parts.append(f'<p class="note">{html.escape(str(exc))}</p>\n')
             continue
         image, where = _image_beside(refs[case_id], reference.shape, datasets)
         dice = cases.get("mean_dice", {}).get(case_id)
         title = f"{rank}: {case_id} (mean Dice {_text(dice)})"
-        parts.append(_picture(figure_png(overlay_figure(image, reference, prediction, title, label_names)), title))
+        parts.append(_picture(figure_png(overlay_figure(image, reference, prediction, title, label_names,
+                                                              geometry.spacing)), title))
         parts.append(f'<p class="note">{html.escape(where)}</p>\n')
     return "".join(parts)
 
