@@ -114,11 +114,14 @@ class TrainConfig:
     lr: float | None = knob(None, range="(0, inf)", group="optimisation", shown="sgd 0.01, others 1e-3",
                             help="initial learning rate")
     weight_decay: float = 3e-5
-    epochs: int = knob(100, range="[1, inf)", group="optimisation", help="maximum number of epochs")
+    epochs: int = knob(100, range="[1, inf)", group="optimisation", help="maximum number of epochs (of --iterations steps); with --time-budget, whichever ends first")
     iterations_per_epoch: int = knob(50, flag="--iterations", range="[1, inf)", group="optimisation",
                                      help="iterations per epoch")
     time_budget_minutes: float | None = knob(None, flag="--time-budget", range="(0, inf)",
-                                             group="budget and hardware", help="minutes; stops cleanly at the budget")
+                                             group="budget and hardware",
+                                             help="minutes of training, validation included: the normal way to "
+                                                  "train (give it alone); it ends the run cleanly unless --epochs "
+                                                  "run out first, and the schedule anneals by whichever ends first")
     batch_size: int = knob(2, range="[1, inf)", group="optimisation", help="patches per step")
     patch_size: list[int] | None = knob(None, flag="--patch", parse="sizes", group="data", shown="planned",
                                         help="patch size in voxels, e.g. 64x64x64 (Y x X with --dims 2)")
