@@ -98,6 +98,8 @@ class TrainConfig:
             Buchwald et al. (2022): our networks predict every input voxel, so the context voxels are
             supervised too.
         device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
+        planned_step_seconds: seconds per training step measured when a time budget planned the patch (set by
+            planning, None otherwise); training compares its first epoch's rate with it.
 
     An older ``plan.json`` may hold ``flips`` (a switch that did nothing; random flips are the ``"flips"``
     augmentation preset of ``RunPlan.augment``): it is read and dropped.
@@ -182,6 +184,7 @@ class TrainConfig:
                                  help=f"voxels of context read around each minicube ({_BUCHWALD}: 20)")
     device: str = knob("auto", choices=("auto", "cpu", "cuda"), group="budget and hardware",
                        help="where to train: auto (CUDA when available), cpu, cuda")
+    planned_step_seconds: float | None = None
 
 
 @dataclass
