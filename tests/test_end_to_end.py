@@ -856,6 +856,8 @@ def test_label_names_name_the_structures_and_evaluate_marks_the_trained_cases(ph
     assert "held-out cases" in proc.stdout and "cases the run trained on" in proc.stdout
     warning = [line for line in proc.stderr.splitlines() if "training split" in line]
     assert len(warning) == 1 and f"{len(split['train'])} of the 5 evaluated cases" in warning[0]
+    page = (out / "report.html").read_text()
+    assert f"Held-out cases (validation and never seen): {len(split['val'])}" in page and "optimistic" in page
 
 
 def test_label_names_from_a_file_and_a_wrong_count_is_one_line(phantoms, tmp_path):

@@ -136,12 +136,14 @@ def train_run(run_dir: Path, plan: RunPlan, split: dict, prepared: list[Prepared
 
 
 def plan_summary(plan: RunPlan, split: dict | None = None) -> str:
-    """One line: network, patch, batch, loss, epochs, budget, labels (and the split's sizes)."""
+    """One line: network, patch, batch, loss, epochs, budget, labels with their names (and the split's sizes)."""
     t = plan.train
     budget = f", {t.time_budget_minutes:g}-minute budget" if t.time_budget_minutes else ""
     cases = f"; split {len(split['train'])} train / {len(split['val'])} validation cases" if split else ""
+    named = {v: plan.label_names.get(str(v)) for v in plan.label_values}
+    labels = "[" + ", ".join(f"{v} {n}" if n else str(v) for v, n in named.items()) + "]"
     return (f"{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
-            f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {plan.label_values} "
+            f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {labels} "
             f"({plan.label_scheme}){cases}")
 
 
