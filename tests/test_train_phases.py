@@ -112,7 +112,7 @@ def test_validation_keeps_to_its_share_and_the_final_one_ends_within_the_budget(
             now[0] += 25.0
             schedule.record(clock.seconds() - start)
             validations += 1
-    assert clock.seconds() <= clock.budget_s + 0.2  # the final validation ends within the budget (one step late at most)
+    assert clock.seconds() <= clock.budget_s + 0.2  # the final validation ends within the budget (a step late at most)
     assert schedule.spent_s <= VALIDATION_SHARE * clock.budget_s + 25.0  # its share, and the final one
     assert steps * 0.2 >= 0.85 * clock.budget_s  # the steps planned at 90% of the budget mostly ran
     assert 2 <= validations < epoch

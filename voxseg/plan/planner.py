@@ -24,7 +24,7 @@ from voxseg.plan.network import hardware_defaults, spacing_strides
 from voxseg.plan.plan import plan_patch_size
 from voxseg.plan.resolve import resolve_label_scheme
 
-__all__ = ["checked_patch_size", "plan_run"]
+__all__ = ["checked_patch_size", "label_names_for", "plan_run"]
 
 
 def plan_run(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
@@ -99,7 +99,7 @@ def _train_config(options: TrainOptions) -> TrainConfig:
 
 def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], net_kwargs: dict, train: TrainConfig) -> RunPlan:
     """The plan before its patch is planned: channels, labels and their scheme, preprocessing, network, training."""
-    label_names = _label_names(options.label_names, dataset, label_values)
+    label_names = label_names_for(options.label_names, dataset, label_values)
     scheme = resolve_label_scheme(options, dataset)
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
                    label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
@@ -113,9 +113,10 @@ def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int]
     return plan
 
 
-def _label_names(given: list[str] | dict[str, str] | None, dataset: Dataset, label_values: list[int]
+def label_names_for(given: list[str] | dict[str, str] | None, dataset: Dataset, label_values: list[int]
                  ) -> dict[str, str]:
-    """``{value as text: name}``: the user's names (``--label-names``) where given, else the dataset.json's.
+    """``{value as text: name}``: the user's names (``--label-names``, ``TrainOptions.label_names``) where given,
+    else the dataset.json's. ``label_values``: the run's label values, 0 first.
 
     Raises:
         InputError: a list of names whose count is not the number of foreground label values, names that repeat,

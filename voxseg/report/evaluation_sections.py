@@ -64,7 +64,8 @@ def _by_split(summary: Mapping, structures: Sequence[str]) -> str:
     for name, title in (("held_out", "Held-out cases (validation and never seen)"),
                         ("training", "Cases the run trained on (optimistic)")):
         if name in by_split:
-            parts.append(f"<h3>{title}: {by_split[name]['n_cases']}</h3>\n" + _summary_table(by_split[name], structures))
+            parts.append(f"<h3>{title}: {by_split[name]['n_cases']}</h3>\n"
+                         + _summary_table(by_split[name], structures))
     return "".join(parts)
 
 

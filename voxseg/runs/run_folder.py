@@ -32,6 +32,7 @@ from voxseg.io.files import save_json_atomic
 from voxseg.io.validate import CaseSummary
 from voxseg.nets import resolve_device
 from voxseg.plan.check import checked_plan
+from voxseg.plan.planner import label_names_for
 from voxseg.plan.resolve import run_fingerprint
 from voxseg.config import TrainOptions
 from voxseg.train.distributed import barrier, rank_and_world
@@ -92,6 +93,7 @@ def create_run(run_dir: Path, dataset: Dataset, options: TrainOptions, cases: li
     dataset, fingerprint), whole or not at all (:func:`new_run_dir`). ``options``: resolved from the data
     (:func:`voxseg.plan.resolve_options`); ``rows``: the cases' validation rows. Returns the plan and the
     prepared cases."""
+    label_names_for(options.label_names, dataset, mapping.values)  # a wrong --label-names, before preprocessing
     with new_run_dir(run_dir) as staging:
         prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
         fingerprint = run_fingerprint(rows, options.preprocess.orientation)

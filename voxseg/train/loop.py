@@ -94,7 +94,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                  patch_stream(plan, train_cases, seed=cfg.seed + 1000 * rank, start_batch=state.iterations), clock,
                  BudgetProjection(cfg.time_budget_minutes, cfg.planned_step_seconds,
                                   1.0 - VALIDATION_SHARE if val_cases else 1.0),
-                 ValidationSchedule(cfg.val_every, clock.budget_s), _Progress(cfg, state, clock, progress and rank == 0),
+                 ValidationSchedule(cfg.val_every, clock.budget_s),
+                 _Progress(cfg, state, clock, progress and rank == 0),
                  dev, rank, world, run_dir, log)
     stopped_by = "epochs"
     try:
