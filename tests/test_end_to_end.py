@@ -833,3 +833,45 @@ def test_plan_only_with_folds_then_the_folds_train(phantoms, tmp_path):
     proc = _invoke_cli("train", phantoms, "--out", run, "--folds", "2", "--plan-only", *TINY)  # would retrain fold 0
     assert proc.returncode == 2 and "holds a cross-validation already" in proc.stderr.strip().splitlines()[-1]
     assert (run / "fold_0" / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_label_names_name_the_structures_and_evaluate_marks_the_trained_cases(phantoms, tmp_path):
+    run, out = tmp_path / "run", tmp_path / "pred"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(run), "--label-names", "core,ring,dot",
+                                       *ONE_EPOCH])
+    assert result.exit_code == 0, result.output
+    assert RunPlan.load(run / "plan.json").label_names == {"1": "core", "2": "ring", "4": "dot"}
+    assert "val_dice_core" in (run / "log.csv").read_text().splitlines()[0]
+    assert CliRunner().invoke(main, ["predict", str(run), str(phantoms), str(out)]).exit_code == 0
+    proc = _invoke_cli("evaluate", out, phantoms / "labelsTr", "--run", run)
+    assert proc.returncode == 0, proc.stderr
+    split = json.loads((run / "split.json").read_text())
+    summary = json.loads((out / "metrics_summary.json").read_text())["summary"]
+    assert set(summary["metrics"]) == {"core", "ring", "dot"}
+    assert summary["case_splits"] == {**{c: "training" for c in split["train"]}, **{c: "validation" for c in split["val"]}}
+    assert summary["by_split"]["held_out"]["n_cases"] == len(split["val"])
+    assert summary["by_split"]["training"]["n_cases"] == len(split["train"])
+    rows = (out / "metrics_per_case.csv").read_text().splitlines()
+    assert rows[0].startswith("case_id,split,structure") and f"{split['val'][0]},validation,core" in "\n".join(rows)
+    assert "held-out cases" in proc.stdout and "cases the run trained on" in proc.stdout
+    warning = [line for line in proc.stderr.splitlines() if "training split" in line]
+    assert len(warning) == 1 and f"{len(split['train'])} of the 5 evaluated cases" in warning[0]
+    page = (out / "report.html").read_text()
+    assert f"Held-out cases (validation and never seen): {len(split['val'])}" in page and "optimistic" in page
+
+
+def test_label_names_from_a_file_and_a_wrong_count_is_one_line(phantoms, tmp_path):
+    names = tmp_path / "labels.json"
+    names.write_text(json.dumps({"1": "core", "2": "ring", "4": "dot"}))
+    lines = tmp_path / "labels.txt"
+    lines.write_text("core\nring\n\ndot\n")
+    for given in (names, lines):
+        run = tmp_path / f"run_{given.suffix[1:]}"
+        proc = _invoke_cli("train", phantoms, "--out", run, "--plan-only", "--label-names", given, *TINY)
+        assert proc.returncode == 0, proc.stderr
+        assert RunPlan.load(run / "plan.json").label_names == {"1": "core", "2": "ring", "4": "dot"}
+    proc = _invoke_cli("train", phantoms, "--out", tmp_path / "bad", "--plan-only", "--label-names", "CSF,GM", *TINY)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("2 name(s) (CSF, GM) for 3 foreground label value(s) "
+                                                         "(1, 2, 4): give one name per value, in order")
+    assert not (tmp_path / "bad").exists()

@@ -422,3 +422,15 @@ def test_real_ibsr_training_set():
     assert image.shape == (1, 256, 128, 256) and label.shape == (256, 128, 256)
     assert geometry.disk_shape == (256, 128, 256, 1)
     assert set(np.unique(label)) <= {0, 1, 2, 3}
+
+
+def test_a_folder_of_datasets_names_them(tmp_path):
+    _make_nnunet(tmp_path / "download" / "Task01")
+    (tmp_path / "download" / "Training_Set" / "IBSR_01").mkdir(parents=True)
+    (tmp_path / "download" / "Training_Set" / "IBSR_01" / "IBSR_01_ana.nii.gz").write_bytes(b"")
+    (tmp_path / "download" / "notes").mkdir()
+    with pytest.raises(InputError, match="no dataset layout recognised") as info:
+        load_dataset(tmp_path / "download")
+    message = str(info.value)
+    assert "subfolders Task01/ (nnunet), Training_Set/ (subject) are datasets" in message
+    assert "notes" not in message and "\n" not in message

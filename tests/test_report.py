@@ -182,3 +182,18 @@ def test_report_command_writes_pages_and_refuses_what_is_not_a_run_or_an_evaluat
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert result.output.strip().startswith(f"error: {broken / 'metrics_summary.json'}: unreadable JSON")
     assert sorted(p.name for p in broken.iterdir()) == ["metrics_summary.json"]
+
+
+def test_overlay_slices_keep_the_voxel_proportions():
+    from voxseg.report.curves import overlay_figure, slice_aspect
+
+    spacing = (1.5, 1.0, 0.5)  # (sz, sy, sx) mm
+    assert slice_aspect(spacing, 0) == 2.0  # an axial slice: rows y (1 mm) over columns x (0.5 mm)
+    assert slice_aspect(spacing, 1) == 3.0  # rows z (1.5 mm) over columns x: 1.5 mm slices drawn 3x as tall
+    assert slice_aspect(spacing, 2) == 1.5
+    assert slice_aspect(None, 1) == 1.0
+    labels = np.zeros((6, 8, 8), np.int32)
+    labels[2:4, 3:5, 3:5] = 1
+    fig = overlay_figure(np.zeros((6, 8, 8), np.float32), labels, labels, spacing=spacing)
+    drawn = [ax.get_aspect() for ax in fig.axes]
+    assert drawn == [2.0, 3.0, 1.5] * 2

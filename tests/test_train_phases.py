@@ -48,9 +48,76 @@ def test_a_too_short_budget_is_projected_once_early_in_the_session():
     projection = BudgetProjection(budget_minutes=1.0)
     said = [projection.after_step(i, elapsed_s=float(i), phase=MAIN) for i in range(1, 10)]
     warnings = [w for w in said if w]
-    assert len(warnings) == 1 and said[3] == warnings[0]  # after the 4th step (the 1st is not timed)
+    assert len(warnings) == 1 and said[7] == warnings[0]  # after 7 timed steps (the 1st is not timed)
     assert "at 1 s per iteration the 1-minute budget allows about 60 iterations" in warnings[0]
     roomy = BudgetProjection(budget_minutes=60.0)
     assert not any(roomy.after_step(i, float(i), MAIN) for i in range(1, 10))  # 3,600 iterations: fine
     assert not any(BudgetProjection(None).after_step(i, float(i), MAIN) for i in range(1, 10))
     assert not any(BudgetProjection(1.0).after_step(i, float(i), SWA) for i in range(1, 10))
+
+
+def _said(projection, durations, per_epoch=50):
+    """What ``projection`` says over steps of these durations (seconds), epochs of ``per_epoch`` steps."""
+    out, elapsed = [], 0.0
+    for i, d in enumerate(durations, start=1):
+        elapsed += d
+        message = projection.after_step(i, elapsed, MAIN, last_of_epoch=i % per_epoch == 0)
+        if message:
+            out.append((i, message))
+    return out
+
+
+def test_one_slow_step_does_not_warn_and_a_slow_start_is_corrected_by_the_first_epoch():
+    # 0.5 s steps and a 5-minute budget hold about 600 iterations; a busy machine slows one step 100-fold.
+    assert _said(BudgetProjection(5.0), [0.5] * 5 + [50.0] + [0.5] * 94) == []
+    # A slow start (10 steps of 4 s) looks like too few iterations early; the first epoch's rate corrects it.
+    said = _said(BudgetProjection(5.0), [4.0] * 10 + [0.5] * 90)
+    assert [i for i, _ in said] == [9, 50]
+    assert said[0][1].startswith("warning: at 4 s per iteration the 5-minute budget allows about 75 iterations")
+    assert "ignore that warning" in said[1][1] and "not the 75 warned about" in said[1][1]
+    # The validation share is left out of the projected iterations: 0.9 * 60 s / 1 s.
+    said = _said(BudgetProjection(1.0, train_share=0.9), [1.0] * 20)
+    assert "allows about 54 iterations" in said[0][1]
+
+
+def test_the_first_epoch_is_compared_with_the_planned_step_time():
+    said = _said(BudgetProjection(30.0, planned_step_seconds=0.1), [0.5] * 60)
+    assert len(said) == 1 and said[0][0] == 50
+    assert said[0][1] == ("time: the first epoch ran at 0.5 s per iteration, against 0.1 s measured when planning: "
+                          "the budget allows about 3600 iterations")  # 50 + (1800 - 25) / 0.5
+    assert _said(BudgetProjection(30.0, planned_step_seconds=0.4), [0.5] * 60) == []  # within 2x: nothing to say
+
+
+def test_validation_keeps_to_its_share_and_the_final_one_ends_within_the_budget():
+    from voxseg.train.phases import RunClock
+    from voxseg.train.validation import VALIDATION_SHARE, ValidationSchedule
+
+    # Epochs of 50 steps of 0.2 s and a validation of 25 s (two whole large volumes) under a 10-minute budget:
+    # the loop's decisions (stop at the budget less the reserve, validate when due), on a fake clock.
+    now = [0.0]
+    clock = RunClock(10.0, now=lambda: now[0])
+    schedule = ValidationSchedule(val_every=1, budget_s=clock.budget_s)
+    steps = validations = epoch = 0
+    stopped = False
+    while not stopped:
+        for _ in range(50):
+            now[0] += 0.2
+            steps += 1
+            if clock.spent(schedule.reserve_s()):
+                stopped = True
+                break
+        epoch += 1
+        if schedule.due(epoch, clock.seconds(), is_last=stopped):
+            start = clock.seconds()
+            now[0] += 25.0
+            schedule.record(clock.seconds() - start)
+            validations += 1
+    assert clock.seconds() <= clock.budget_s + 0.2  # the final validation ends within the budget (a step late at most)
+    assert schedule.spent_s <= VALIDATION_SHARE * clock.budget_s + 25.0  # its share, and the final one
+    assert steps * 0.2 >= 0.85 * clock.budget_s  # the steps planned at 90% of the budget mostly ran
+    assert 2 <= validations < epoch
+    # Without a budget, every val_every-th epoch and the last.
+    plain = ValidationSchedule(val_every=2, budget_s=float("inf"))
+    plain.record(1e6)
+    assert [plain.due(e, 0.0, e == 5) for e in range(1, 6)] == [False, True, False, True, True]
+    assert plain.reserve_s() == 0.0

@@ -63,6 +63,15 @@ def test_measuring_a_step_leaves_the_model_and_the_rng_alone():
     assert measure_step_seconds(net, (2, 64, 32, 32), 2, amp="none", repeats=3) > seconds
 
 
+def test_the_step_time_is_the_median_of_several_steps_after_a_warm_up():
+    net = build_network("unet", 3, 1, 2, base_width=4, depth=3, deep_supervision=False)
+    # A fake clock: the warm-up pass (100 s) reads only its start; each timed pass reads its start and end. The
+    # 3rd timed pass (a busy machine) takes 50 s, the others 1 s: the median of the 5 timed passes is 1 s.
+    readings = iter([0.0, 100.0, 101.0, 101.0, 102.0, 102.0, 152.0, 152.0, 153.0, 153.0, 154.0])
+    assert measure_step_seconds(net, (1, 8, 8, 8), 1, amp="none", timer=lambda: next(readings)) == 1.0
+    assert next(readings, None) is None  # the warm-up and 5 timed passes read the clock
+
+
 @pytest.fixture(scope="module")
 def larger_phantoms(tmp_path_factory):
     return make_phantom_dataset(tmp_path_factory.mktemp("timing") / "ds", n_cases=3, shape=(40, 48, 40), seed=5)

@@ -257,8 +257,11 @@ def export(run_dir: Path, out_zip: Path, checkpoints: tuple[str, ...], folds: st
 @user_errors
 def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, label_scheme: str | None,
              lesionwise: bool) -> None:
-    """Compare predicted label maps in PRED with references in GT; per case and summarised."""
-    from voxseg.metrics import evaluate_folders, format_summary
+    """Compare predicted label maps in PRED with references in GT; per case and summarised.
+
+    With --run, each case is marked by its role in the run's split (training, validation, or unseen) and the
+    held-out cases are summarised apart from the ones the run trained on."""
+    from voxseg.metrics import evaluate_folders, format_summary, run_case_roles
     from voxseg.metrics.structures import structures_for
     from voxseg.report import REPORT_NAME, write_report
 
@@ -267,11 +270,32 @@ def evaluate(pred: Path, gt: Path, out_dir: Path | None, run_dir: Path | None, l
             raise InputError(folder, f"{role} folder not found" if not folder.exists() else f"{role} path is not a folder")
     structures = structures_for(gt, run_dir, label_scheme)
     out_dir = out_dir or pred
-    _, summary = evaluate_folders(pred, gt, out_dir, structures, lesionwise=lesionwise)
+    roles = run_case_roles(run_dir) if run_dir is not None else None
+    _, summary = evaluate_folders(pred, gt, out_dir, structures, lesionwise=lesionwise, case_roles=roles)
     columns = ("dice", "hd95_mm", "assd_mm", "surface_dice", "rel_vol_diff")
-    click.echo(format_summary(summary, columns + (("lesion_dice", "lesion_hd95_mm") if lesionwise else ())))
+    columns += ("lesion_dice", "lesion_hd95_mm") if lesionwise else ()
+    click.echo(format_summary(summary, columns))
+    _echo_by_split(summary.get("by_split"), summary["n_cases"], run_dir, columns)
     page = write_report(out_dir / REPORT_NAME, run_dir, [out_dir])
     click.echo(f"written: {out_dir / 'metrics_per_case.csv'}, {out_dir / 'metrics_summary.json'}, {page}")
+
+
+def _echo_by_split(by_split: dict | None, n_cases: int, run_dir: Path | None, columns: tuple[str, ...]) -> None:
+    """Print the held-out cases' table and the trained ones' apart, with a one-line warning when the
+    evaluation mixes cases the run trained on into its summary of all cases."""
+    from voxseg.metrics import format_summary
+
+    if not by_split:
+        return
+    trained = by_split.get("training", {}).get("n_cases", 0)
+    for name, title in (("held_out", "held-out cases (validation + never seen)"),
+                        ("training", "cases the run trained on (optimistic)")):
+        if name in by_split:
+            click.echo(f"\n{title}:\n{format_summary(by_split[name], columns)}")
+    if trained:
+        warnings.warn(f"{trained} of the {n_cases} evaluated cases were in the training split of {run_dir}: the "
+                      f"summary of all cases is optimistic; report the held-out cases' "
+                      f"({n_cases - trained}) summary")
 
 
 @main.command()

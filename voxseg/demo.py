@@ -98,9 +98,10 @@ def run_demo(out_dir: str | Path, data: str | Path | None = None, minutes: float
 
     first = test_cases[0]
     image, reference, _ = read_case(first, with_label=True)
-    prediction, _ = read_volume(pred_dir / f"{first.case_id}.nii.gz", dtype=np.int32)
+    prediction, geometry = read_volume(pred_dir / f"{first.case_id}.nii.gz", dtype=np.int32)
     names = {int(v): n for v, n in plan.label_names.items() if int(v) != 0}
-    plot_overlay(image[0], reference, prediction, out_dir / "overlay.png", title=first.case_id, label_names=names)
+    plot_overlay(image[0], reference, prediction, out_dir / "overlay.png", title=first.case_id, label_names=names,
+                 spacing=geometry.spacing)
     report = write_report(out_dir / REPORT_NAME, run_dir, [out_dir])
     log(format_summary(summary))
     log(f"trained {result.elapsed_minutes:.1f} min ({result.epochs_done} epochs, stopped by {result.stopped_by}); "

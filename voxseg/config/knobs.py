@@ -180,6 +180,33 @@ def _parse_names(text: str | None) -> list[str] | None:
     return [c for c in text.split(",") if c] or None if text else None
 
 
+def _parse_label_names(text: str | None) -> list[str] | dict[str, str] | None:
+    """Names of label values: ``"CSF,GM,WM"`` (the foreground values in increasing order) -> a list; a file ->
+    its JSON object ``{"1": "CSF", ...}`` (value -> name) as a dict, or its lines (one name per line, blank
+    lines skipped) as a list. Empty -> None.
+
+    Raises:
+        InputError: a file named ``*.json`` or ``*.txt`` that does not exist, or a JSON file that is not an
+            object of label values (integers) to names.
+    """
+    if not text:
+        return None
+    path = Path(text)
+    if path.suffix.lower() in (".json", ".txt") and not path.is_file():
+        raise InputError(path, "labels file not found")
+    if not path.is_file():
+        return [name.strip() for name in text.split(",") if name.strip()] or None
+    if path.suffix.lower() == ".json":
+        try:
+            document = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(document, dict) or not all(str(k).strip().isdigit() for k in document):
+            raise InputError(path, 'must hold an object of label values to names, e.g. {"1": "CSF", "2": "GM"}')
+        return {str(int(k)): str(v) for k, v in document.items()}
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()] or None
+
+
 def _parse_orientation(text: str) -> str:
     """``"auto"``, ``"none"`` or three axis codes such as ``"RAS"`` (upper-cased)."""
     from voxseg.data.orientation import check_orientation_code
@@ -217,6 +244,7 @@ PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "names": (_parse_names, "A,B,..."),
     "orientation": (_parse_orientation, "auto|none|RAS|..."),
     "cases": (_parse_cases, "IDS|FILE.json"),
+    "label_names": (_parse_label_names, "A,B,...|FILE"),
 }
 """Parsers of values written as text, by name: ``(parse(text) -> value, how the value is written)``; a parser
 raises ValueError (or KeyError) for a malformed value."""

@@ -45,6 +45,9 @@ class TrainOptions:
         preprocess: cropping, normalisation and resampling.
         label_scheme: ``"classes"``, ``"brats"``, ``"brats2023"`` or ``"regions"`` (the regions an nnU-Net
             ``dataset.json`` declares); None: ``"regions"`` when the dataset declares regions, else ``"classes"``.
+        label_names: names of the label values (overriding a dataset.json's): a list names the foreground
+            values in increasing order, a dict maps values (as text) to names; None: the dataset.json's names,
+            else ``label_<value>`` where a name is shown.
         memory_gib: memory one training process may use (GiB); a planned patch (then batch) shrinks until a
             step fits. None: 80% of the memory free when training starts (RAM, or the GPU's).
         max_patch_voxels: cap used when planning the patch; None: 64^3 when training on a CPU, 96x96x64 on a GPU.
@@ -76,6 +79,10 @@ class TrainOptions:
                                     shown="regions if dataset.json declares them, else classes",
                                     help="softmax classes, sigmoid BraTS regions (WT/TC/ET), or the regions of an "
                                          "nnU-Net dataset.json")
+    label_names: list[str] | dict[str, str] | None = knob(
+        None, parse="label_names", group="data", shown="dataset.json's names, else label_<value>",
+        help="names of the label values, used in the plan, logs, metrics and reports: CSF,GM,WM (the foreground "
+             'values in increasing order), or a file: JSON {"1": "CSF", ...} or one name per line')
     memory_gib: float | None = knob(None, flag="--memory", range="(0, inf)", group="budget and hardware",
                                     shown="80% of the memory free",
                                     help="GiB one training process may use; a planned patch (then batch) shrinks to fit")

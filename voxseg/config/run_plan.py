@@ -98,6 +98,8 @@ class TrainConfig:
             Buchwald et al. (2022): our networks predict every input voxel, so the context voxels are
             supervised too.
         device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
+        planned_step_seconds: seconds per training step measured when a time budget planned the patch (set by
+            planning, None otherwise); training compares its first epoch's rate with it.
 
     An older ``plan.json`` may hold ``flips`` (a switch that did nothing; random flips are the ``"flips"``
     augmentation preset of ``RunPlan.augment``): it is read and dropped.
@@ -114,11 +116,14 @@ class TrainConfig:
     lr: float | None = knob(None, range="(0, inf)", group="optimisation", shown="sgd 0.01, others 1e-3",
                             help="initial learning rate")
     weight_decay: float = 3e-5
-    epochs: int = knob(100, range="[1, inf)", group="optimisation", help="maximum number of epochs")
+    epochs: int = knob(100, range="[1, inf)", group="optimisation", help="maximum number of epochs (of --iterations steps); with --time-budget, whichever ends first")
     iterations_per_epoch: int = knob(50, flag="--iterations", range="[1, inf)", group="optimisation",
                                      help="iterations per epoch")
     time_budget_minutes: float | None = knob(None, flag="--time-budget", range="(0, inf)",
-                                             group="budget and hardware", help="minutes; stops cleanly at the budget")
+                                             group="budget and hardware",
+                                             help="minutes of training, validation included: the normal way to "
+                                                  "train (give it alone); it ends the run cleanly unless --epochs "
+                                                  "run out first, and the schedule anneals by whichever ends first")
     batch_size: int = knob(2, range="[1, inf)", group="optimisation", help="patches per step")
     patch_size: list[int] | None = knob(None, flag="--patch", parse="sizes", group="data", shown="planned",
                                         help="patch size in voxels, e.g. 64x64x64 (Y x X with --dims 2)")
@@ -179,6 +184,7 @@ class TrainConfig:
                                  help=f"voxels of context read around each minicube ({_BUCHWALD}: 20)")
     device: str = knob("auto", choices=("auto", "cpu", "cuda"), group="budget and hardware",
                        help="where to train: auto (CUDA when available), cpu, cuda")
+    planned_step_seconds: float | None = None
 
 
 @dataclass

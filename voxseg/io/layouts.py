@@ -263,5 +263,16 @@ def load_dataset(root: str | Path, subset: str | None = None) -> Dataset:
         return _load_paired(root)
     if layout == "subject":
         return _load_subject(root, _subfolders(root))
-    raise InputError(root, f"no dataset layout recognised: {_EXPECTED_LAYOUTS}")
+    raise InputError(root, f"no dataset layout recognised: {_EXPECTED_LAYOUTS}{_datasets_below(root)}")
+
+
+def _datasets_below(root: Path) -> str:
+    """``"; its subfolders A, B are datasets ..."``: the subfolders of ``root`` whose layout is recognised (file
+    names only, as :func:`load_dataset` detects it), e.g. ``Training_Set/`` and ``Test_Set/`` of a download;
+    empty when none is."""
+    found = [(sub, layout) for sub in _subfolders(root) if (layout := _detect_layout(sub))]
+    if not found:
+        return ""
+    listed = ", ".join(f"{sub.name}/ ({layout})" for sub, layout in found)
+    return f"; its subfolders {listed} are datasets: give one of them, e.g. {found[0][0]}"
 

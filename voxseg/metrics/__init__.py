@@ -11,6 +11,7 @@ from voxseg.metrics.case import METRIC_NAMES, binary_metrics, case_metrics, conf
 from voxseg.metrics.lesionwise import (BRATS2023_LESION_PARAMETERS, BRATS_HD95_PENALTY_MM, LESION_METRIC_NAMES,
                                       lesionwise_metrics)
 from voxseg.metrics.evaluate import case_id_from_name, evaluate_folders, find_label_files
+from voxseg.metrics.held_out import held_out_summaries, run_case_roles
 from voxseg.metrics.overlap import confusion_counts, overlap_metrics
 from voxseg.metrics.postprocessing import (PostprocessingChoice, choose_postprocessing, choose_run_postprocessing,
                                            save_postprocessing)
@@ -40,7 +41,9 @@ __all__ = [
     "evaluate_folders",
     "find_label_files",
     "format_summary",
+    "held_out_summaries",
     "overlap_metrics",
+    "run_case_roles",
     "summarise",
     "surface_distances",
     "surface_metrics",

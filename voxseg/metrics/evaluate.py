@@ -26,6 +26,7 @@ from tqdm import tqdm
 from voxseg.errors import InputError, InputProblems
 from voxseg.io.image import ImageGeometry, is_nifti, read_geometry, read_volume, strip_nifti_suffix
 from voxseg.metrics.aggregate import confusion_summary, summarise
+from voxseg.metrics.held_out import held_out_summaries
 from voxseg.metrics.case import METRIC_NAMES, case_metrics, confusion_matrix
 from voxseg.metrics.lesionwise import BRATS_HD95_PENALTY_MM, lesionwise_metrics
 from voxseg.metrics.lesionwise import __doc__ as _LESIONWISE_DOC
@@ -145,6 +146,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def _csv_text(rows: Sequence[Mapping[str, object]], extra: Sequence[str] = ()) -> str:
     numeric = (*METRIC_NAMES, *extra)
     columns = ["case_id", "structure", *numeric, "ref_empty", "pred_empty"]
+    if rows and "split" in rows[0]:
+        columns.insert(1, "split")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -279,6 +282,7 @@ def evaluate_folders(
     lesion_min_volume_mm3: float = 50.0,
     lesion_penalty_mm: float = BRATS_HD95_PENALTY_MM,
     lesion_min_fp_volume_mm3: float = 0.0,
+    case_roles: Mapping[str, str] | None = None,
 ) -> tuple[list[dict], dict]:
     """Compute every metric of every case and structure, write a CSV and a JSON summary.
 
@@ -303,6 +307,11 @@ def evaluate_folders(
         lesion_penalty_mm: lesion-wise HD95 of a missed lesion or a false positive; BraTS: 374.
         lesion_min_fp_volume_mm3: false-positive components of at most this volume are ignored;
             0 (default) = none, as in BraTS 2023.
+        case_roles: case id -> ``"training"`` or ``"validation"``, the case's role in the run whose
+            predictions these are (:func:`voxseg.metrics.held_out.run_case_roles`); None: not known. When
+            given, every row gets a ``split`` column (``"training"``, ``"validation"`` or ``"unseen"``, for
+            cases the run never saw), the summary ``"case_splits"`` (case id -> that role) and ``"by_split"``
+            (:func:`voxseg.metrics.held_out.held_out_summaries`: held-out cases apart from trained ones).
 
     Returns:
         ``(rows, summary)``: rows as in the CSV (``case_id``, ``structure``, metrics, flags), sorted by
@@ -330,7 +339,12 @@ def evaluate_folders(
     rows, confusion, unscored = _score_cases(case_ids, preds, refs, spacings, structures, penalty_mm, tolerance_mm,
                                              lesion_options, progress)
     _warn_unscored(unscored, pred_dir, ref_dir, structures)
+    if case_roles is not None:
+        rows = [{"case_id": r["case_id"], "split": case_roles.get(str(r["case_id"]), "unseen"), **r} for r in rows]
     summary = summarise(rows)
+    if case_roles is not None:
+        summary["case_splits"] = {case_id: case_roles.get(case_id, "unseen") for case_id in case_ids}
+        summary["by_split"] = held_out_summaries(rows)
     summary["confusion_matrix"] = _confusion_document(confusion, structures)
     document = _summary_document(summary, structures, pred_dir, ref_dir, penalty_mm, tolerance_mm, lesion_options)
     out_dir.mkdir(parents=True, exist_ok=True)

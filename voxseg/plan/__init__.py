@@ -11,10 +11,10 @@ from voxseg.plan.network import CPU_DEFAULTS, GPU_MAX_PATCH_VOXELS, hardware_def
 from voxseg.plan.fit import fit_memory, fit_time
 from voxseg.plan.resolve import (resolve_label_scheme, resolve_normalization, resolve_options, resolve_orientation,
                                  resolve_spacing, run_fingerprint)
-from voxseg.plan.planner import checked_patch_size, plan_run
+from voxseg.plan.planner import checked_patch_size, label_names_for, plan_run
 from voxseg.plan.check import check_edited_plan, check_plan, checked_plan
 
 __all__ = ["CPU_DEFAULTS", "GPU_MAX_PATCH_VOXELS", "check_edited_plan", "check_plan", "checked_patch_size",
-           "checked_plan", "fit_memory", "fit_time", "hardware_defaults", "plan_patch_size", "plan_run",
-           "plan_strides", "plan_target_spacing", "resolve_label_scheme", "resolve_normalization", "resolve_options",
-           "resolve_orientation", "resolve_spacing", "run_fingerprint", "spacing_strides"]
+           "checked_plan", "fit_memory", "fit_time", "hardware_defaults", "label_names_for", "plan_patch_size",
+           "plan_run", "plan_strides", "plan_target_spacing", "resolve_label_scheme", "resolve_normalization",
+           "resolve_options", "resolve_orientation", "resolve_spacing", "run_fingerprint", "spacing_strides"]

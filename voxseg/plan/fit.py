@@ -15,6 +15,7 @@ from voxseg.config import RunPlan
 from voxseg.plan.memory import FRAMEWORK_BYTES, GIB, available_memory, estimate_training_memory, fit_patch_to_memory
 from voxseg.plan.timing import fit_patch_to_time_budget
 from voxseg.train.distributed import rank_and_world
+from voxseg.train.validation import VALIDATION_SHARE
 
 __all__ = ["fit_memory", "fit_time"]
 
@@ -86,26 +87,31 @@ def _check_user_patch(plan: RunPlan, model: torch.nn.Module, budget: int, source
 def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Callable[[str], None]) -> RunPlan:
     """The plan with its patch shrunk until the time budget (``plan.train.time_budget_minutes``) holds
     ``min_iterations`` steps timed here with the threads training will use (the memory fit comes first: a smaller
-    patch needs less), or all the steps the epochs allow when those are fewer. ``model``: the network the plan
-    builds; one line says what was measured."""
+    patch needs less), or all the steps the epochs allow when those are fewer. With validation cases
+    (``val_fraction`` > 0) the steps get the budget less validation's share
+    (:data:`voxseg.train.validation.VALIDATION_SHARE`), which training keeps to. The measured seconds per step
+    are kept as ``train.planned_step_seconds`` (training compares its first epoch with them). ``model``: the
+    network the plan builds; one line says what was measured."""
     t = plan.train
     min_iterations = min(min_iterations, t.epochs * t.iterations_per_epoch)
     device = resolve_device(t.device)
     threads = torch.get_num_threads()
+    share = 1.0 - VALIDATION_SHARE if t.val_fraction > 0 else 1.0
+    train_seconds = 60.0 * t.time_budget_minutes * share
     if t.num_threads:  # time with the threads training will use
         torch.set_num_threads(t.num_threads)
     try:
         patch, seconds = fit_patch_to_time_budget(model, plan.input_channels, t.patch_size, t.batch_size,
-                                                  60.0 * t.time_budget_minutes, min_iterations, model.size_divisor,
-                                                  t.amp, device)
+                                                  train_seconds, min_iterations, model.size_divisor, t.amp, device)
     finally:
         torch.set_num_threads(threads)
-    steps = int(60.0 * t.time_budget_minutes / seconds)
+    steps = int(train_seconds / seconds)
+    kept = f", {100 * (1 - share):.0f}% of the budget kept for validation" if share < 1 else ""
     if patch != t.patch_size:
         log(f"time: a step at patch {t.patch_size} would leave the {t.time_budget_minutes:g}-minute budget fewer than "
             f"{min_iterations} iterations: planned patch {patch} ({seconds:.2g} s per step measured here, about "
-            f"{steps} steps; --min-iterations sets the target, --patch overrides)")
-        return _with_train(plan, patch_size=patch)
+            f"{steps} steps{kept}; --min-iterations sets the target, --patch overrides)")
+        return _with_train(plan, patch_size=patch, planned_step_seconds=seconds)
     log(f"time: {seconds:.2g} s per step at patch {patch} (measured here): about {steps} steps in the "
-        f"{t.time_budget_minutes:g}-minute budget")
-    return plan
+        f"{t.time_budget_minutes:g}-minute budget{kept}")
+    return _with_train(plan, planned_step_seconds=seconds)

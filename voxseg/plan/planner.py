@@ -24,7 +24,7 @@ from voxseg.plan.network import hardware_defaults, spacing_strides
 from voxseg.plan.plan import plan_patch_size
 from voxseg.plan.resolve import resolve_label_scheme
 
-__all__ = ["checked_patch_size", "plan_run"]
+__all__ = ["checked_patch_size", "label_names_for", "plan_run"]
 
 
 def plan_run(options: TrainOptions, dataset: Dataset, label_values: list[int], prepared: list[PreparedCase],
@@ -99,7 +99,7 @@ def _train_config(options: TrainOptions) -> TrainConfig:
 
 def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], net_kwargs: dict, train: TrainConfig) -> RunPlan:
     """The plan before its patch is planned: channels, labels and their scheme, preprocessing, network, training."""
-    label_names = {str(v): n for v, n in (dataset.label_names or {}).items()}
+    label_names = label_names_for(options.label_names, dataset, label_values)
     scheme = resolve_label_scheme(options, dataset)
     plan = RunPlan(channel_names=list(dataset.channel_names), label_values=label_values, label_names=label_names,
                    label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
@@ -111,6 +111,37 @@ def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int]
     except ValueError as exc:
         raise InputError(dataset.root, str(exc)) from None
     return plan
+
+
+def label_names_for(given: list[str] | dict[str, str] | None, dataset: Dataset, label_values: list[int]
+                 ) -> dict[str, str]:
+    """``{value as text: name}``: the user's names (``--label-names``, ``TrainOptions.label_names``) where given,
+    else the dataset.json's. ``label_values``: the run's label values, 0 first.
+
+    Raises:
+        InputError: a list of names whose count is not the number of foreground label values, names that repeat,
+            or a value named that the dataset does not hold (one line).
+    """
+    if given is None:
+        return {str(v): n for v, n in (dataset.label_names or {}).items()}
+    foreground = [v for v in label_values if v != 0]
+    if isinstance(given, dict):
+        unknown = sorted(set(given) - {str(v) for v in label_values}, key=int)
+        if unknown:
+            raise InputError(dataset.root, f"--label-names names label value(s) {', '.join(unknown)}, which the "
+                                           f"dataset does not hold (its values: {', '.join(map(str, label_values))})")
+        names = dict(given)
+    else:
+        if len(given) != len(foreground):
+            raise InputError(dataset.root, f"--label-names gives {len(given)} name(s) ({', '.join(given)}) for "
+                                           f"{len(foreground)} foreground label value(s) "
+                                           f"({', '.join(map(str, foreground))}): give one name per value, in order")
+        names = {str(v): n for v, n in zip(foreground, given)}
+    shown = [n for v, n in names.items() if v != "0"]
+    if len(set(shown)) != len(shown):
+        raise InputError(dataset.root, f"--label-names repeats a name ({', '.join(shown)}): each structure needs "
+                                       "its own")
+    return names
 
 
 def _planned_patch(options: TrainOptions, train: TrainConfig, model: torch.nn.Module, prepared: list[PreparedCase],

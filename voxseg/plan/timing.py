@@ -22,8 +22,10 @@ __all__ = ["measure_step_seconds", "fit_patch_to_time_budget"]
 
 
 def measure_step_seconds(model: nn.Module, input_shape: Sequence[int], batch_size: int, amp: str = "auto",
-                         device: torch.device | str = "cpu", repeats: int = 2) -> float:
-    """Median wall time, in seconds, of one forward + backward pass at the run's precision.
+                         device: torch.device | str = "cpu", repeats: int = 5,
+                         timer: Callable[[], float] = time.perf_counter) -> float:
+    """Median wall time, in seconds, of one forward + backward pass at the run's precision (the first pass
+    excluded).
 
     A copy of ``model`` runs on seeded random input inside a forked RNG, so the model's weights and the
     global RNG state are left alone (also with dropout, and with ``amp="auto"``'s first bf16 probe). The first pass (allocation, kernel choice) is not timed. Data loading and the optimiser step
@@ -35,20 +37,23 @@ def measure_step_seconds(model: nn.Module, input_shape: Sequence[int], batch_siz
         batch_size: samples per step.
         amp: ``"auto"``, ``"bf16"``, ``"fp16"`` or ``"none"`` (see ``voxseg.nets.resolve_amp``).
         device: where to run.
-        repeats: timed passes (the median is returned).
+        repeats: timed passes; their median is returned, so that one pass slowed by a busy machine does not
+            decide the plan.
+        timer: the clock read, in seconds (a test passes a fake one).
     """
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return _median_step(copy.deepcopy(model).to(device).train(), input_shape, batch_size, amp, device, repeats)
+        return _median_step(copy.deepcopy(model).to(device).train(), input_shape, batch_size, amp, device, repeats,
+                            timer)
 
 
 def _median_step(net: nn.Module, input_shape: Sequence[int], batch_size: int, amp: str, device: torch.device,
-                 repeats: int) -> float:
+                 repeats: int, timer: Callable[[], float]) -> float:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((batch_size, *input_shape), generator=generator).to(device)
     times = []
     for i in range(repeats + 1):
-        start = time.perf_counter()
+        start = timer()
         with autocast_context(amp, device):
             out = net(x)
         outs = out if isinstance(out, (list, tuple)) else [out]  # deep supervision: one output per scale
@@ -57,7 +62,7 @@ def _median_step(net: nn.Module, input_shape: Sequence[int], batch_size: int, am
             torch.cuda.synchronize(device)
         net.zero_grad(set_to_none=True)
         if i:
-            times.append(time.perf_counter() - start)
+            times.append(timer() - start)
     return float(np.median(times))
 
 

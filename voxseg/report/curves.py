@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 from voxseg.io.files import write_atomic
 
 __all__ = ["dice_per_case_figure", "figure_png", "learning_curves_figure", "overlay_figure", "plot_learning_curves",
-           "plot_overlay", "read_log"]
+           "plot_overlay", "read_log", "slice_aspect"]
 
 
 def _figure():
@@ -97,7 +97,8 @@ def learning_curves_figure(rows: list[dict[str, str]]):
 
 
 def plot_overlay(image: np.ndarray, reference: np.ndarray | None, prediction: np.ndarray, png: str | Path,
-                 title: str = "", label_names: Mapping[int, str] | None = None) -> Path:
+                 title: str = "", label_names: Mapping[int, str] | None = None,
+                 spacing: Sequence[float] | None = None) -> Path:
     """Three orthogonal slices through the centre of the reference's foreground (the prediction's when
     there is no reference or it is empty) with the labels laid over them, and a legend of the label colours.
 
@@ -106,16 +107,29 @@ def plot_overlay(image: np.ndarray, reference: np.ndarray | None, prediction: np
         reference: ``(Z, Y, X)`` reference labels or None.
         prediction: ``(Z, Y, X)`` predicted labels.
         label_names: label value -> name for the legend (default: the values).
+        spacing: ``(sz, sy, sx)`` mm: each slice is drawn with its voxels' true proportions
+            (:func:`slice_aspect`); None: square voxels.
     """
-    fig = overlay_figure(image, reference, prediction, title, label_names)
+    fig = overlay_figure(image, reference, prediction, title, label_names, spacing)
     out = _save(fig, Path(png))
     _figure().close(fig)
     return out
 
 
+def slice_aspect(spacing: Sequence[float] | None, axis: int) -> float:
+    """The ``imshow`` aspect (height / width of one pixel) of a slice of a ``(Z, Y, X)`` volume taken across
+    ``axis``: the spacing of the slice's rows over that of its columns, so that e.g. 1.5 mm slices seen from
+    the side are drawn 1.5 times as tall as 1 mm voxels, not squashed. ``spacing``: ``(sz, sy, sx)`` mm;
+    None: 1 (square voxels)."""
+    if spacing is None:
+        return 1.0
+    rows, cols = [float(spacing[k]) for k in range(3) if k != axis]
+    return rows / cols
+
+
 def overlay_figure(image: np.ndarray, reference: np.ndarray | None, prediction: np.ndarray, title: str = "",
-                   label_names: Mapping[int, str] | None = None):
-    """The figure of :func:`plot_overlay` (not saved)."""
+                   label_names: Mapping[int, str] | None = None, spacing: Sequence[float] | None = None):
+    """The figure of :func:`plot_overlay` (not saved); each slice drawn with :func:`slice_aspect`."""
     plt = _figure()
     fg = np.argwhere(reference > 0) if reference is not None else np.empty((0, 3))
     if fg.size == 0:  # nothing to find, or no reference: show where the prediction put its labels
@@ -128,9 +142,11 @@ def overlay_figure(image: np.ndarray, reference: np.ndarray | None, prediction: 
             index = [slice(None)] * 3
             index[a] = int(centre[a])
             ax = axes[r, a]
-            ax.imshow(image[tuple(index)], cmap="gray", origin="lower")
+            aspect = slice_aspect(spacing, a)
+            ax.imshow(image[tuple(index)], cmap="gray", origin="lower", aspect=aspect)
             masked = np.ma.masked_equal(lab[tuple(index)], 0)
-            ax.imshow(masked, cmap="tab10", alpha=0.45, origin="lower", vmin=0, vmax=9, interpolation="nearest")
+            ax.imshow(masked, cmap="tab10", alpha=0.45, origin="lower", vmin=0, vmax=9, interpolation="nearest",
+                      aspect=aspect)
             ax.set_title(f"{name}, {'zyx'[a]}={centre[a]}", fontsize=9)
             ax.axis("off")
     found = set(np.unique(prediction).tolist()) | (set(np.unique(reference).tolist()) if reference is not None else set())

@@ -37,6 +37,7 @@ def evaluation_body(folder: Path, label_names: Mapping[int, str]) -> str:
     structures = list(document.get("structures") or summary["metrics"])
     parts = [f'<p>{summary["n_cases"]} case(s); predictions {html.escape(document.get("pred_dir", "?"))}, '
              f'references {html.escape(document.get("ref_dir", "?"))}.</p>\n', _summary_table(summary, structures)]
+    parts.append(_by_split(summary, structures))
     if rows:
         parts.append(_picture(figure_png(dice_per_case_figure(rows, structures)), "Dice per case"))
     if not label_names:  # structures of one label each name that label (the classes of an evaluation)
@@ -56,6 +57,18 @@ def evaluation_body(folder: Path, label_names: Mapping[int, str]) -> str:
     return "".join(parts)
 
 
+def _by_split(summary: Mapping, structures: Sequence[str]) -> str:
+    """With ``evaluate --run``: the held-out cases' summary table and the trained ones', apart; else nothing."""
+    by_split = summary.get("by_split") or {}
+    parts = []
+    for name, title in (("held_out", "Held-out cases (validation and never seen)"),
+                        ("training", "Cases the run trained on (optimistic)")):
+        if name in by_split:
+            parts.append(f"<h3>{title}: {by_split[name]['n_cases']}</h3>\n"
+                         + _summary_table(by_split[name], structures))
+    return "".join(parts)
+
+
 def _read_rows(csv_path: Path) -> list[dict[str, object]]:
     if not csv_path.exists():
         return []
@@ -65,7 +78,7 @@ def _read_rows(csv_path: Path) -> list[dict[str, object]]:
             row: dict[str, object] = {}
             for key, value in raw.items():
                 try:
-                    row[key] = float(value) if key not in ("case_id", "structure") else value
+                    row[key] = float(value) if key not in ("case_id", "structure", "split") else value
                 except (TypeError, ValueError):
                     row[key] = value
             rows.append(row)
@@ -130,14 +143,15 @@ def _ranked_cases(document: Mapping, label_names: Mapping[int, str]) -> str:
         shown.add(case_id)
         try:
             prediction, _ = read_volume(preds[case_id], dtype=np.int32)
-            reference, _ = read_volume(refs[case_id], dtype=np.int32)
+            reference, geometry = read_volume(refs[case_id], dtype=np.int32)
         except InputError as exc:
             parts.append(f'<p class="note">{html.escape(str(exc))}</p>\n')
             continue
         image, where = _image_beside(refs[case_id], reference.shape, datasets)
         dice = cases.get("mean_dice", {}).get(case_id)
         title = f"{rank}: {case_id} (mean Dice {_text(dice)})"
-        parts.append(_picture(figure_png(overlay_figure(image, reference, prediction, title, label_names)), title))
+        parts.append(_picture(figure_png(overlay_figure(image, reference, prediction, title, label_names,
+                                                              geometry.spacing)), title))
         parts.append(f'<p class="note">{html.escape(where)}</p>\n')
     return "".join(parts)
 

@@ -39,6 +39,7 @@ from voxseg.io.files import save_json_atomic
 from voxseg.io.validate import CaseSummary
 from voxseg.nets import resolve_device
 from voxseg.plan.check import checked_plan
+from voxseg.plan.planner import label_names_for
 from voxseg.plan.resolve import run_fingerprint
 from voxseg.config import TrainOptions
 from voxseg.train.distributed import barrier, rank_and_world
@@ -99,6 +100,7 @@ def create_run(run_dir: Path, dataset: Dataset, options: TrainOptions, cases: li
     dataset, fingerprint), whole or not at all (:func:`new_run_dir`). ``options``: resolved from the data
     (:func:`voxseg.plan.resolve_options`); ``rows``: the cases' validation rows. Returns the plan and the
     prepared cases."""
+    label_names_for(options.label_names, dataset, mapping.values)  # a wrong --label-names, before preprocessing
     with new_run_dir(run_dir) as staging:
         prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
         fingerprint = run_fingerprint(rows, options.preprocess.orientation)
@@ -143,12 +145,14 @@ def train_run(run_dir: Path, plan: RunPlan, split: dict, prepared: list[Prepared
 
 
 def plan_summary(plan: RunPlan, split: dict | None = None) -> str:
-    """One line: network, patch, batch, loss, epochs, budget, labels (and the split's sizes)."""
+    """One line: network, patch, batch, loss, epochs, budget, labels with their names (and the split's sizes)."""
     t = plan.train
     budget = f", {t.time_budget_minutes:g}-minute budget" if t.time_budget_minutes else ""
     cases = f"; split {len(split['train'])} train / {len(split['val'])} validation cases" if split else ""
+    named = {v: plan.label_names.get(str(v)) for v in plan.label_values}
+    labels = "[" + ", ".join(f"{v} {n}" if n else str(v) for v, n in named.items()) + "]"
     return (f"{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
-            f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {plan.label_values} "
+            f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {labels} "
             f"({plan.label_scheme}){cases}")
 
 

@@ -40,7 +40,7 @@ from voxseg.train.schedules import PlateauScheduler
 from voxseg.train.state import TrainState, read_checkpoint, write_checkpoint, write_weights
 from voxseg.train.step import TrainingDiverged, TrainStep, grad_scaler
 from voxseg.train.swa import SWACollector, recompute_norm_statistics
-from voxseg.train.validation import validation_dice
+from voxseg.train.validation import VALIDATION_SHARE, ValidationSchedule, validation_dice
 
 __all__ = ["PreparedCase", "TrainResult", "train_model"]
 
@@ -93,7 +93,10 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     clock = RunClock(cfg.time_budget_minutes, state.elapsed_seconds)
     s = _Session(plan, model, optimizer, step, Phases(cfg, parts["plateau"]), parts,
                  patch_stream(plan, train_cases, seed=cfg.seed + 1000 * rank, start_batch=state.iterations), clock,
-                 BudgetProjection(cfg.time_budget_minutes), _Progress(cfg, state, clock, progress and rank == 0),
+                 BudgetProjection(cfg.time_budget_minutes, cfg.planned_step_seconds,
+                                  1.0 - VALIDATION_SHARE if val_cases else 1.0),
+                 ValidationSchedule(cfg.val_every, clock.budget_s),
+                 _Progress(cfg, state, clock, progress and rank == 0),
                  dev, rank, world, run_dir, log)
     stopped_by = "epochs"
     try:
@@ -126,6 +129,7 @@ class _Session:
     loader: PatchLoader
     clock: RunClock
     projection: BudgetProjection
+    validation: ValidationSchedule
     progress: _Progress
     device: torch.device
     rank: int
@@ -228,7 +232,8 @@ def _unfreeze_if_due(model: torch.nn.Module, cfg: TrainConfig, epoch: int, log) 
 
 def _train_epoch(s: _Session, state: TrainState, epoch: int, phase: str) -> tuple[list[float], float, bool]:
     """The iterations of one epoch. Returns the finite losses, the last learning rate, and whether the time
-    budget ran out (main phase only; rank 0's clock decides for every rank)."""
+    budget ran out (main phase only; rank 0's clock decides for every rank), less the time the final validation
+    is expected to take (:meth:`ValidationSchedule.reserve_s`)."""
     losses: list[float] = []
     lr = math.nan
     for it in range(s.plan.train.iterations_per_epoch):
@@ -245,11 +250,13 @@ def _train_epoch(s: _Session, state: TrainState, epoch: int, phase: str) -> tupl
         if math.isfinite(loss):
             losses.append(loss)
         state.iterations += 1
-        warning = s.projection.after_step(state.iterations, s.clock.seconds(), phase)
-        if warning:
-            s.log(warning)
+        said = s.projection.after_step(state.iterations, s.clock.seconds(), phase,
+                                       last_of_epoch=it == s.plan.train.iterations_per_epoch - 1)
+        if said:
+            s.log(said)
         s.progress.update(state, losses, lr, s.clock.seconds())
-        if phase == MAIN and rank0_flag(s.clock.spent(), s.world, s.device):
+        # The budget ends early enough for the final validation to end within it.
+        if phase == MAIN and rank0_flag(s.clock.spent(s.validation.reserve_s()), s.world, s.device):
             return losses, lr, True
     return losses, lr, False
 
@@ -267,7 +274,7 @@ def _end_epoch(s: _Session, state: TrainState, epoch: int, phase: str, losses: l
         state.swa_done += 1
         s.parts["swa"].epoch_end(state.swa_done, last=state.swa_done >= cfg.swa_epochs)
     if s.rank == 0:
-        if val_cases and phase == MAIN and (state.epoch % cfg.val_every == 0 or is_last) \
+        if val_cases and phase == MAIN and s.validation.due(state.epoch, s.clock.seconds(), is_last) \
                 and _validate(s, state, val_cases, row):
             stopped_by = "early stopping"
         state.history.append(row)
@@ -283,8 +290,10 @@ def _end_epoch(s: _Session, state: TrainState, epoch: int, phase: str, losses: l
 
 def _validate(s: _Session, state: TrainState, val_cases: list[PreparedCase], row: dict) -> bool:
     """Score the validation cases into ``row``; keep the best checkpoint, step the plateau scheduler. Returns
-    whether early stopping says stop."""
+    whether early stopping says stop. Its duration goes to the validation schedule."""
+    start = s.clock.seconds()
     dice = validation_dice(s.model, s.plan, val_cases, s.device)
+    s.validation.record(s.clock.seconds() - start)
     mean_dice = float(np.mean(list(dice.values()))) if dice else 0.0
     row.update({f"val_dice_{k}": v for k, v in dice.items()})
     row["val_dice_mean"] = mean_dice

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+
+import numpy as np
 
 from voxseg.config import TrainConfig
 from voxseg.train.schedules import PlateauScheduler, lr_factor
@@ -22,7 +25,7 @@ __all__ = ["MAIN", "SWA", "DONE", "FEW_ITERATIONS", "Phases", "RunClock", "Budge
 
 MAIN, SWA, DONE = "main", "swa", "done"
 FEW_ITERATIONS = 200  # below this a budget-limited run gets a warning with its projected iteration count
-PROJECT_AFTER = 4  # iterations of a session timed for the projection (the first is excluded)
+PROJECT_AFTER = 8  # steps of a session, the first excluded, before an early projection
 
 
 def _budget_seconds(minutes: float | None) -> float:
@@ -35,24 +38,28 @@ class RunClock:
     Args:
         budget_minutes: the time budget; None or 0: none (``budget_s`` is ``inf``).
         elapsed_before: seconds trained by earlier sessions (resume).
+        now: the clock read, in seconds (a test passes a fake one).
     """
 
-    def __init__(self, budget_minutes: float | None = None, elapsed_before: float = 0.0):
+    def __init__(self, budget_minutes: float | None = None, elapsed_before: float = 0.0,
+                 now: Callable[[], float] = time.perf_counter):
         self.budget_s = _budget_seconds(budget_minutes)
         self.elapsed_before = elapsed_before
-        self._t0 = time.perf_counter() - elapsed_before
+        self._now = now
+        self._t0 = now() - elapsed_before
 
     def seconds(self) -> float:
         """Seconds trained so far (earlier sessions included)."""
-        return time.perf_counter() - self._t0
+        return self._now() - self._t0
 
     def session_seconds(self) -> float:
         """Seconds of this session."""
         return self.seconds() - self.elapsed_before
 
-    def spent(self) -> bool:
-        """The time budget is used up."""
-        return self.seconds() >= self.budget_s
+    def spent(self, reserve_s: float = 0.0) -> bool:
+        """The time budget is used up, but for ``reserve_s`` seconds kept for what must still run (the final
+        validation)."""
+        return self.seconds() >= self.budget_s - reserve_s
 
 
 class Phases:
@@ -99,39 +106,85 @@ class Phases:
 
 
 class BudgetProjection:
-    """Projects, early in a session, how many iterations a time budget allows; says so when too few.
+    """Projects, early in a session, how many iterations a time budget allows; says so when too few, and
+    corrects itself when the first epoch's real rate says otherwise.
 
-    The first step of a session warms up (allocation, kernel choice) and is not timed; the next
-    ``PROJECT_AFTER - 1`` steps give the seconds per iteration.
+    The first step of a session warms up (allocation, kernel choice) and is not timed; the seconds per
+    iteration are the median of the later steps' durations, so one slow step (a busy machine) does not decide.
+    The projection is made at the end of the session's first epoch, or earlier once :data:`PROJECT_AFTER` steps
+    are timed and a tenth of the budget is spent. When it was made early, the end of the first epoch projects
+    again and says when the first projection was wrong. At the end of the first epoch, a rate far (over 2x)
+    from the step time measured when planning (``planned_step_seconds``) is said with the iterations it buys.
 
     Args:
         budget_minutes: the run's time budget (None: nothing to project).
+        planned_step_seconds: seconds per step measured when the run was planned (None: not measured).
+        train_share: the part of the budget training steps may use (the rest is kept for validation,
+            :data:`voxseg.train.validation.VALIDATION_SHARE`).
     """
 
-    def __init__(self, budget_minutes: float | None):
+    def __init__(self, budget_minutes: float | None, planned_step_seconds: float | None = None,
+                 train_share: float = 1.0):
         self.budget_minutes = budget_minutes
         self.budget_s = _budget_seconds(budget_minutes)
-        self._steps, self._first_s = 0, 0.0
+        self.planned_step_seconds, self.train_share = planned_step_seconds, train_share
+        self._ends: list[float] = []
+        self._said: int | None = None  # the iterations a warning projected
+        self._epoch_done = False
 
-    def after_step(self, iterations_done: int, elapsed_s: float, phase: str) -> str | None:
-        """Call after every step; returns the warning, once, when the budget allows fewer than
-        :data:`FEW_ITERATIONS` iterations, else None.
+    def after_step(self, iterations_done: int, elapsed_s: float, phase: str, last_of_epoch: bool = False
+                   ) -> str | None:
+        """Call after every step; returns what to say (a warning when the budget allows fewer than
+        :data:`FEW_ITERATIONS` iterations, or a correction), at most once per projection, else None.
 
         Args:
             iterations_done: iterations of the run so far (earlier sessions included).
             elapsed_s: seconds of the run so far (``RunClock.seconds``).
             phase: the step's phase (the SWA phase has no budget to project).
+            last_of_epoch: the step ends an epoch.
         """
-        self._steps += 1
-        if self._steps == 1:
-            self._first_s = elapsed_s
-        elif self._steps == PROJECT_AFTER and phase != SWA and math.isfinite(self.budget_s):
-            seconds_per_it = (elapsed_s - self._first_s) / (PROJECT_AFTER - 1)
-            projected = iterations_done + (self.budget_s - elapsed_s) / seconds_per_it
+        if self._epoch_done or phase == SWA or not math.isfinite(self.budget_s):
+            return None
+        self._ends.append(elapsed_s)
+        durations = np.diff(self._ends)  # the first step (warm-up) has no duration here
+        if last_of_epoch:
+            self._epoch_done = True
+            per_it = float(np.median(durations)) if len(durations) else elapsed_s - self._ends[0] or math.nan
+            return self._at_epoch_end(iterations_done, elapsed_s, per_it)
+        early = len(durations) >= PROJECT_AFTER - 1 and elapsed_s - self._ends[0] >= 0.1 * self.budget_s
+        if early and self._said is None:
+            projected = self._projected(iterations_done, elapsed_s, float(np.median(durations)))
             if projected < FEW_ITERATIONS:
-                return (f"warning: at {seconds_per_it:.2g} s per iteration the {self.budget_minutes:.3g}-minute "
-                        f"budget allows about {max(int(projected), iterations_done)} iterations; a U-Net rarely "
-                        f"learns in fewer than {FEW_ITERATIONS} (docs/benchmarks.md). Give it "
-                        f"more time, a smaller patch (--patch, or --min-iterations N to plan one) or network "
-                        "(--net-args base_width=...)")
+                self._said = projected
+                return self._warning(float(np.median(durations)), projected)
+        return None
+
+    def _projected(self, iterations_done: int, elapsed_s: float, per_it: float) -> int:
+        left = self.train_share * self.budget_s - elapsed_s
+        return max(int(iterations_done + max(left, 0.0) / per_it), iterations_done)
+
+    def _warning(self, per_it: float, projected: int) -> str:
+        return (f"warning: at {per_it:.2g} s per iteration the {self.budget_minutes:.3g}-minute "
+                f"budget allows about {projected} iterations; a U-Net rarely "
+                f"learns in fewer than {FEW_ITERATIONS} (docs/benchmarks.md). Give it "
+                f"more time, a smaller patch (--patch, or --min-iterations N to plan one) or network "
+                "(--net-args base_width=...)")
+
+    def _at_epoch_end(self, iterations_done: int, elapsed_s: float, per_it: float) -> str | None:
+        if not math.isfinite(per_it) or per_it <= 0:
+            return None
+        projected = self._projected(iterations_done, elapsed_s, per_it)
+        if self._said is not None:
+            if projected < FEW_ITERATIONS:
+                return None
+            return (f"time: over the first epoch an iteration took {per_it:.2g} s: the budget allows about "
+                    f"{projected} iterations, not the {self._said} warned about (its first steps were slow): "
+                    "ignore that warning")
+        if projected < FEW_ITERATIONS:
+            self._said = projected
+            return self._warning(per_it, projected)
+        planned = self.planned_step_seconds
+        if planned and not 0.5 <= per_it / planned <= 2.0:
+            return (f"time: the first epoch ran at {per_it:.2g} s per iteration, against {planned:.2g} s measured "
+                    f"when planning: the budget allows about {projected} iterations")
         return None

@@ -12,7 +12,11 @@ from voxseg.config import RunPlan
 from voxseg.infer.sliding_window import predict_volume, probabilities_to_labels
 from voxseg.train.batches import PreparedCase
 
-__all__ = ["mask_dice", "validation_dice"]
+__all__ = ["VALIDATION_SHARE", "ValidationSchedule", "mask_dice", "validation_dice"]
+
+VALIDATION_SHARE = 0.1
+"""The part of a time budget validation may use: planning leaves it out of the steps a budget buys, and
+:class:`ValidationSchedule` validates less often when validating takes longer."""
 
 
 def mask_dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -50,3 +54,44 @@ def validation_dice(model: torch.nn.Module, plan: RunPlan, cases: list[PreparedC
             per_structure.setdefault(name, []).append(mask_dice(np.isin(pred, classes), np.isin(case.label, classes)))
     model.train()
     return {name: float(np.mean(v)) for name, v in per_structure.items()}
+
+
+class ValidationSchedule:
+    """When to validate, so that under a time budget validation keeps to its share and the final one ends
+    within the budget.
+
+    Without a budget, every ``val_every``-th epoch and the last. With one, a due validation is also skipped
+    when it would take validation past ``share`` of the time trained so far (each one's duration is measured,
+    so whole-volume validation of large cases runs less often), and :meth:`reserve_s` keeps the last
+    validation's duration at the end of the budget, so training stops early enough for the final validation
+    to end within it.
+
+    Args:
+        val_every: validate every N epochs at most.
+        budget_s: the time budget in seconds (``inf``: none).
+        share: the part of the time validation may use (:data:`VALIDATION_SHARE`).
+    """
+
+    def __init__(self, val_every: int, budget_s: float, share: float = VALIDATION_SHARE):
+        self.val_every, self.budget_s, self.share = val_every, budget_s, share
+        self.spent_s, self.last_s = 0.0, None
+
+    def due(self, epoch: int, elapsed_s: float, is_last: bool) -> bool:
+        """Whether to validate after ``epoch`` (1-based, just finished) at ``elapsed_s`` seconds of the run."""
+        if is_last:
+            return True
+        if epoch % self.val_every:
+            return False
+        if not np.isfinite(self.budget_s) or self.last_s is None:
+            return True
+        return self.spent_s + self.last_s <= self.share * (elapsed_s + self.last_s)
+
+    def record(self, seconds: float) -> None:
+        """A validation took ``seconds``."""
+        self.spent_s += seconds
+        self.last_s = seconds
+
+    def reserve_s(self) -> float:
+        """Seconds to keep at the end of the budget for the final validation: the last one's duration (0 before
+        the first, or without a budget)."""
+        return (self.last_s or 0.0) if np.isfinite(self.budget_s) else 0.0
