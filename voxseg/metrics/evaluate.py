@@ -125,8 +125,8 @@ def _read_labels(path: Path) -> np.ndarray:
 
 
 def _mm_triple(values, digits: int = 3) -> str:
-    """``(1.5, 0, -2.25)``: plain numbers rounded to ``digits`` decimals (no numpy reprs in messages)."""
-    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"
+    """``(1.5, 0.0, -2.25)``: plain numbers rounded to ``digits`` decimals (no numpy reprs in messages)."""
+    return str(tuple(round(float(v), digits) for v in values))
 
 
 def _json_safe(obj: object) -> object:
