@@ -40,8 +40,8 @@ def user_errors(func):
             for line in err.problems:
                 click.echo(f"error: {line}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished files were kept, nothing half-written was left", err=True)
+        except KeyboardInterrupt as err:
+            click.echo(str(err) or "interrupted: finished files were kept, nothing half-written was left", err=True)
             sys.exit(130)
         except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
             if not _out_of_memory(err):
@@ -147,8 +147,11 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
             how = "--resume continues the run" if resume else "the cross-validation continues"
             warnings.warn(f"{run_dir}: {how} as its plan.json says; ignored: "
                           f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
-    result = run_training(data, run_dir, train_options(kw), overwrite=overwrite, resume=resume,
-                          plan_only=plan_only)
+    try:
+        result = run_training(data, run_dir, train_options(kw), overwrite=overwrite, resume=resume,
+                              plan_only=plan_only)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_how_to_continue(data, run_dir)) from None
     if result is None or rank_and_world()[0] != 0:  # planned only; under torchrun, rank 0 alone reports
         return
     from voxseg.runs.run_folder import record_session
@@ -164,6 +167,16 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
             click.echo(f"learning curves: {png}")
     click.echo(f"report: {write_report(run_dir / REPORT_NAME, run_dir)}")
     click.echo(f"run folder: {run_dir} (best validation Dice of the last model trained: {result.best_metric:.4f})")
+
+
+def _how_to_continue(data: Path, run_dir: Path) -> str:
+    """The line Ctrl-C during ``voxseg train`` prints: how to continue the run, when there is one to continue."""
+    from voxseg.runs.run_folder import is_planned_run
+
+    if (run_dir / "checkpoint_last.pt").exists() or is_planned_run(run_dir) or (run_dir / "splits.json").exists():
+        return (f"interrupted: {run_dir} keeps what it finished (up to its last epoch); continue with: "
+                f"voxseg train {data} --out {run_dir} --resume")
+    return f"interrupted before training started: nothing was kept in {run_dir}; start again with the same command"
 
 
 def _check_tta(ctx, param, value: str) -> str:

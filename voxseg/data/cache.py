@@ -63,7 +63,7 @@ def prepare_cases(cases: list[Case], config: PreprocessConfig, mapping: LabelMap
     _raise_open_file_limit(len(cases) + 1024)
     reader = _CacheReader(cache_dir, stamp, "cases")
     prepared = []
-    for case in tqdm(cases, desc="preprocess", unit="case", disable=not progress):
+    for case in tqdm(cases, desc="preprocess", unit="case", disable=None if progress else True):
         _convert_old_cache(cache_dir, case.case_id, stamp)
         cached = reader.load(case.case_id)
         if cached is None:

@@ -137,7 +137,10 @@ def load_model(run_dir: str | Path, which: str = "best", device: torch.device | 
         raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
     plan = RunPlan.load(run_dir / "plan.json")
     device = torch.device(device)
-    model = build_model(plan).to(device)
+    try:
+        model = build_model(plan).to(device)
+    except (ValueError, TypeError) as exc:  # a hand-edited network name or argument
+        raise InputError(run_dir / "plan.json", f"its network cannot be built: {exc}") from None
     path = checkpoint_path(run_dir, which)
     state = read_model_weights(path, map_location=device)
     try:

@@ -27,6 +27,7 @@ from voxseg.infer.package import is_package, open_package
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
 from voxseg.infer.tta import tta_variants
 from voxseg.io.datasets import Case, read_case
+from voxseg.io.files import made_folder
 from voxseg.io.prediction_cases import find_prediction_cases
 from voxseg.io.image import ImageGeometry, is_nifti, orientation_code, write_volume
 from voxseg.infer.sliding_window import probabilities_to_labels
@@ -127,7 +128,7 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
     _warn_if_unseen_spacing(pipelines, case, geometry)
     prepared = [prepare_groups(members, image, geometry.spacing, geometry.affine) for members in pipelines]
     del image  # only the cropped, preprocessed copies are needed from here on
-    bar = tqdm(desc=case.case_id, unit="win", disable=not progress, leave=False,
+    bar = tqdm(desc=case.case_id, unit="win", disable=None if progress else True, leave=False,
                total=sum(count_windows(groups, options.tta) for groups in prepared))
     preds = [predict_groups(groups, options.tta, options.uncertainty, device, progress=bar.update)
              for groups in prepared]
@@ -156,13 +157,12 @@ def predict_cases(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], p
                   options: PredictOptions | None = None, device: torch.device | None = None) -> list[PredictedCase]:
     """Predict several cases into ``out_dir/<case_id>.nii.gz`` (and ``_prob`` / ``_uncertainty`` maps);
     ``device`` as :func:`predict_case`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for case in tqdm(cases, desc="predict", unit="case", disable=not progress):
-        prob = out_dir / f"{case.case_id}_prob.nii.gz" if probabilities else None
-        results.append(predict_case(model, plan, case, out_dir / f"{case.case_id}.nii.gz", prob, device=device,
-                                    progress=progress and len(cases) == 1, options=options))
+    with made_folder(out_dir) as out_dir:  # a failed or interrupted prediction leaves no empty folder it made
+        for case in tqdm(cases, desc="predict", unit="case", disable=None if progress else True):
+            prob = out_dir / f"{case.case_id}_prob.nii.gz" if probabilities else None
+            results.append(predict_case(model, plan, case, out_dir / f"{case.case_id}.nii.gz", prob, device=device,
+                                        progress=progress and len(cases) == 1, options=options))
     return results
 
 
@@ -229,7 +229,6 @@ def _single_output_case(out: Path, cases: list[Case]) -> Case:
                               "give a folder")
     if out.exists() and out.is_dir():
         raise InputError(out, "is a folder; name the output .nii.gz file, or a folder without the suffix")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return cases[0]
 
 
@@ -299,8 +298,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     _check_output_spares_input(Path(input_path), out, cases)
     if is_nifti(out):
         prob = _sibling(out, "_prob") if probabilities else None
-        return [predict_case(pipelines, None, _single_output_case(out, cases), out, prob, device=device,
-                             progress=progress, options=options)]
+        case = _single_output_case(out, cases)
+        with made_folder(out.parent):
+            return [predict_case(pipelines, None, case, out, prob, device=device, progress=progress, options=options)]
     if out.exists() and not out.is_dir():
         raise InputError(out, "output exists and is not a folder (name a folder, or a .nii.gz file for one case)")
     return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options, device=device)

@@ -1,7 +1,7 @@
 """Reading and writing volumes with their geometry, finding dataset cases, and validating datasets."""
 from voxseg.io.dataset_json import read_dataset_labels
 from voxseg.io.datasets import Case, Dataset, label_to_int, read_case
-from voxseg.io.files import save_json_atomic, write_atomic
+from voxseg.io.files import check_writable, made_folder, save_json_atomic, write_atomic
 from voxseg.io.image import (ImageGeometry, is_nifti, orientation_code, read_geometry, read_volume, strip_nifti_suffix,
                              write_volume)
 from voxseg.io.layouts import LABEL_SUFFIXES, LAYOUTS, load_dataset
@@ -47,6 +47,8 @@ __all__ = [
     "ValidationReport",
     "validate_dataset",
     "geometry_difference",
+    "check_writable",
+    "made_folder",
     "format_table",
     "ORIGIN_TOLERANCE_MM",
     "SPACING_TOLERANCE_MM",

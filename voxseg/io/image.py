@@ -80,6 +80,8 @@ def _load(path: Path) -> nib.Nifti1Image:
         if path.is_symlink():
             raise InputError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
         raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a NIfTI file")
     if not is_nifti(path):
         raise InputError(path, "not a NIfTI file (expected .nii or .nii.gz)")
     if path.name.endswith(".nii") and _starts_with(path, b"\x1f\x8b"):
@@ -106,11 +108,71 @@ def _spatial_shape_check(path: Path, shape: tuple[int, ...]) -> None:
         raise InputError(path, f"expected a 3-D volume (trailing singleton axes allowed), got shape {shape}")
 
 
+#: Deflate (gzip) never compresses by more than about 1032:1, so a ``.nii.gz`` file cannot hold more bytes
+#: than this many times its own size.
+_MAX_GZIP_RATIO = 1032
+
+
+def _spacing_check(path: Path, img: nib.Nifti1Image) -> None:
+    """Refuse voxel sizes that are zero, negative or not finite, in the header's pixdim or in the affine."""
+    pixdim = [float(v) for v in _raw_header(path, img)["pixdim"][1:4]]
+    norms = np.sqrt((np.asarray(img.affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    if not all(np.isfinite(v) and v > 0 for v in pixdim):
+        shown = ", ".join(f"{v:g}" for v in pixdim)
+        raise InputError(path, f"invalid voxel spacing in the header: pixdim {shown} (each must be a positive number of mm)")
+    if not np.isfinite(np.asarray(img.affine)).all() or not (norms > 0).all():
+        shown = ", ".join(f"{v:g}" for v in norms)
+        raise InputError(path, f"invalid voxel spacing in the header: the affine gives voxel sizes {shown} mm "
+                               "(each must be a positive number)")
+
+
+def _raw_header(path: Path, img: nib.Nifti1Image) -> nib.Nifti1Header:
+    """The header as stored (nibabel silently replaces zero or negative pixdim values when it loads one)."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as f:
+            return type(img.header).from_fileobj(f, check=False)
+    except Exception:  # already read once by nibabel; fall back to its (checked) copy
+        return img.header
+
+
+def _machine_memory() -> int | None:
+    """Physical memory of this machine in bytes, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size_check(path: Path, img: nib.Nifti1Image) -> None:
+    """Refuse a header that claims more voxel data than the file can hold or this machine can load, before
+    any voxel is read (a damaged header claiming e.g. 30000^3 voxels would otherwise exhaust the memory)."""
+    shape = tuple(int(s) for s in img.shape)
+    itemsize = img.header.get_data_dtype().itemsize
+    claimed = int(np.prod(shape, dtype=np.float64)) * itemsize
+    size = path.stat().st_size
+    offset = int(img.header.get("vox_offset", 0) or 0)
+    room = _MAX_GZIP_RATIO * size if path.name.endswith(".gz") else size - offset
+    dims = "x".join(str(s) for s in shape)
+    if claimed > room:
+        raise InputError(path, f"the header claims {dims} voxels ({_gib(claimed)} of data) but the file "
+                               f"({size} bytes) cannot hold that much: corrupt header or truncated file")
+    memory = _machine_memory()
+    if memory is not None and claimed > memory:
+        raise InputError(path, f"the header claims {dims} voxels ({_gib(claimed)}), more than this machine's "
+                               f"memory ({_gib(memory)})")
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
 def read_geometry(path: str | Path) -> ImageGeometry:
-    """Read only the header of a NIfTI file (fast; no voxel data)."""
+    """Read only the header of a NIfTI file (fast; no voxel data); zero, negative or non-finite voxel sizes
+    are refused."""
     path = Path(path)
     img = _load(path)
     _spatial_shape_check(path, tuple(img.shape))
+    _spacing_check(path, img)
     return ImageGeometry(np.array(img.affine, dtype=np.float64), tuple(int(s) for s in img.shape), img.header.copy())
 
 
@@ -126,11 +188,15 @@ def read_volume(path: str | Path, dtype: type | np.dtype | None = np.float32) ->
         ``(array, geometry)`` with ``array`` of shape ``(Z, Y, X)``.
 
     Raises:
-        InputError: missing, unreadable or truncated file, or not a 3-D volume.
+        InputError: missing, unreadable or truncated file, a folder, not a 3-D volume, a header claiming
+            more voxel data than the file holds or the machine's memory, or zero, negative or non-finite
+            voxel sizes.
     """
     path = Path(path)
     img = _load(path)
     _spatial_shape_check(path, tuple(img.shape))
+    _spacing_check(path, img)
+    _size_check(path, img)
     try:
         if dtype is None:
             data = np.asanyarray(img.dataobj)

@@ -49,12 +49,13 @@ _NNUNET_NAME = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 def _nifti_files(folder: Path) -> list[Path]:
     """NIfTI files directly in ``folder``, sorted; hidden files (macOS ``._x.nii.gz`` forks) are skipped.
 
-    A broken symbolic link is listed (reading it then names the missing target) rather than dropped, which
-    would report its case as having a missing channel or no label.
+    A broken symbolic link, or a folder named like a NIfTI file, is listed (reading it then says which) rather
+    than dropped, which would report its case as having a missing channel or no label.
     """
     return sorted(
         p for p in folder.iterdir()
-        if (p.is_file() or (p.is_symlink() and not p.exists())) and is_nifti(p.name) and not p.name.startswith(".")
+        if (p.is_file() or p.is_dir() or (p.is_symlink() and not p.exists()))
+        and is_nifti(p.name) and not p.name.startswith(".")
     )
 
 

@@ -270,7 +270,7 @@ def _validate_case(
         for name in case.missing_channels:
             add(case.image_paths[0].parent, f"case {cid}: missing channel {name}")
 
-    reference: tuple[str, Path, ImageGeometry] | None = None
+    read: list[tuple[str, Path, ImageGeometry]] = []
     for name, path in zip(present, case.image_paths):
         loaded = _read(cid, path, problems)
         if loaded is None:
@@ -278,12 +278,15 @@ def _validate_case(
         array, geometry = loaded
         problems.extend(_check_image(cid, path, array))
         del array  # one channel in memory at a time (BraTS: 4 x 240x240x155)
-        if reference is None:
-            reference = (name, path, geometry)
-            row.shape, row.spacing = geometry.shape, _round_spacing(geometry.spacing)
-            row.orientation = geometry.orientation
+        read.append((name, path, geometry))
+    reference = _majority(read)
+    if reference is not None:
+        row.shape, row.spacing = reference[2].shape, _round_spacing(reference[2].spacing)
+        row.orientation = reference[2].orientation
+    for name, path, geometry in read:
+        ref_name, ref_path, ref_geometry = reference
+        if path == ref_path:
             continue
-        ref_name, _, ref_geometry = reference
         if geometry.shape != ref_geometry.shape:
             add(path, f"channel {name} shape mismatch: (Z,Y,X) {geometry.shape} vs {ref_geometry.shape} of channel {ref_name}")
         elif (diff := _geometry_message(geometry, ref_geometry)) is not None:
@@ -311,6 +314,15 @@ def _validate_case(
     return row, problems
 
 
+def _majority(read: list[tuple[str, Path, ImageGeometry]]) -> tuple[str, Path, ImageGeometry] | None:
+    """The channel whose shape and geometry most other channels share (the first such on a tie), so that a
+    single channel moved or resized is named as the odd one out rather than every channel beside it."""
+    def agreeing(geometry: ImageGeometry) -> int:
+        return sum(g.shape == geometry.shape and _geometry_message(g, geometry) is None for _, _, g in read)
+
+    return max(read, key=lambda entry: agreeing(entry[2]), default=None)
+
+
 def _round_spacing(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
     # float32 headers give 0.9375000xxx; 6 decimals is far below any scanner's precision.
     return tuple(round(s, 6) for s in spacing)  # type: ignore[return-value]
@@ -334,7 +346,7 @@ def validate_dataset(
         dataset: from :func:`voxseg.io.layouts.load_dataset`.
         allowed_labels: label values that may occur. Default: the keys of ``dataset.label_names``
             (nnU-Net ``dataset.json``) when present; otherwise only negative or non-integer values are flagged.
-        progress: show a tqdm progress bar (on stderr).
+        progress: show a tqdm progress bar (on stderr, when it is a terminal).
         require_labels: report images without a label. Default: when at least one case has a label (a dataset
             with no label at all is taken to be test data).
 
@@ -347,7 +359,7 @@ def validate_dataset(
     if require_labels is None:
         require_labels = any(c.label_path is not None for c in dataset.cases)
     report = ValidationReport()
-    for case in tqdm(dataset.cases, desc="validating", unit="case", disable=not progress):
+    for case in tqdm(dataset.cases, desc="validating", unit="case", disable=None if progress else True):
         row, problems = _validate_case(case, dataset.channel_names, allowed, require_labels)
         report.rows.append(row)
         report.problems.extend(problems)

@@ -103,9 +103,9 @@ def _geometry_problem(pred: ImageGeometry, ref: ImageGeometry, ref_path: Path) -
         return None
     parts = []
     if not np.allclose(pred.spacing, ref.spacing, atol=_AFFINE_ATOL_MM, rtol=0):
-        parts.append(f"spacing {tuple(round(s, 4) for s in pred.spacing)} vs {tuple(round(s, 4) for s in ref.spacing)} mm")
+        parts.append(f"spacing {_mm_triple(pred.spacing, 4)} vs {_mm_triple(ref.spacing, 4)} mm")
     if np.any(diff[:3, 3] > _AFFINE_ATOL_MM):
-        parts.append(f"origin {tuple(np.round(pred.affine[:3, 3], 3))} vs {tuple(np.round(ref.affine[:3, 3], 3))} mm")
+        parts.append(f"origin {_mm_triple(pred.affine[:3, 3])} vs {_mm_triple(ref.affine[:3, 3])} mm")
     if not parts:
         parts.append("direction differs")
     return f"affine does not match reference {ref_path}: " + "; ".join(parts) + f" (max element difference {diff.max():.4g})"
@@ -123,6 +123,11 @@ def _read_labels(path: Path) -> np.ndarray:
                                    f"(e.g. {array[bad].flat[0]:g})")
         array = rounded
     return array.astype(np.int32, copy=False)
+
+
+def _mm_triple(values, digits: int = 3) -> str:
+    """``(1.5, 0.0, -2.25)``: plain numbers rounded to ``digits`` decimals (no numpy reprs in messages)."""
+    return str(tuple(round(float(v), digits) for v in values))
 
 
 def _json_safe(obj: object) -> object:
@@ -216,7 +221,7 @@ def _score_cases(case_ids: Sequence[str], preds: Mapping[str, Path], refs: Mappi
     confusion: dict[tuple[int, int], int] = {}
     scored = {0} | {int(v) for labels in structures.values() for v in labels}
     unscored: dict[tuple[str, int], list[str]] = {}
-    for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=not progress):
+    for case_id in tqdm(case_ids, desc="metrics", unit="case", disable=None if progress else True):
         pred, ref = _read_labels(preds[case_id]), _read_labels(refs[case_id])
         per_structure = case_metrics(pred, ref, spacings[case_id], structures, penalty_mm, tolerance_mm=tolerance_mm)
         if lesion_options is not None:

@@ -56,7 +56,7 @@ def overlap_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float])
     """
     tp, fp, fn, tn = confusion_counts(pred, ref)
     if len(spacing) != np.ndim(pred):
-        raise ValueError(f"spacing {tuple(spacing)} has {len(spacing)} values for a {np.ndim(pred)}-D mask")
+        raise ValueError(f"spacing {tuple(float(s) for s in spacing)} has {len(spacing)} values for a {np.ndim(pred)}-D mask")
     n_pred, n_ref = tp + fp, tp + fn
     both_empty = n_pred == 0 and n_ref == 0
     voxel_ml = float(np.prod(np.asarray(spacing, dtype=np.float64))) / 1000.0

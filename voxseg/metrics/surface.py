@@ -97,7 +97,7 @@ def surface_distances(
         raise ValueError(f"pred shape {pred.shape} != ref shape {ref.shape}")
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     if spacing_arr.shape != (pred.ndim,) or np.any(spacing_arr <= 0):
-        raise ValueError(f"spacing {tuple(spacing)} must be {pred.ndim} positive values (mm)")
+        raise ValueError(f"spacing {tuple(float(s) for s in spacing)} must be {pred.ndim} positive values (mm)")
     if not pred.any() or not ref.any():
         raise ValueError("surface distances need two non-empty masks (see voxseg.metrics.policy)")
     box = _union_box(pred, ref)

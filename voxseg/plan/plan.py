@@ -96,7 +96,7 @@ def plan_strides(spacing: Sequence[float], depth: int) -> tuple[list[list[int]],
     """
     current = [float(v) for v in spacing]
     if not current or min(current) <= 0:
-        raise ValueError(f"spacings must be positive, got {list(spacing)}")
+        raise ValueError(f"spacings must be positive, got {current}")
     kernel = [1] * len(current)
     strides, kernels = [], []
     for _ in range(depth - 1):

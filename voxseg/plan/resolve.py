@@ -114,7 +114,7 @@ def _measured_ct(pre, window_given: bool, dataset: Dataset, cases: list[Case], s
                  log: Callable[[str], None], progress: bool):
     """``pre`` (a PreprocessConfig) with the CT window (HU; kept when set) and the foreground mean and std measured
     on the labelled voxels of ``cases`` (:func:`voxseg.data.preprocess.foreground_intensity_statistics`)."""
-    reading = tqdm(cases, desc="CT intensities", unit="case", disable=not progress)
+    reading = tqdm(cases, desc="CT intensities", unit="case", disable=None if progress else True)
     pairs = ((image, label) for image, label, _ in (read_case(c, with_label=True) for c in reading))
     try:
         stats = foreground_intensity_statistics(pairs, seed=seed)

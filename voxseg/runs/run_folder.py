@@ -35,7 +35,7 @@ from voxseg.data.splits import read_split
 from voxseg.errors import InputError
 from voxseg.infer.model_files import CHECKPOINT_LAST
 from voxseg.io.datasets import Case, Dataset
-from voxseg.io.files import save_json_atomic
+from voxseg.io.files import check_writable, save_json_atomic
 from voxseg.io.validate import CaseSummary
 from voxseg.nets import resolve_device
 from voxseg.plan.check import checked_plan
@@ -57,7 +57,9 @@ def check_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
         if not (run_dir / CHECKPOINT_LAST).exists() and not is_planned_run(run_dir):
             raise InputError(run_dir, "nothing to resume: no checkpoint_last.pt in this run folder (and not a run "
                                       "planned with --plan-only)")
+        check_writable(run_dir)
         return
+    check_writable(run_dir.parent if run_dir.exists() else run_dir)  # made beside it, then renamed (new_run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise InputError(run_dir, "run folder exists and is not empty; pass --overwrite to replace it "

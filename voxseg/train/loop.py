@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -145,9 +146,13 @@ class _Progress:
     def __init__(self, cfg: TrainConfig, state: TrainState, clock: RunClock, enabled: bool):
         total_iters = cfg.epochs * cfg.iterations_per_epoch
         self.by_time = clock.budget_s < total_iters * 60.0  # a budget under a minute per iteration binds first
+        self.epochs = cfg.epochs
+        # A bar only on a terminal; into a log file one plain line per epoch instead (end_epoch).
+        self.plain = enabled and not _is_terminal(sys.stderr)
         self.bar = tqdm(total=int(clock.budget_s) if self.by_time else total_iters,
                         initial=int(state.elapsed_seconds) if self.by_time else state.epoch * cfg.iterations_per_epoch,
-                        disable=not enabled, unit="s" if self.by_time else "it", dynamic_ncols=True, desc="train",
+                        disable=not enabled or self.plain, unit="s" if self.by_time else "it", dynamic_ncols=True,
+                        desc="train",
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{remaining}{postfix}]")
 
     def update(self, state: TrainState, losses: list[float], lr: float, elapsed_s: float) -> None:
@@ -158,8 +163,24 @@ class _Progress:
         self.bar.set_postfix_str(f"it {state.iterations}, loss {recent:.3f}, best val Dice {best:.3f}, lr {lr:.2g}"
                                  if best >= 0 else f"it {state.iterations}, loss {recent:.3f}, lr {lr:.2g}")
 
+    def end_epoch(self, row: dict, log: Callable[[str], None]) -> None:
+        """Without a bar: one line for the epoch in ``row`` (a ``log.csv`` row), e.g.
+        ``epoch 3/100: 150 iterations, loss 0.412, val Dice 0.731, lr 0.0097, 1.2 min``."""
+        if not self.plain:
+            return
+        dice = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
+        log(f"epoch {row['epoch']}/{self.epochs}: {row['iterations']} iterations, loss {row['train_loss']:.3f}"
+            f"{dice}, lr {row['lr']:.2g}, {row['minutes']:.1f} min")
+
     def close(self) -> None:
         self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _build_model(plan: RunPlan, resume: bool, dev: torch.device, world: int, log) -> torch.nn.Module:
@@ -279,6 +300,7 @@ def _end_epoch(s: _Session, state: TrainState, epoch: int, phase: str, losses: l
             stopped_by = "early stopping"
         state.history.append(row)
         _append_log(s.run_dir / "log.csv", row)
+        s.progress.end_epoch(row, s.log)
     stopped_by = rank0_object(stopped_by, s.world)
     state.stopped_main = state.stopped_main or stopped_by != "epochs"  # the SWA phase may still follow
     if s.rank == 0:
