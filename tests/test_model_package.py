@@ -209,3 +209,55 @@ def test_a_bad_package_is_one_line_in_a_subprocess(package, phantoms, tmp_path):
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     _refused(_run("export", tmp_path, tmp_path / "m.zip"), tmp_path, "not a voxseg run folder", tmp_path / "m.zip")
+
+
+@pytest.fixture(scope="module")
+def kfold_run(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "cv"
+    result = _cli("train", phantoms, "--out", run, "--folds", "2", *TINY)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def swa_run(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "swa"
+    result = _cli("train", phantoms, "--out", run, *TINY, "--swa-epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert (run / "checkpoint_swa.pt").exists()
+    return run
+
+
+def _predict_same(run, package, image, tmp_path, *options):
+    """Predict ``image`` from the run folder and from the package with ``options``; assert the same labels."""
+    outputs = []
+    for name, source in (("run", run), ("package", package)):
+        outputs.append(tmp_path / f"{name}{'_'.join(options)}.nii.gz")
+        result = _run("predict", source, image, outputs[-1], *options)
+        assert result.exit_code == 0, result.output
+    assert np.array_equal(_labels(outputs[0]), _labels(outputs[1])), options
+
+
+def test_kfold_package_predicts_as_the_run_folder(kfold_run, phantoms, tmp_path):
+    package = tmp_path / "cv.zip"
+    assert _run("export", kfold_run, package, "--folds", "all").exit_code == 0
+    with zipfile.ZipFile(package) as archive:
+        names = set(archive.namelist())
+    assert {"splits.json", "fold_0/checkpoint_best.safetensors", "fold_1/checkpoint_best.safetensors",
+            "fold_0/plan.json", "fold_1/split.json"} <= names
+    image = phantoms / "imagesTr" / "phantom_002_0000.nii.gz"
+    for folds in ("all", "0"):
+        _predict_same(kfold_run, package, image, tmp_path, "--folds", folds)
+    _predict_same(kfold_run, package, image, tmp_path)  # default: every fold
+
+
+def test_swa_weights_are_exported_and_predict_as_the_run_folder(swa_run, phantoms, tmp_path):
+    package = tmp_path / "swa.zip"
+    result = _run("export", swa_run, package, "--checkpoint", "best", "--checkpoint", "swa")
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(package) as archive:
+        assert {"checkpoint_best.safetensors", "checkpoint_swa.safetensors"} <= set(archive.namelist())
+        card = json.loads(archive.read("model_card.json"))
+    assert set(card["models"][0]["checkpoints"]) == {"best", "swa"}
+    image = phantoms / "imagesTr" / "phantom_002_0000.nii.gz"
+    _predict_same(swa_run, package, image, tmp_path, "--checkpoint", "swa")
