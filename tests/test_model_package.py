@@ -80,7 +80,8 @@ def test_package_holds_what_its_manifest_declares(package, trained):
         for member in manifest["members"]:
             data = archive.read(member["name"])
             assert len(data) == member["size"] and hashlib.sha256(data).hexdigest() == member["sha256"]
-        assert archive.read("plan.json") == (trained / "plan.json").read_bytes()
+        plan = json.loads(archive.read("plan.json"))
+        assert plan == {**json.loads((trained / "plan.json").read_text()), "dataset": "ds"}  # no path: a name
         weights = load_safetensors(archive.read("checkpoint_best.safetensors"))
         card = json.loads(archive.read("model_card.json"))
         dataset = json.loads(archive.read("dataset.json"))
@@ -205,6 +206,55 @@ def test_a_bad_package_is_one_line_in_a_subprocess(package, phantoms, tmp_path):
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         line for line in result.stderr.splitlines() if str(bad) in line and "not a zip file" in line]
     assert not (tmp_path / "pred").exists()
+
+
+def _untrained_copy(run, folder):
+    """A run folder holding ``run``'s plan and no checkpoint."""
+    folder.mkdir()
+    (folder / "plan.json").write_bytes((run / "plan.json").read_bytes())
+    return folder
+
+
+EXPORT_REFUSED = {
+    "not a run": (lambda run, t: (t, t / "m.zip"), lambda t: t, "not a voxseg run folder"),
+    "missing run": (lambda run, t: (t / "nope", t / "m.zip"), lambda t: t / "nope", "run folder not found"),
+    "no checkpoint": (lambda run, t: (_untrained_copy(run, t / "r"), t / "m.zip"), lambda t: t / "r",
+                      "no such checkpoint"),
+    "folds of a single run": (lambda run, t: (run, t / "m.zip", "--folds", "all"), lambda t: None,
+                              "--folds was given but the run has no fold_"),
+    "missing out folder": (lambda run, t: (run, t / "no" / "m.zip"), lambda t: t / "no", "does not exist"),
+    "out folder a file": (lambda run, t: (t.joinpath("f").write_text("x") and run, t / "f" / "m.zip"),
+                          lambda t: t / "f", "is a file"),
+    "out not .zip": (lambda run, t: (run, t / "m.pkg"), lambda t: t / "m.pkg", "suffix .zip"),
+    "out a folder": (lambda run, t: (t.joinpath("m.zip").mkdir() or run, t / "m.zip"), lambda t: t / "m.zip",
+                     "is a folder"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPORT_REFUSED))
+def test_export_refuses_in_one_line_and_leaves_nothing(kind, trained, tmp_path):
+    args, named, problem = EXPORT_REFUSED[kind]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = args(trained, out_dir)
+    before = sorted(out_dir.rglob("*"))
+    result = _run("export", *args)
+    _refused(result, named(out_dir) or trained, problem)
+    assert sorted(out_dir.rglob("*")) == before and not list(trained.glob("*.zip*")), kind
+
+
+def test_a_package_names_none_of_the_trainers_files(kfold_run, phantoms, tmp_path):
+    package = tmp_path / "cv.zip"
+    assert _run("export", kfold_run, package).exit_code == 0
+    secrets = {str(p) for folder in (kfold_run, phantoms) for p in (folder, folder.resolve(), folder.parent)}
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            assert not [s for s in secrets if s.encode() in data], name
+        plans = [json.loads(archive.read(n)) for n in ("plan.json", "fold_0/plan.json", "fold_1/plan.json")]
+        card = json.loads(archive.read("model_card.json"))
+    assert {p["dataset"] for p in plans} == {phantoms.name}
+    assert card["trained_with"][0].startswith(f"voxseg train {phantoms.name} --out {kfold_run.name} --folds 2 ")
 
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
