@@ -80,7 +80,8 @@ def test_package_holds_what_its_manifest_declares(package, trained):
         for member in manifest["members"]:
             data = archive.read(member["name"])
             assert len(data) == member["size"] and hashlib.sha256(data).hexdigest() == member["sha256"]
-        assert archive.read("plan.json") == (trained / "plan.json").read_bytes()
+        plan = json.loads(archive.read("plan.json"))
+        assert plan == {**json.loads((trained / "plan.json").read_text()), "dataset": "ds"}  # no path: a name
         weights = load_safetensors(archive.read("checkpoint_best.safetensors"))
         card = json.loads(archive.read("model_card.json"))
         dataset = json.loads(archive.read("dataset.json"))
@@ -207,5 +208,106 @@ def test_a_bad_package_is_one_line_in_a_subprocess(package, phantoms, tmp_path):
     assert not (tmp_path / "pred").exists()
 
 
+def _untrained_copy(run, folder):
+    """A run folder holding ``run``'s plan and no checkpoint."""
+    folder.mkdir()
+    (folder / "plan.json").write_bytes((run / "plan.json").read_bytes())
+    return folder
+
+
+EXPORT_REFUSED = {
+    "not a run": (lambda run, t: (t, t / "m.zip"), lambda t: t, "not a voxseg run folder"),
+    "missing run": (lambda run, t: (t / "nope", t / "m.zip"), lambda t: t / "nope", "run folder not found"),
+    "no checkpoint": (lambda run, t: (_untrained_copy(run, t / "r"), t / "m.zip"), lambda t: t / "r",
+                      "no such checkpoint"),
+    "folds of a single run": (lambda run, t: (run, t / "m.zip", "--folds", "all"), lambda t: None,
+                              "--folds was given but the run has no fold_"),
+    "missing out folder": (lambda run, t: (run, t / "no" / "m.zip"), lambda t: t / "no", "does not exist"),
+    "out folder a file": (lambda run, t: (t.joinpath("f").write_text("x") and run, t / "f" / "m.zip"),
+                          lambda t: t / "f", "is a file"),
+    "out not .zip": (lambda run, t: (run, t / "m.pkg"), lambda t: t / "m.pkg", "suffix .zip"),
+    "out a folder": (lambda run, t: (t.joinpath("m.zip").mkdir() or run, t / "m.zip"), lambda t: t / "m.zip",
+                     "is a folder"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPORT_REFUSED))
+def test_export_refuses_in_one_line_and_leaves_nothing(kind, trained, tmp_path):
+    args, named, problem = EXPORT_REFUSED[kind]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = args(trained, out_dir)
+    before = sorted(out_dir.rglob("*"))
+    result = _run("export", *args)
+    _refused(result, named(out_dir) or trained, problem)
+    assert sorted(out_dir.rglob("*")) == before and not list(trained.glob("*.zip*")), kind
+
+
+def test_a_package_names_none_of_the_trainers_files(kfold_run, phantoms, tmp_path):
+    package = tmp_path / "cv.zip"
+    assert _run("export", kfold_run, package).exit_code == 0
+    secrets = {str(p) for folder in (kfold_run, phantoms) for p in (folder, folder.resolve(), folder.parent)}
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            assert not [s for s in secrets if s.encode() in data], name
+        plans = [json.loads(archive.read(n)) for n in ("plan.json", "fold_0/plan.json", "fold_1/plan.json")]
+        card = json.loads(archive.read("model_card.json"))
+    assert {p["dataset"] for p in plans} == {phantoms.name}
+    assert card["trained_with"][0].startswith(f"voxseg train {phantoms.name} --out {kfold_run.name} --folds 2 ")
+
+
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path):
     _refused(_run("export", tmp_path, tmp_path / "m.zip"), tmp_path, "not a voxseg run folder", tmp_path / "m.zip")
+
+
+@pytest.fixture(scope="module")
+def kfold_run(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "cv"
+    result = _cli("train", phantoms, "--out", run, "--folds", "2", *TINY)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def swa_run(phantoms, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "swa"
+    result = _cli("train", phantoms, "--out", run, *TINY, "--swa-epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert (run / "checkpoint_swa.pt").exists()
+    return run
+
+
+def _predict_same(run, package, image, tmp_path, *options):
+    """Predict ``image`` from the run folder and from the package with ``options``; assert the same labels."""
+    outputs = []
+    for name, source in (("run", run), ("package", package)):
+        outputs.append(tmp_path / f"{name}{'_'.join(options)}.nii.gz")
+        result = _run("predict", source, image, outputs[-1], *options)
+        assert result.exit_code == 0, result.output
+    assert np.array_equal(_labels(outputs[0]), _labels(outputs[1])), options
+
+
+def test_kfold_package_predicts_as_the_run_folder(kfold_run, phantoms, tmp_path):
+    package = tmp_path / "cv.zip"
+    assert _run("export", kfold_run, package, "--folds", "all").exit_code == 0
+    with zipfile.ZipFile(package) as archive:
+        names = set(archive.namelist())
+    assert {"splits.json", "fold_0/checkpoint_best.safetensors", "fold_1/checkpoint_best.safetensors",
+            "fold_0/plan.json", "fold_1/split.json"} <= names
+    image = phantoms / "imagesTr" / "phantom_002_0000.nii.gz"
+    for folds in ("all", "0"):
+        _predict_same(kfold_run, package, image, tmp_path, "--folds", folds)
+    _predict_same(kfold_run, package, image, tmp_path)  # default: every fold
+
+
+def test_swa_weights_are_exported_and_predict_as_the_run_folder(swa_run, phantoms, tmp_path):
+    package = tmp_path / "swa.zip"
+    result = _run("export", swa_run, package, "--checkpoint", "best", "--checkpoint", "swa")
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(package) as archive:
+        assert {"checkpoint_best.safetensors", "checkpoint_swa.safetensors"} <= set(archive.namelist())
+        card = json.loads(archive.read("model_card.json"))
+    assert set(card["models"][0]["checkpoints"]) == {"best", "swa"}
+    image = phantoms / "imagesTr" / "phantom_002_0000.nii.gz"
+    _predict_same(swa_run, package, image, tmp_path, "--checkpoint", "swa")

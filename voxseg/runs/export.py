@@ -1,18 +1,23 @@
 """``voxseg export RUN OUT.zip``: a run folder as one portable model package (the format:
 :mod:`voxseg.infer.package`).
 
-The package holds the run's ``plan.json`` (as the run folder has it), fingerprint, split(s), post-processing rules,
-a dataset description without file paths (layout, channels, labels, case ids), ``labels.json``, the chosen
-checkpoints' network weights as ``safetensors`` (per fold for a k-fold run), a model card (``model_card.md`` and
-``model_card.json``) and ``manifest.json`` (format version, each member's size and sha256). Every set of weights is
-checked to fit the plan's network before it is written; the zip is written to a temporary name and renamed.
+The package holds the run's ``plan.json``, fingerprint, split(s), post-processing rules, a dataset description
+(layout, channels, labels, case ids), ``labels.json``, the chosen checkpoints' network weights as ``safetensors``
+(per fold for a k-fold run), a model card (``model_card.md`` and ``model_card.json``) and ``manifest.json``
+(format version, each member's size and sha256). Every set of weights is checked to fit the plan's network before
+it is written; the zip is written to a temporary name and renamed.
+
+A package names none of the trainer's files: each plan's ``dataset`` (the folder trained on) is reduced to the
+folder's name, the model card's training commands have every path reduced to its last part
+(:func:`voxseg.runs.model_card.command_without_paths`), and any remaining text member that holds the run folder's
+or the dataset's absolute path has it replaced by the folder's name.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Callable, Sequence
 
 import torch
@@ -38,7 +43,8 @@ def export_package(run_dir: str | Path, out_zip: str | Path, checkpoints: Sequen
 
     Args:
         run_dir: a trained run folder (a single run, or a k-fold run with ``fold_*/``).
-        out_zip: the package file to write (``.zip``; replaced atomically if it exists).
+        out_zip: the package file to write (a ``.zip`` name in an existing folder; replaced atomically if it
+            exists).
         checkpoints: which weights, any of ``best`` (falls back to ``last``, with a warning, when the run kept
             no best), ``last``, ``swa``.
         folds: as ``voxseg predict --folds``: ``None`` (the run's own model, or all its folds), ``"all"``,
@@ -49,18 +55,15 @@ def export_package(run_dir: str | Path, out_zip: str | Path, checkpoints: Sequen
         ``out_zip``.
 
     Raises:
-        InputError: not a run folder, a checkpoint missing or unreadable or not fitting the plan, an output
-            that is not a ``.zip`` name or is a folder.
+        InputError: not a run folder, ``folds`` given for a run without folds, a checkpoint missing or
+            unreadable or not fitting the plan, an output that is not a ``.zip`` name, is a folder, or whose folder
+            does not exist.
     """
     run_dir, out_zip = Path(run_dir), Path(out_zip)
-    if out_zip.suffix.lower() != ".zip":
-        raise InputError(out_zip, "name the package file with the suffix .zip")
-    if out_zip.is_dir():
-        raise InputError(out_zip, "is a folder; name the package .zip file")
-    if not (run_dir / "plan.json").exists():
-        raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
+    _check_paths(run_dir, out_zip)
     plan = RunPlan.load(run_dir / "plan.json")
-    members = {name: (run_dir / name).read_bytes() for name in _COPIED if (run_dir / name).exists()}
+    members = {name: _plan_bytes(run_dir / name) if name == "plan.json" else (run_dir / name).read_bytes()
+               for name in _COPIED if (run_dir / name).exists()}
     members["dataset.json"] = _dataset_description(run_dir)
     members["labels.json"] = _json_bytes({"label_values": plan.label_values, "label_names": plan.label_names,
                                           "label_scheme": plan.label_scheme, "label_regions": plan.label_regions})
@@ -68,23 +71,70 @@ def export_package(run_dir: str | Path, out_zip: str | Path, checkpoints: Sequen
     for folder in member_dirs(run_dir, folds):
         prefix = "" if folder == run_dir else f"{folder.name}/"
         if prefix:
-            members.update({f"{prefix}{n}": (folder / n).read_bytes() for n in ("plan.json", "split.json")
-                            if (folder / n).exists()})
+            members[f"{prefix}plan.json"] = _plan_bytes(folder / "plan.json")
+            if (folder / "split.json").exists():
+                members[f"{prefix}split.json"] = (folder / "split.json").read_bytes()
         weights, kept, n_parameters = _weights(folder, prefix, checkpoints)
         members.update(weights)
         models.append({"name": prefix.rstrip("/") or "model", "folder": folder, "checkpoints": kept})
     card = model_card(run_dir, plan, models, n_parameters, __version__)
     members["model_card.json"] = _json_bytes(card)
     members["model_card.md"] = model_card_markdown(card).encode()
-    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    members = _without_paths(members, [run_dir, Path(plan.dataset)])
     write_atomic(out_zip, lambda f: _write_zip(f, members))
     log(f"package: {out_zip} ({out_zip.stat().st_size / 2**20:.1f} MiB; {len(models)} model(s), weights "
         f"{', '.join(sorted({k for m in models for k in m['checkpoints']}))}; {len(members) + 1} members)")
     return out_zip
 
 
+def _check_paths(run_dir: Path, out_zip: Path) -> None:
+    """Refuse, before anything is read or written: a run folder that is missing or holds no plan.json, an output
+    whose name does not end ``.zip`` (a package is told from a run folder by being a file; the suffix keeps a
+    mistyped run folder name from becoming one), that is a folder, or whose folder is missing or not a folder."""
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "run folder not found" if not run_dir.exists() else "not a run folder (a file)")
+    if not (run_dir / "plan.json").exists():
+        raise InputError(run_dir, "not a voxseg run folder (no plan.json); train one with 'voxseg train'")
+    if out_zip.suffix.lower() != ".zip":
+        raise InputError(out_zip, "name the package file with the suffix .zip")
+    if out_zip.is_dir():
+        raise InputError(out_zip, "is a folder; name the package .zip file")
+    parent = out_zip.parent
+    if not parent.is_dir():
+        raise InputError(parent, "the package's folder does not exist; create it first" if not parent.exists()
+                         else "the package's folder is a file, not a folder")
+
+
 def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def _plan_bytes(path: Path) -> bytes:
+    """A ``plan.json`` as the run folder has it, but for ``dataset``: the folder's name instead of its path."""
+    plan = json.loads(path.read_text())
+    if plan.get("dataset"):
+        plan["dataset"] = PurePath(plan["dataset"]).name
+    return _json_bytes(plan)
+
+
+def _without_paths(members: dict[str, bytes], folders: Sequence[Path]) -> dict[str, bytes]:
+    """The members with each absolute path of ``folders`` (as given and resolved) in a text member replaced by the
+    folder's name; the longest paths first, so a folder inside another keeps its own name."""
+    paths = {}
+    for folder in folders:
+        name = folder.resolve().name
+        if str(folder) in ("", ".") or not name:
+            continue
+        for form in {str(folder.absolute()), str(folder.resolve())}:
+            paths[form] = paths[json.dumps(form)[1:-1]] = name  # as written, and as JSON writes it
+    out = dict(members)
+    for name, data in members.items():
+        if name.endswith(".safetensors"):
+            continue
+        for path in sorted(paths, key=len, reverse=True):
+            data = data.replace(path.encode(), paths[path].encode())
+        out[name] = data
+    return out
 
 
 def _dataset_description(run_dir: Path) -> bytes:

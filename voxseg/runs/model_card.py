@@ -5,17 +5,41 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
+import re
+import shlex
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from voxseg.config import RunPlan
 from voxseg.runs.run_folder import TRAINING_RECORD
 
-__all__ = ["ModelEntry", "model_card", "model_card_markdown"]
+__all__ = ["ModelEntry", "command_without_paths", "model_card", "model_card_markdown"]
 
 ModelEntry = dict[str, Any]
 """One model of a package: ``name`` (``"model"`` or ``"fold_<k>"``), ``folder`` (its run folder), ``checkpoints``
 (kind -> the checkpoint dict's plain values: ``epoch``, ``val_dice`` ...)."""
+
+
+def command_without_paths(command: str) -> str:
+    """A recorded command line with every file path reduced to its last part (``voxseg train /home/ann/data/hippo
+    --out runs/h`` -> ``voxseg train hippo --out h``), so a shared model card names none of the trainer's files. A
+    path is a word (or the value of ``--option=value``) holding a ``/`` or ``\\``, or starting with ``~``."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: not a command voxseg recorded
+        words = command.split()
+
+    def last_part(word: str) -> str:
+        if not (word.startswith("~") or "/" in word or "\\" in word):
+            return word
+        name = PureWindowsPath(word).name if "\\" in word else PurePath(word).name
+        return name or word.strip("/\\~") or "PATH"
+
+    out = []
+    for word in words:
+        option = re.match(r"^(--?[A-Za-z][\w-]*=)(.*)$", word)
+        out.append(option.group(1) + last_part(option.group(2)) if option else last_part(word))
+    return shlex.join(out)
 
 
 def _log_rows(folder: Path) -> list[dict[str, str]]:
@@ -79,7 +103,7 @@ def model_card(run_dir: Path, plan: RunPlan, models: list[ModelEntry], n_paramet
         "parameters": n_parameters, "channels": list(plan.channel_names),
         "labels": {str(v): plan.label_names.get(str(v), "") for v in plan.label_values},
         "label_scheme": plan.label_scheme, "models": entries,
-        "trained_with": [s.get("command") for s in sessions] or None,
+        "trained_with": [command_without_paths(s["command"]) for s in sessions if s.get("command")] or None,
         "hardware": [s.get("hardware") for s in sessions] or None,
     }
 
