@@ -4,8 +4,9 @@ pooled HD95 recomputed from ours is equal; voxseg's own HD95 is the max of the d
 
 It is not a test extra because it cannot share this project's environment: brats-evaluation 0.0.10 needs
 panoptica (>= 2.1.0), and every panoptica release up to 2.1.7 requires ``numpy>=1.22,<2.3``, while the
-project's environment (and CI's) has numpy 2.4: installing it there would downgrade numpy under torch and scipy. It pulls in
-neither torch nor torchvision (panoptica's torch is an optional ``gpu`` extra). Run it from its own environment:
+project's environment (and CI's) has numpy 2.4: installing it there would downgrade numpy under torch and
+scipy. It pulls in neither torch nor torchvision (panoptica's torch is an optional ``gpu`` extra). Run it from
+its own environment:
 
     python -m venv /tmp/bratseval
     /tmp/bratseval/bin/pip install "numpy<2.3" brats-evaluation==0.0.10
