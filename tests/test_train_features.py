@@ -99,7 +99,7 @@ def _check_each_case_predicted_by_the_fold_that_held_it_out(phantoms, run, split
     import nibabel as nib
     import numpy as np
 
-    from voxseg.infer.model_files import read_checkpoint_file
+    from voxseg.infer import read_checkpoint_file
     from voxseg.io import load_dataset
     from voxseg.metrics import out_of_fold_evaluation
 
