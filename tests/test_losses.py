@@ -115,8 +115,12 @@ def test_perfect_prediction_is_near_zero(name, mode):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# MONAI oracles on random tensors
-monai_losses = pytest.importorskip("monai.losses")
+# MONAI oracles on random tensors (each test skips by itself when MONAI is absent; the hand-computed tests
+# above and below still run)
+
+
+def _monai_losses():
+    return pytest.importorskip("monai.losses")
 
 
 def _random(mode, shape=(2, 3, 6, 5, 4), seed=1):
@@ -134,7 +138,7 @@ def _monai_kw(mode):
 
 def _dice_bce(logits, target):
     # MONAI's DiceCELoss uses softmax CE whenever C > 1, even with sigmoid=True: build Dice + BCE from parts
-    return monai_losses.DiceLoss(sigmoid=True)(logits, target) + torch.nn.BCEWithLogitsLoss()(logits, target)
+    return _monai_losses().DiceLoss(sigmoid=True)(logits, target) + torch.nn.BCEWithLogitsLoss()(logits, target)
 
 
 ORACLES = [
@@ -142,42 +146,42 @@ ORACLES = [
     (
         "dice",
         lambda m: SoftDiceLoss(m),
-        lambda m: monai_losses.DiceLoss(include_background=m == "sigmoid", **_monai_kw(m)),
+        lambda m: _monai_losses().DiceLoss(include_background=m == "sigmoid", **_monai_kw(m)),
     ),
     (
         "dice_bg",
         lambda m: SoftDiceLoss(m, include_background=True),
-        lambda m: monai_losses.DiceLoss(include_background=True, **_monai_kw(m)),
+        lambda m: _monai_losses().DiceLoss(include_background=True, **_monai_kw(m)),
     ),
     (
         "dice_batch",
         lambda m: SoftDiceLoss(m, batch_dice=True),
-        lambda m: monai_losses.DiceLoss(include_background=m == "sigmoid", batch=True, **_monai_kw(m)),
+        lambda m: _monai_losses().DiceLoss(include_background=m == "sigmoid", batch=True, **_monai_kw(m)),
     ),
     (
         "dice_squared",
         lambda m: SoftDiceLoss(m, squared_denominator=True),
-        lambda m: monai_losses.DiceLoss(include_background=m == "sigmoid", squared_pred=True, **_monai_kw(m)),
+        lambda m: _monai_losses().DiceLoss(include_background=m == "sigmoid", squared_pred=True, **_monai_kw(m)),
     ),
     (
         "gdl",
         lambda m: GeneralizedDiceLoss(m, include_background=True, smooth=1e-9),
-        lambda m: monai_losses.GeneralizedDiceLoss(smooth_nr=1e-9, smooth_dr=1e-9, **_monai_kw(m)),
+        lambda m: _monai_losses().GeneralizedDiceLoss(smooth_nr=1e-9, smooth_dr=1e-9, **_monai_kw(m)),
     ),
     (
         "gdl_batch",
         lambda m: GeneralizedDiceLoss(m, include_background=True, batch_dice=True, smooth=1e-9),
-        lambda m: monai_losses.GeneralizedDiceLoss(batch=True, smooth_nr=1e-9, smooth_dr=1e-9, **_monai_kw(m)),
+        lambda m: _monai_losses().GeneralizedDiceLoss(batch=True, smooth_nr=1e-9, smooth_dr=1e-9, **_monai_kw(m)),
     ),
     (
         "tversky",
         lambda m: TverskyLoss(m, alpha=0.3, beta=0.7),
-        lambda m: monai_losses.TverskyLoss(include_background=m == "sigmoid", alpha=0.3, beta=0.7, **_monai_kw(m)),
+        lambda m: _monai_losses().TverskyLoss(include_background=m == "sigmoid", alpha=0.3, beta=0.7, **_monai_kw(m)),
     ),
     (
         "dice+ce",
         lambda m: build_loss("dice+ce", m),
-        lambda m: monai_losses.DiceCELoss(include_background=False, **_monai_kw(m)) if m == "softmax" else _dice_bce,
+        lambda m: _monai_losses().DiceCELoss(include_background=False, **_monai_kw(m)) if m == "softmax" else _dice_bce,
     ),
 ]
 
@@ -185,6 +189,7 @@ ORACLES = [
 @pytest.mark.parametrize("mode", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("ours,theirs", [o[1:] for o in ORACLES], ids=[o[0] for o in ORACLES])
 def test_matches_monai(ours, theirs, mode):
+    _monai_losses()
     for spatial in [(6, 5, 4), (7, 9)]:  # 3-D and 2-D
         logits, target = _random(mode, (2, 3, *spatial))
         expected = theirs(mode)(logits, target)
@@ -192,6 +197,7 @@ def test_matches_monai(ours, theirs, mode):
 
 
 def test_focal_matches_monai():
+    monai_losses = _monai_losses()
     logits, target = _random("sigmoid")
     theirs = monai_losses.FocalLoss(gamma=2.0, alpha=0.25, use_softmax=False)(logits, target)
     assert float(FocalLoss("sigmoid", gamma=2, alpha=0.25)(logits, target)) == pytest.approx(float(theirs), rel=1e-4)

@@ -2,10 +2,18 @@
 BraTS volumes, against ``voxseg evaluate``'s region Dice (equal) and surface distances (the package's
 pooled HD95 recomputed from ours is equal; voxseg's own HD95 is the max of the directed 95th percentiles).
 
-The package pins numpy < 2.3 (through panoptica), which this project's environment does not have, so it
-is not a test dependency: install it in its own environment and point ``VOXSEG_BRATS_EVAL_PYTHON`` at
-that interpreter (``python -m venv /tmp/bratseval && /tmp/bratseval/bin/pip install "numpy<2.3"
-brats-evaluation==0.0.10``). Without it, or without ../shared/data/brats2018, the test skips and says why.
+It is not a test extra because it cannot share this project's environment: brats-evaluation 0.0.10 needs
+panoptica (>= 2.1.0), and every panoptica release up to 2.1.7 requires ``numpy>=1.22,<2.3``, while the
+project's environment (and CI's) has numpy 2.4: installing it there would downgrade numpy under torch and
+scipy. It pulls in neither torch nor torchvision (panoptica's torch is an optional ``gpu`` extra). Run it from
+its own environment:
+
+    python -m venv /tmp/bratseval
+    /tmp/bratseval/bin/pip install "numpy<2.3" brats-evaluation==0.0.10
+    VOXSEG_BRATS_EVAL_PYTHON=/tmp/bratseval/bin/python python -m pytest tests/test_metrics_official_brats.py
+
+It also needs the real BraTS 2018 sample in ../shared/data/brats2018. Without either, the test skips and its
+reason says which is missing and how to run it.
 """
 from __future__ import annotations
 
@@ -50,8 +58,11 @@ def _prediction_from(reference: np.ndarray, seed: int) -> np.ndarray:
 
 
 @pytest.mark.skipif(not BRATS.exists(), reason="../shared/data/brats2018 not present")
-@pytest.mark.skipif(_official_python() is None, reason="official BraTS evaluation package not installed "
-                    "(set VOXSEG_BRATS_EVAL_PYTHON; it needs numpy < 2.3, see this module's docstring)")
+@pytest.mark.skipif(_official_python() is None, reason=(
+    "official BraTS evaluation not found: brats-evaluation 0.0.10 needs panoptica, which requires numpy < 2.3, "
+    "so it cannot be installed beside voxseg; run it from its own venv: python -m venv /tmp/bratseval && "
+    "/tmp/bratseval/bin/pip install 'numpy<2.3' brats-evaluation==0.0.10, then set "
+    "VOXSEG_BRATS_EVAL_PYTHON=/tmp/bratseval/bin/python"))
 def test_region_dice_and_hd95_match_the_official_brats_evaluation(tmp_path):
     ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
     ref_dir.mkdir()

@@ -218,7 +218,7 @@ def test_vnet_follows_the_paper_layout():
 
 
 def _dynunet(depth: int, widths, res_block: bool, deep_supr_num: int = 0, in_ch=IN_CH, out_ch=OUT_CH):
-    from monai.networks.nets import DynUNet
+    DynUNet = pytest.importorskip("monai.networks.nets").DynUNet  # the oracle alone skips without MONAI
 
     return DynUNet(
         spatial_dims=3,
@@ -258,6 +258,16 @@ def test_unet_output_matches_monai_dynunet_with_same_weights():
     torch.manual_seed(0)
     ours = build_network("unet", 3, IN_CH, OUT_CH, base_width=4, depth=4).eval()
     ref = _dynunet(4, ours.widths, res_block=False).eval()
+    # Freshly built norms hold weight 1 and bias 0, under which a weight/bias (or norm1/norm2) swap in the
+    # mapping below would pass unseen: give every norm weight and bias its own value. Both networks use
+    # affine instance norm, which keeps no running statistics, so the parameters are all there is to map.
+    norms = [m for m in ours.modules() if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm))]
+    assert norms and all(m.affine and m.running_mean is None for m in norms)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 1.5 + 0.25)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.5)
     # Our parameter order: encoder stages, up-convs (deepest first), decoder blocks, head; within a
     # stage conv1, norm1, conv2, norm2 (DynUNet registers both convs before the norms).
     def block(b):

@@ -83,11 +83,41 @@ def test_cross_validation_trains_every_fold_and_evaluates_out_of_fold(phantoms, 
         assert json.loads((run / f"fold_{k}" / "split.json").read_text()) == splits[k]
     summary = json.loads((run / "oof" / "metrics_summary.json").read_text())
     assert summary["summary"]["n_cases"] == 4  # every case once, by the fold that did not train on it
+    _check_each_case_predicted_by_the_fold_that_held_it_out(phantoms, run, splits)
     from voxseg.report import write_report
 
     page = write_report(run / "report.html", run).read_text()
     assert "<h3>fold_0</h3>" in page and "<h3>fold_1</h3>" in page and 'id="oof"' in page
     assert page.count("<tr><td>fold ") == 2  # the data section lists both folds' splits
+
+
+def _check_each_case_predicted_by_the_fold_that_held_it_out(phantoms, run, splits):
+    """Counting cases cannot tell a fold that predicts its held-out cases from one that predicts its own
+    training cases (with 2 folds both give every case once). Make each fold's model answer with its own label
+    (fold k: class k + 1 everywhere, by zero head weights and a one-hot head bias), predict out of fold again,
+    and read in every prediction which fold made it."""
+    import nibabel as nib
+    import numpy as np
+
+    from voxseg.infer import read_checkpoint_file
+    from voxseg.io import load_dataset
+    from voxseg.metrics import out_of_fold_evaluation
+
+    label_values = RunPlan.load(run / "plan.json").label_values  # [0, 1, 2, 4]
+    for k in range(len(splits)):
+        for name in ("checkpoint_best.pt", "checkpoint_last.pt"):
+            checkpoint = read_checkpoint_file(run / f"fold_{k}" / name)
+            for key, value in checkpoint["model"].items():
+                if key.startswith("heads."):  # every deep-supervision head, the full-resolution one included
+                    value.zero_()
+                    if key.endswith(".bias"):
+                        value[k + 1] = 10.0
+            torch.save(checkpoint, run / f"fold_{k}" / name)
+    out_of_fold_evaluation(load_dataset(phantoms), run, splits, progress=False, log=lambda _: None)
+    for k, split in enumerate(splits):
+        for case in split["val"]:
+            pred = np.asarray(nib.load(run / "oof" / "pred" / f"{case}.nii.gz").dataobj)
+            assert set(np.unique(pred)) == {0, label_values[k + 1]}, (case, k)  # (0: outside the brain's crop)
 
 
 def test_transfer_learning_loads_matching_weights_and_freezes(phantoms, tmp_path):
