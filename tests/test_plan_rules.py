@@ -53,8 +53,8 @@ def test_long_or_no_budgets_keep_the_resolution_and_sgd():
 
 def test_modality_and_n4_budget():
     assert modality(["CT"]) == "CT" and modality(["T1", "FLAIR"]) == "MR" and modality(["image"]) == "unknown"
-    assert n4_rule(["t1"], 4.0, 60, 5 * 60.0).value is True
-    assert n4_rule(["t1"], 4.0, 60, 7 * 60.0).value is False  # over a tenth of the hour
+    assert n4_rule(["t1"], 4.0, 60, 14 * 60.0).value is True
+    assert n4_rule(["t1"], 4.0, 60, 16 * 60.0).value is False  # over a quarter of the hour
     assert n4_rule(["CT"], 4.0, 60, 1.0).value is False
 
 
