@@ -1,6 +1,7 @@
 """Hippocampus quality benchmark (issue: voxseg end to end).
 
-Trains voxseg's default pipeline on ../shared/data/hippocampus (Medical Segmentation Decathlon Task04)
+Trains as ``voxseg train`` would, with the user's defaults and the planner's choices (printed; ``--explicit``
+trains with the settings given here instead), on ../shared/data/hippocampus (Medical Segmentation Decathlon Task04)
 with a fixed, seeded 80/20 split by case, within a training-time budget on 2 CPU threads, then
 predicts the held-out 20% through the full chain (files in, NIfTI in the input geometry out) and
 evaluates Dice of anterior (label 1) and posterior (label 2) hippocampus.
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from _defaults import chosen_plan, default_options, print_plan
 from _heldout import REPO, SHARED_DATA, train_and_test
 from _results import save_result
 from voxseg.metrics import format_summary
@@ -49,7 +51,13 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--tta", default="flips", help="test-time augmentation of the reported figure "
                         "(none, flips, all); the figure without TTA is printed too")
+    parser.add_argument("--explicit", action="store_true",
+                        help="train with the settings given here (--net-args, --optimizer, ...) instead of the "
+                             "planner's defaults, as a second row")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: 0.3 minutes of training")
     args = parser.parse_args()
+    if args.quick:
+        args.minutes, args.epochs = 0.3, None
     if not args.data.exists():
         print(f"error: {args.data}: hippocampus data not found (see ../shared/data/README.md)", file=sys.stderr)
         return 2
@@ -60,9 +68,14 @@ def main() -> int:
                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, val_fraction=0.0,
                         seed=args.seed, num_threads=args.threads)
     options = TrainOptions(network=NetworkConfig(kwargs=net_kwargs), train=train)
+    if not args.explicit:  # as `voxseg train DATA --time-budget MINUTES` (or --epochs N) would
+        options = default_options(None if args.epochs else args.minutes, args.threads, args.seed)
+        if args.epochs:
+            options.train.epochs, options.train.iterations_per_epoch = args.epochs, 100
     held = train_and_test(args.data, args.out, options, {"anterior": [1], "posterior": [2]}, args.seed,
                           tta=(args.tta, "none") if args.tta != "none" else ("none",))
     summary, result, plan, predict_minutes = held.summary, held.train, held.plan, held.predict_minutes
+    print_plan(plan)
     print(f"split (seed {args.seed}): {held.n_train} training cases, {held.n_test} held-out cases")
     print(format_summary(summary))
     dice_a = summary["metrics"]["anterior"]["dice"]["mean"]
@@ -81,9 +94,11 @@ def main() -> int:
                "net": plan.network.name, "net_kwargs": plan.network.kwargs, "patch": plan.train.patch_size,
                "batch_size": plan.train.batch_size, "amp": plan.train.amp, "tta": args.tta,
                "dice_anterior_no_tta": round(plain["metrics"]["anterior"]["dice"]["mean"], 4),
-               "dice_posterior_no_tta": round(plain["metrics"]["posterior"]["dice"]["mean"], 4)}
+               "dice_posterior_no_tta": round(plain["metrics"]["posterior"]["dice"]["mean"], 4),
+               "explicit": args.explicit, "plan": chosen_plan(plan)}
     print(json.dumps(figures))
-    save_result("hippocampus", figures, sys.argv)
+    if not args.quick:
+        save_result("hippocampus" if not args.explicit else "hippocampus_explicit", figures, sys.argv)
     return 0
 
 

@@ -161,6 +161,10 @@ def knob_option(path: str, fld: dataclasses.Field, k: Knob) -> click.Option:
 
     default = _default(fld)
     attrs: dict = dict(help=k.help, group=k.group, knob=k, path=path)
+    if _base_type(fld) == "bool" and not k.choices and str(fld.type).endswith("| None"):
+        flag = flag_of(fld, k)  # planned unless given: --x or --no-x
+        return _KnobOption([f"{flag}/--no-{flag[2:]}", path.replace(".", "__")], default=None, show_default=k.shown,
+                           **attrs)
     if _base_type(fld) == "bool" and not k.choices:
         attrs.update(is_flag=True, default=False)
     else:
@@ -267,14 +271,14 @@ def options_markdown(command: click.Command) -> str:
             k = getattr(p, "knob", None)
             if p.required:
                 default = "required"
-            elif p.is_flag:
-                default = "off"
             elif k is not None and k.shown:
                 default = k.shown
+            elif p.is_flag:
+                default = "off"
             else:
                 default = str(p.default) if isinstance(p.default, (str, int, float)) else ""
             limits = _choices_text(k) if k is not None else ""
-            cells = [f"`{p.opts[0]}`", default, limits, p.help or ""]
+            cells = [f"`{' / '.join(p.opts + p.secondary_opts)}`", default, limits, p.help or ""]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     return "\n".join(lines)[:-1] + "\n"

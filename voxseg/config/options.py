@@ -26,7 +26,8 @@ and docs/benchmarks.md."""
 PREPROCESS_KNOBS: dict[str, Knob] = {
     "ct_window": Knob("with ct: clip to LO,HI in HU", "data", parse="window",
                       shown="the 0.5th and 99.5th percentiles of the training cases' labelled voxels"),
-    "n4": Knob("N4 bias-field correction (Tustison et al. 2010, SimpleITK) before normalisation", "data"),
+    "n4": Knob("N4 bias-field correction (Tustison et al. 2010, SimpleITK) before normalisation", "data",
+               shown="planned: on for MR channels with large cases in a short budget, else off"),
     "denoise": Knob("anisotropic diffusion denoising: Perona & Malik (1990) gradient or curvature flow", "data",
                     choices="denoisers"),
 }
@@ -61,15 +62,19 @@ class TrainOptions:
         orientation: the voxel order every scan is brought to first (exact flips / permutations, undone on
             output): ``"auto"`` the one most training cases are stored in, ``"none"`` each file's own, or axis
             codes such as ``"RAS"``. An orientation set in ``preprocess`` wins over ``"auto"``.
-        spacing: when ``preprocess.target_spacing`` is unset: ``(sz, sy, sx)`` mm resamples every case to it;
+        spacing: when ``preprocess.target_spacing`` is unset: None is planned (``voxseg.plan.rules``:
+            ``(2, 2, 2)`` or ``"none"``); ``(sz, sy, sx)`` mm resamples every case to it;
             when the cases' spacings differ (by over 1.25x along an axis), ``"auto"`` resamples them to nnU-Net's
             target spacing (``voxseg.plan.plan_target_spacing``) and ``"none"`` keeps each case's own grid, with
             a warning.
         skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
         include_cases / exclude_cases: train only on these case ids / leave these out.
         folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
-        augment / augment_args: augmentation preset (``voxseg.config.AUGMENTATION_PRESETS``) and per-transform
-            probabilities that replace the preset's; :meth:`augmentation` builds it.
+        augment / augment_args: augmentation preset (``voxseg.config.AUGMENTATION_PRESETS``; None: planned,
+            ``"flips"`` where nothing plans it) and per-transform probabilities that replace the preset's;
+            :meth:`augmentation` builds it.
+        planner_notes: what the planner's rules chose and why (``voxseg.plan.rules``), one line each; saved in
+            ``plan.json``.
     """
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -98,8 +103,9 @@ class TrainOptions:
                                    help="voxel order every scan is flipped / permuted to first, exactly, and back on "
                                         "output: auto (the one most training cases are stored in), none (each "
                                         "file's own), or axis codes such as RAS or LPS")
-    spacing: str | tuple[float, float, float] = knob(
-        "none", parse="spacing", group="data",
+    spacing: str | tuple[float, float, float] | None = knob(
+        None, parse="spacing", group="data",
+        shown="planned: 2 mm for large, fine, isotropic-ish scans in a short budget (docs/training.md), else none",
         help="resample to this spacing in mm, z,y,x (e.g. 1,1,1); auto: to nnU-Net's target (the cases' median) when "
              "their spacings differ; none: keep each case's own grid (said when they differ)")
     skip_invalid: bool = knob(False, group="data", help="leave out cases that fail validation, and say which")
@@ -109,11 +115,13 @@ class TrainOptions:
                                                 "flagged_cases.json")
     folds: int | None = knob(None, range="[2, inf)", group="data", help="k-fold cross-validation by case (RUN/fold_N/)")
     fold: str = knob("all", group="data", help="which fold to train: an index or 'all'")
-    augment: str = knob("flips", choices="augmentations", group="augmentation",
-                        help="augmentation preset: none, flips (random flips of every axis) or default (the full "
-                             "chain of Isensee et al. 2021)")
+    augment: str | None = knob(None, choices="augmentations", group="augmentation",
+                               shown="planned: default for few large cases in a short budget, else flips",
+                               help="augmentation preset: none, flips (random flips of every axis) or default (the "
+                                    "full chain of Isensee et al. 2021)")
     augment_args: dict[str, Any] = knob({}, parse="key_values", group="augmentation",
                                         help="probabilities per transform, e.g. elastic=0.3,gamma=0")
+    planner_notes: list[str] = field(default_factory=list)
 
     def augmentation(self) -> AugmentConfig:
         """The augmentation: the preset with ``augment_args``' probabilities.
@@ -121,7 +129,7 @@ class TrainOptions:
         Raises:
             ValueError: an unknown preset or transform, or a probability outside [0, 1].
         """
-        return augmentation_preset(self.augment).replace(**self.augment_args)
+        return augmentation_preset(self.augment or "flips").replace(**self.augment_args)
 
 
 _NESTED = {"network": NetworkConfig, "train": TrainConfig}

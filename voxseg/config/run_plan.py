@@ -66,7 +66,9 @@ class TrainConfig:
 
     Attributes:
         loss / loss_kwargs: loss spec for ``voxseg.losses.build_loss`` (e.g. ``"dice+ce"``) and its arguments.
-        optimizer / optimizer_kwargs: a key of ``voxseg.train.optim.OPTIMIZERS`` and its options.
+        optimizer / optimizer_kwargs: a key of ``voxseg.train.optim.OPTIMIZERS`` and its options. None (a user's
+            choice only; a plan holds the name): planned (``voxseg.plan.rules.optimizer_rule``), ``"sgd"`` where
+            nothing plans it.
         lr: initial learning rate, scaled over the run by ``schedule`` (a factor of the fraction of the run
             done: of epochs, or of the time budget when that ends first). None (a user's choice only; a
             plan holds the number): planned, 0.01 for sgd, 1e-3 for the others.
@@ -111,8 +113,9 @@ class TrainConfig:
     loss_kwargs: dict[str, Any] = knob({}, flag="--loss-args", parse="loss_args", group="loss",
                                        help="loss arguments, e.g. alpha=0.3,beta=0.7,gamma=1.33 (tversky.alpha=... "
                                             "addresses one term)")
-    optimizer: str = knob("sgd", choices="optimizers", group="optimisation",
-                          help=f"optimiser (sgd: Nesterov momentum 0.99 as {_ISENSEE})")
+    optimizer: str | None = knob(None, choices="optimizers", group="optimisation",
+                                 shown="planned: adam for large cases in a short budget, else sgd",
+                                 help=f"optimiser (sgd: Nesterov momentum 0.99 as {_ISENSEE})")
     lr: float | None = knob(None, range="(0, inf)", group="optimisation", shown="sgd 0.01, others 1e-3",
                             help="initial learning rate")
     weight_decay: float = 3e-5
@@ -249,6 +252,8 @@ class RunPlan:
         preprocess: cropping, normalisation and resampling.
         network / train / inference: see their classes.
         dataset: the dataset folder the run was trained on (informative).
+        augment: the augmentation.
+        planner_notes: what the planner's rules chose and why, one line each (informative; older plans: empty).
     """
 
     channel_names: list[str]
@@ -263,6 +268,7 @@ class RunPlan:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     dataset: str = ""
     augment: AugmentConfig = field(default_factory=lambda: augmentation_preset("flips"))
+    planner_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -286,6 +292,7 @@ class RunPlan:
             inference=InferenceConfig(**_typed_fields(InferenceConfig, data.get("inference", {}), "inference")),
             dataset=data.get("dataset", ""),
             augment=AugmentConfig.from_dict(data["augment"]) if "augment" in data else augmentation_preset("flips"),
+            planner_notes=[str(n) for n in data.get("planner_notes", [])],
         )
 
     def save(self, path: str | Path) -> Path:

@@ -90,11 +90,12 @@ def checked_patch_size(patch_size: list[int] | None, spatial_dims: int) -> list[
 
 
 def _train_config(options: TrainOptions) -> TrainConfig:
-    """The training settings the user chose, with the learning rate planned by optimiser where unset (sgd 0.01,
-    the others 1e-3)."""
+    """The training settings the user chose (and the rules planned, :func:`voxseg.plan.resolve_planned`), with the
+    optimiser sgd and the learning rate by optimiser (sgd 0.01, the others 1e-3) where still unset."""
     t = options.train
-    lr = t.lr if t.lr is not None else (0.01 if t.optimizer == "sgd" else 1e-3)
-    return dataclasses.replace(t, lr=lr, loss_kwargs=dict(t.loss_kwargs))
+    optimizer = t.optimizer or "sgd"
+    lr = t.lr if t.lr is not None else (0.01 if optimizer == "sgd" else 1e-3)
+    return dataclasses.replace(t, optimizer=optimizer, lr=lr, loss_kwargs=dict(t.loss_kwargs))
 
 
 def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int], net_kwargs: dict, train: TrainConfig) -> RunPlan:
@@ -105,7 +106,8 @@ def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int]
                    label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
                    region_labels=list(scheme.region_labels), preprocess=options.preprocess,
                    network=NetworkConfig(options.network.name, options.network.spatial_dims, net_kwargs), train=train,
-                   dataset=str(dataset.root), augment=options.augmentation())
+                   dataset=str(dataset.root), augment=options.augmentation(),
+                   planner_notes=list(options.planner_notes))
     try:
         plan.channel_indices
     except ValueError as exc:

@@ -24,16 +24,81 @@ from voxseg.infer.package import source_plan as init_source_plan
 from voxseg.io.datasets import Case, Dataset, read_case
 from voxseg.io.validate import CaseSummary
 from voxseg.plan.plan import plan_target_spacing
+from voxseg.plan.rules import (Choice, augmentation_rule, checkpoint_rule, median_extent_mm, median_or_none, n4_rule,
+                               n4_seconds, optimizer_rule, patches_per_case, structure_thickness_mm,
+                               validation_rule, working_spacing_rule)
+from voxseg.io.image import read_volume
 
 __all__ = ["resolve_label_scheme", "resolve_normalization", "resolve_options", "resolve_orientation",
-           "resolve_spacing", "run_fingerprint"]
+           "resolve_planned", "resolve_spacing", "run_fingerprint"]
 
 
 def resolve_options(options: TrainOptions, dataset: Dataset, cases: list[Case], rows: dict[str, CaseSummary],
                     log: Callable[[str], None], progress: bool = True):
     """``options`` with the voxel order, then the resampling, then the normalisation decided."""
-    options = resolve_spacing(resolve_orientation(options, rows, log), rows, log)
+    options = resolve_planned(resolve_orientation(options, rows, log), dataset, cases, rows, log)
+    options = resolve_spacing(options, rows, log)
     return resolve_normalization(options, dataset, cases, log, progress)
+
+
+_THICKNESS_CASES = 3  # cases whose labels are read to measure the thinnest structure
+
+
+def resolve_planned(options: TrainOptions, dataset: Dataset, cases: list[Case], rows: dict[str, CaseSummary],
+                    log: Callable[[str], None]):
+    """``options`` with what the user left unset decided by the planner's rules (:mod:`voxseg.plan.rules`): the
+    working spacing (``spacing`` None), the optimiser and its rate (``train.optimizer`` None), the augmentation
+    (``augment`` None) and N4 (``preprocess.n4`` None); each choice, and how validation and the kept weights
+    go, logged in one line and added to ``planner_notes`` (saved in plan.json)."""
+    spacings, shapes = _spacings_and_shapes(rows, options.preprocess.orientation)
+    if not spacings:
+        return options
+    budget = options.train.time_budget_minutes
+    spacing = [float(v) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0)]
+    extent = median_extent_mm(spacings, shapes)
+    choices: list[Choice] = []
+    if options.spacing is None and options.preprocess.target_spacing is None:
+        choice = working_spacing_rule(spacing, extent, budget, float("inf"))
+        if choice.value is not None:  # only then are labels read, to measure the thinnest structure
+            choice = working_spacing_rule(spacing, extent, budget, _thinnest_mm(options, dataset, cases))
+        choices.append(choice)
+        options = dataclasses.replace(options, spacing=choice.value or "none")
+    working = options.preprocess.target_spacing or (options.spacing if not isinstance(options.spacing, str)
+                                                    else spacing)
+    patches = patches_per_case(extent, working)
+    train, pre, augment = options.train, options.preprocess, options.augment
+    if train.optimizer is None:
+        choices.append(optimizer_rule(patches, budget))
+        name, lr = choices[-1].value
+        train = dataclasses.replace(train, optimizer=name, lr=train.lr if train.lr is not None else lr)
+    if augment is None:
+        choices.append(augmentation_rule(len(cases), patches, budget))
+        augment = choices[-1].value
+    if pre.n4 is None:
+        seconds = n4_seconds(float(np.prod(np.median(np.asarray(shapes), axis=0))), len(dataset.channel_names),
+                             len(cases))
+        choices.append(n4_rule(dataset.channel_names, patches, budget, seconds))
+        pre = dataclasses.replace(pre, n4=choices[-1].value)
+    choices += [validation_rule(train.val_fraction, budget), checkpoint_rule(train.val_fraction)]
+    notes = [c.note() for c in choices]
+    for note in notes:
+        log(f"planner: {note}")
+    return dataclasses.replace(options, train=train, preprocess=pre, augment=augment,
+                               planner_notes=[*options.planner_notes, *notes])
+
+
+def _thinnest_mm(options: TrainOptions, dataset: Dataset, cases: list[Case]) -> float | None:
+    """Median, over the first few labelled cases, of the thinnest scored structure's thickness (mm,
+    :func:`voxseg.plan.rules.structure_thickness_mm`): each region of a region scheme, else each label value."""
+    scheme = resolve_label_scheme(options, dataset)
+    per_case = []
+    for case in [c for c in cases if c.label_path][:_THICKNESS_CASES]:
+        label, geometry = read_volume(case.label_path, dtype=None)
+        structures = list(scheme.regions.values()) if scheme.is_region_based else \
+            [[int(v)] for v in np.unique(label) if v != 0]
+        found = [structure_thickness_mm(label, geometry.spacing, values) for values in structures]
+        per_case.append(min((t for t in found if t is not None), default=None))
+    return median_or_none(per_case)
 
 
 def resolve_orientation(options: TrainOptions, rows: dict[str, CaseSummary], log: Callable[[str], None]):
@@ -65,6 +130,8 @@ def resolve_spacing(options: TrainOptions, rows: dict[str, CaseSummary], log: Ca
     """``options`` with the resampling decided (see ``TrainOptions.spacing``): a spacing the user gave (mm,
     Z, Y, X) is every case's target; otherwise, when the cases' spacings differ, with ``"auto"`` they are
     resampled to nnU-Net's target spacing, with ``"none"`` they keep their own grids; either way one line says so."""
+    if options.spacing is None:  # not planned (resolve_planned plans it): as "none"
+        options = dataclasses.replace(options, spacing="none")
     if not isinstance(options.spacing, str):
         target = tuple(float(v) for v in options.spacing)
         return dataclasses.replace(options, preprocess=dataclasses.replace(options.preprocess, target_spacing=target))

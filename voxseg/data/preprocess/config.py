@@ -35,7 +35,7 @@ class PreprocessConfig:
         crop_to_nonzero: crop to the bounding box of voxels nonzero in any channel (skull-stripped MRI);
             turn off for CT, where air is -1000 and not 0.
         n4: N4 bias-field correction (Tustison et al. 2010) of each enhanced channel, see
-            :func:`voxseg.data.enhance.n4_bias_correction`. Off by default. MRI only (needs
+            :func:`voxseg.data.enhance.n4_bias_correction`. None (off here; ``voxseg train`` plans it). MRI only (needs
             intensities >= 0).
         n4_shrink: shrink factor per axis for the N4 fit (the field is applied at full resolution).
         n4_iterations: maximum N4 iterations per fitting level; its length is the number of levels.
@@ -62,7 +62,7 @@ class PreprocessConfig:
     ct_window: tuple[float, float] | None = None
     target_spacing: tuple[float, float, float] | None = None
     crop_to_nonzero: bool = True
-    n4: bool = False
+    n4: bool | None = None
     n4_shrink: int = 4
     n4_iterations: tuple[int, ...] = (50, 50, 30, 20)
     n4_convergence: float = 0.001
@@ -77,7 +77,7 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         # Normalise JSON lists to tuples so from_dict(to_dict()) compares equal.
-        self.n4 = bool(self.n4)
+        self.n4 = None if self.n4 is None else bool(self.n4)
         self.n4_shrink = int(self.n4_shrink)
         self.n4_iterations = tuple(int(v) for v in self.n4_iterations)
         self.n4_convergence = float(self.n4_convergence)

@@ -1,0 +1,65 @@
+"""IBSR18 brain tissue benchmark (issue 22): train as ``voxseg train`` would, with the user's defaults (a time
+budget, ``--label-names CSF,GM,WM``), on a seeded split of the 10 labelled cases of
+../shared/data/ibsr18/Training_Set (7 training / 3 held out), predict the held-out cases through the full chain and
+report Dice and HD95 of CSF, GM and WM.
+
+Usage:
+    python benchmarks/ibsr.py [--minutes 30] [--quick]
+
+The last line is a JSON object with dice_csf, dice_gm, dice_wm, train_minutes and the chosen plan.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from _defaults import chosen_plan, default_options, print_plan
+from _heldout import REPO, SHARED_DATA, train_and_test
+from _results import save_result
+from voxseg.cli import user_errors
+from voxseg.metrics import format_summary
+
+NAMES = ("CSF", "GM", "WM")
+
+
+@user_errors
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED_DATA / "ibsr18" / "Training_Set")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a smoke test: 0.3 minutes of training")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ibsr")
+    args = parser.parse_args()
+    if not args.data.exists():
+        print(f"error: {args.data}: IBSR18 data not found (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    minutes = 0.3 if args.quick else args.minutes
+    options = default_options(minutes, args.threads, args.seed, label_names=list(NAMES))
+    held = train_and_test(args.data, args.out, options, {n: [v] for v, n in enumerate(NAMES, 1)}, args.seed,
+                          which="best", test_fraction=0.3)
+    print(f"{held.n_train} training cases, {held.n_test} held-out cases")
+    print_plan(held.plan)
+    print(format_summary(held.summary))
+    metrics = held.summary["metrics"]
+    figures = {f"dice_{n.lower()}": round(metrics[n]["dice"]["mean"], 4) for n in NAMES}
+    figures.update({f"hd95_{n.lower()}_mm": round(metrics[n]["hd95_mm"]["mean"], 2) for n in NAMES})
+    figures.update({"train_minutes": round(held.train.elapsed_minutes, 2), "iterations": held.train.iterations,
+                    "held_out_cases": held.n_test, "plan": chosen_plan(held.plan)})
+    print(f"{'class':<8}{'Dice':>8}{'HD95 mm':>10}")
+    for n in NAMES:
+        print(f"{n:<8}{figures[f'dice_{n.lower()}']:>8.3f}{figures[f'hd95_{n.lower()}_mm']:>10.2f}")
+    print(json.dumps(figures))
+    if not args.quick:
+        save_result("ibsr", figures, sys.argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
