@@ -65,6 +65,9 @@ class TrainOptions:
         skip_invalid: leave out cases that fail validation (and say so) instead of refusing.
         include_cases / exclude_cases: train only on these case ids / leave these out.
         folds / fold: k-fold cross-validation by case, and which fold to train (an index or ``"all"``).
+        recipe: the recipe the options came from (``voxseg train --recipe``): ``{"name": ..., "values": {flag: value
+            taken from it}, "overridden": [flags given on the command line instead]}``; empty: none. Saved in
+            ``plan.json``.
         augment / augment_args: augmentation preset (``voxseg.config.AUGMENTATION_PRESETS``) and per-transform
             probabilities that replace the preset's; :meth:`augmentation` builds it.
     """
@@ -107,6 +110,7 @@ class TrainOptions:
                              "chain of Isensee et al. 2021)")
     augment_args: dict[str, Any] = knob({}, parse="key_values", group="augmentation",
                                         help="probabilities per transform, e.g. elastic=0.3,gamma=0")
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def augmentation(self) -> AugmentConfig:
         """The augmentation: the preset with ``augment_args``' probabilities.

@@ -243,6 +243,8 @@ class RunPlan:
         preprocess: cropping, normalisation and resampling.
         network / train / inference: see their classes.
         dataset: the dataset folder the run was trained on (informative).
+        recipe: the recipe the run's options came from (``voxseg train --recipe``): its name, the values taken
+            from it (by flag) and the flags given on the command line instead; empty: none (informative).
     """
 
     channel_names: list[str]
@@ -257,6 +259,7 @@ class RunPlan:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     dataset: str = ""
     augment: AugmentConfig = field(default_factory=lambda: augmentation_preset("flips"))
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -280,6 +283,7 @@ class RunPlan:
             inference=InferenceConfig(**_typed_fields(InferenceConfig, data.get("inference", {}), "inference")),
             dataset=data.get("dataset", ""),
             augment=AugmentConfig.from_dict(data["augment"]) if "augment" in data else augmentation_preset("flips"),
+            recipe=dict(data.get("recipe") or {}),
         )
 
     def save(self, path: str | Path) -> Path:

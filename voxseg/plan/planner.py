@@ -105,7 +105,7 @@ def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int]
                    label_scheme=scheme.name, label_regions={k: list(v) for k, v in scheme.region_values.items()},
                    region_labels=list(scheme.region_labels), preprocess=options.preprocess,
                    network=NetworkConfig(options.network.name, options.network.spatial_dims, net_kwargs), train=train,
-                   dataset=str(dataset.root), augment=options.augmentation())
+                   dataset=str(dataset.root), augment=options.augmentation(), recipe=dict(options.recipe))
     try:
         plan.channel_indices
     except ValueError as exc:

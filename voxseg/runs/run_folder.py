@@ -140,7 +140,8 @@ def plan_summary(plan: RunPlan, split: dict | None = None) -> str:
     t = plan.train
     budget = f", {t.time_budget_minutes:g}-minute budget" if t.time_budget_minutes else ""
     cases = f"; split {len(split['train'])} train / {len(split['val'])} validation cases" if split else ""
-    return (f"{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
+    recipe = f"recipe {plan.recipe['name']}: " if plan.recipe.get("name") else ""
+    return (f"{recipe}{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
             f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {plan.label_values} "
             f"({plan.label_scheme}){cases}")
 
