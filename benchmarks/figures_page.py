@@ -206,7 +206,7 @@ BENCHMARKS: list[Benchmark] = [
               "Every recipe of the five reports (Buchwald et al. 2022, Archit & Adilina 2022, Wang & Tang 2020, "
               "Henry et al. 2021, Yildiz et al. 2024) trained on the nearest real data here with a stated CPU "
               f"budget, its held-out Dice beside the report's own figures, one table per report. {_HELD_OUT}",
-              "each report's own figures and claims", "recipes.md", _reproduce),
+              "each report's own figures and claims", "recipes.md#how-close-each-comes", _reproduce),
 ]
 
 
