@@ -158,7 +158,7 @@ REPORTS: tuple[Report, ...] = (
            "source: hippocampus (202 T1 MRI crops, Medical Segmentation Decathlon); target: ibsr18/Training_Set "
            "(10 T1 MRI volumes, tissue). Chosen because, as in the report, the source is the larger dataset of another "
            "task and the target a small one whose head differs (3 classes -> 4); both are single-channel MRI, so this "
-           "tests the report's procedure, not CT-to-MRI transfer.", IBSR,
+           "tests the report's procedure, not CT-to-MRI transfer", IBSR,
            ("wang2020-scratch", "wang2020-finetune", "wang2020-transfer"),
            {r: {"all": "no figures (learning curves only)"} for r in ("wang2020-scratch", "wang2020-finetune",
                                                                     "wang2020-transfer")},
@@ -244,8 +244,12 @@ def _section(report: Report, record: dict | None) -> list[str]:
         lines += ["", "| the report's claim | voxseg measured | verdict |", "|---|---|---|"]
         for claim in report.claims:
             result = claim.check(runs) if runs else None
-            measured, verdict = ("not yet measured", "-") if result is None else (
-                result[1], "holds" if result[0] else "does not hold here")
+            if result is None:
+                measured, verdict = ("a run failed or is missing" if runs else "not yet measured"), "-"
+            else:
+                measured = result[1]
+                verdict = "holds" if result[0] else ("does not hold here: with minutes of CPU training on "
+                                                     f"{report.data}, not the report's budget and data")
             lines.append(f"| {claim.text} | {measured} | {verdict} |")
     if report.errors:
         lines += ["", "Errors in the report (the recipes follow the cited papers): " + " ".join(report.errors)]
