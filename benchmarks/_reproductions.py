@@ -278,7 +278,9 @@ def render_page(record: dict | None) -> str:
         lines += [f"Command: `{record.get('command')}`; commit `{record.get('commit')}`; date (UTC) {record.get('date')}; "
                   f"machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
                   f"{'GPU ' + str(machine['gpu']) if machine.get('gpu') else 'no GPU'}. Budget: {f.get('minutes')} "
-                  f"training minutes per recipe, seed {f.get('seed')}.", ""]
+                  f"training minutes per recipe, seed {f.get('seed')}, held-out predictions with TTA "
+                  f"{f.get('tta', 'none')} (the papers' TTA, e.g. Henry et al.'s 16 variants, is left out unless "
+                  "`--tta recipe`).", ""]
     for report in REPORTS:
         lines += _section(report, record)
     return "\n".join(lines).rstrip() + "\n"
