@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from voxseg.cli_options import GroupedCommand, knob_options, options_markdown, train_options
+from voxseg.cli_options import GroupedCommand, apply_recipe, knob_options, options_markdown, train_options
 from voxseg.errors import InputError, InputProblems
 
 __all__ = ["main", "user_errors"]
@@ -108,16 +108,29 @@ def validate(data: Path) -> None:
     click.echo(f"ok: {len(dataset.cases)} cases, no problems")
 
 
+@main.command()
+@click.argument("name", required=False)
+@user_errors
+def recipes(name: str | None) -> None:
+    """List named recipes (the settings of published systems), or show recipe NAME in full."""
+    from voxseg.config.recipes import format_recipe, list_recipes, load_recipe, recipes_table
+
+    click.echo(format_recipe(load_recipe(name)) if name else recipes_table(list_recipes()))
+
+
 @main.command(cls=GroupedCommand, more_params=knob_options)
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path), help="run folder to create")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint (or start a run "
                                              "planned with --plan-only)")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
+@click.option("--recipe", default=None, metavar="NAME",
+              help="start from a named recipe ('voxseg recipes' lists them); options given here override it")
 @click.option("--plan-only", is_flag=True, help="validate, preprocess and plan into --out, then stop: read or edit "
                                                 "its plan.json, then train it with --resume")
 @user_errors
-def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: bool, **kw) -> None:
+def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: bool, recipe: str | None,
+          **kw) -> None:
     """Train a segmentation network on DATA into the run folder --out."""
     from voxseg.report import REPORT_NAME, plot_learning_curves, write_report
     from voxseg.runs.workflow import run_training
@@ -141,15 +154,22 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
         ctx = click.get_current_context()
         used = {"folds", "fold"} if cross_validation else set()
         flags = {param.name: param.opts[0] for param in ctx.command.get_params(ctx)}
-        ignored = [flags[name] for name in kw  # in the order typed
+        ignored = ["--recipe"] * bool(recipe and resume) + [flags[name] for name in kw  # in the order typed
                    if name not in used and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if ignored:
             how = "--resume continues the run" if resume else "the cross-validation continues"
             warnings.warn(f"{run_dir}: {how} as its plan.json says; ignored: "
                           f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
+    record = apply_recipe(click.get_current_context(), kw, recipe) if recipe and not resume else {}
+    options = train_options(kw)
+    if record:
+        import dataclasses
+
+        options = dataclasses.replace(options, recipe=record)
+        overridden = f"; given here instead: {', '.join(record['overridden'])}" if record["overridden"] else ""
+        click.echo(f"recipe {record['name']}: {len(record['values'])} option(s) from it{overridden}")
     try:
-        result = run_training(data, run_dir, train_options(kw), overwrite=overwrite, resume=resume,
-                              plan_only=plan_only)
+        result = run_training(data, run_dir, options, overwrite=overwrite, resume=resume, plan_only=plan_only)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_how_to_continue(data, run_dir)) from None
     if result is None or rank_and_world()[0] != 0:  # planned only; under torchrun, rank 0 alone reports

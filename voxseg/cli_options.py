@@ -19,7 +19,7 @@ import click
 if TYPE_CHECKING:
     from voxseg.config import Knob, TrainOptions
 
-__all__ = ["GroupedCommand", "REGENERATE", "REGISTRIES", "knob_options", "options_markdown", "registry_names", "train_options"]
+__all__ = ["GroupedCommand", "REGENERATE", "REGISTRIES", "apply_recipe", "knob_options", "options_markdown", "registry_names", "train_options"]
 
 REGISTRIES: dict[str, tuple[str, str]] = {
     "optimizers": ("voxseg.train.optim", "OPTIMIZERS"),
@@ -282,3 +282,39 @@ def options_markdown(command: click.Command) -> str:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     return "\n".join(lines)[:-1] + "\n"
+
+
+def apply_recipe(ctx: click.Context, values: dict, name: str) -> dict:
+    """Fill ``values`` (the generated options' values, ``{"train__lr": ..., ...}``) from recipe ``name``
+    (:func:`voxseg.config.load_recipe`), in place, leaving the options given on the command line as typed: those
+    override the recipe. Each recipe value is converted as click converts typed text (types, ranges, registry
+    choices, callbacks).
+
+    Returns:
+        ``{"name": ..., "values": {flag: value taken from the recipe}, "overridden": [flags given instead]}``,
+        what ``plan.json`` records.
+
+    Raises:
+        InputError: unknown recipe (naming the valid ones), or a recipe value its option refuses (naming the file).
+    """
+    from click.core import ParameterSource
+
+    from voxseg.config import load_recipe
+    from voxseg.errors import InputError
+
+    recipe = load_recipe(name)
+    options = {p.opts[0]: p for p in ctx.command.get_params(ctx) if isinstance(p, _KnobOption) and p.knob}
+    taken, overridden = {}, []
+    for flag, value in recipe.values.items():
+        param = options.get(f"--{flag}")
+        if param is None:
+            raise InputError(recipe.path, f"{flag}: not a 'voxseg train' option")
+        if ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            overridden.append(f"--{flag}")
+            continue
+        try:
+            values[param.name] = param.process_value(ctx, value if isinstance(value, bool) else str(value))
+        except click.BadParameter as exc:
+            raise InputError(recipe.path, f"--{flag} {value}: {exc.message}") from None
+        taken[flag] = value
+    return {"name": recipe.name, "values": taken, "overridden": overridden}

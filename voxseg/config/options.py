@@ -75,6 +75,9 @@ class TrainOptions:
             :meth:`augmentation` builds it.
         planner_notes: what the planner's rules chose and why (``voxseg.plan.rules``), one line each; saved in
             ``plan.json``.
+        recipe: the recipe the options came from (``voxseg train --recipe``): ``{"name": ..., "values": {flag: value
+            taken from it}, "overridden": [flags given on the command line instead]}``; empty: none. Saved in
+            ``plan.json``.
     """
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -122,6 +125,7 @@ class TrainOptions:
     augment_args: dict[str, Any] = knob({}, parse="key_values", group="augmentation",
                                         help="probabilities per transform, e.g. elastic=0.3,gamma=0")
     planner_notes: list[str] = field(default_factory=list)
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def augmentation(self) -> AugmentConfig:
         """The augmentation: the preset with ``augment_args``' probabilities.

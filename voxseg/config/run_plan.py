@@ -254,6 +254,8 @@ class RunPlan:
         dataset: the dataset folder the run was trained on (informative).
         augment: the augmentation.
         planner_notes: what the planner's rules chose and why, one line each (informative; older plans: empty).
+        recipe: the recipe the run's options came from (``voxseg train --recipe``): its name, the values taken
+            from it (by flag) and the flags given on the command line instead; empty: none (informative).
     """
 
     channel_names: list[str]
@@ -269,6 +271,7 @@ class RunPlan:
     dataset: str = ""
     augment: AugmentConfig = field(default_factory=lambda: augmentation_preset("flips"))
     planner_notes: list[str] = field(default_factory=list)
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -293,6 +296,7 @@ class RunPlan:
             dataset=data.get("dataset", ""),
             augment=AugmentConfig.from_dict(data["augment"]) if "augment" in data else augmentation_preset("flips"),
             planner_notes=[str(n) for n in data.get("planner_notes", [])],
+            recipe=dict(data.get("recipe") or {}),
         )
 
     def save(self, path: str | Path) -> Path:

@@ -107,7 +107,7 @@ def _first_plan(options: TrainOptions, dataset: Dataset, label_values: list[int]
                    region_labels=list(scheme.region_labels), preprocess=options.preprocess,
                    network=NetworkConfig(options.network.name, options.network.spatial_dims, net_kwargs), train=train,
                    dataset=str(dataset.root), augment=options.augmentation(),
-                   planner_notes=list(options.planner_notes))
+                   planner_notes=list(options.planner_notes), recipe=dict(options.recipe))
     try:
         plan.channel_indices
     except ValueError as exc:

@@ -153,7 +153,8 @@ def plan_summary(plan: RunPlan, split: dict | None = None) -> str:
     cases = f"; split {len(split['train'])} train / {len(split['val'])} validation cases" if split else ""
     named = {v: plan.label_names.get(str(v)) for v in plan.label_values}
     labels = "[" + ", ".join(f"{v} {n}" if n else str(v) for v, n in named.items()) + "]"
-    return (f"{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
+    recipe = f"recipe {plan.recipe['name']}: " if plan.recipe.get("name") else ""
+    return (f"{recipe}{plan.network.name} {plan.network.spatial_dims}D, patch {t.patch_size}, batch {t.batch_size}, loss "
             f"{t.loss}, {t.epochs} epochs x {t.iterations_per_epoch} iterations{budget}, labels {labels} "
             f"({plan.label_scheme}){cases}")
 
