@@ -99,7 +99,7 @@ def main() -> int:
         options = quick_options(options)
     structures = LabelScheme("brats").structures()
     held = train_and_test(args.data, args.out, options, structures, args.seed, test_fraction=4 / 14,
-                          tta=tuple(dict.fromkeys((args.tta, "flips", "none"))),
+                          tta=("none",) if args.quick else tuple(dict.fromkeys((args.tta, "flips", "none"))),
                           postprocess=args.postprocess, resume=args.resume)
     raw = held.summary
     summary = held.summaries.get(f"{args.tta}+pp", raw)
@@ -116,7 +116,7 @@ def main() -> int:
     for r in ("WT", "TC", "ET"):
         print(f"{r:<8}{figures[f'dice_{r.lower()}']:>8.3f}{figures[f'hd95_{r.lower()}_mm']:>10.2f}")
     for setting in ("flips", "none"):
-        if setting != args.tta:
+        if setting != args.tta and setting in held.summaries:
             other = held.summaries[setting]
             figures.update({f"dice_{r.lower()}_tta_{setting}": round(other["metrics"][r]["dice"]["mean"], 4)
                             for r in ("WT", "TC", "ET")})
