@@ -2,6 +2,8 @@
 threads, the seed and the label settings only), and the planner's choices as a benchmark prints and saves them."""
 from __future__ import annotations
 
+import dataclasses
+
 from voxseg.config import RunPlan, TrainConfig, TrainOptions
 
 
@@ -9,6 +11,13 @@ def default_options(minutes: float, threads: int, seed: int, **top) -> TrainOpti
     """``voxseg train DATA --time-budget MINUTES --threads THREADS --seed SEED`` (and ``top``, e.g. label_scheme):
     everything else is left for the planner."""
     return TrainOptions(train=TrainConfig(time_budget_minutes=minutes, num_threads=threads, seed=seed), **top)
+
+
+def quick_options(options: TrainOptions) -> TrainOptions:
+    """``options`` for a benchmark's ``--quick`` smoke test (under 2 minutes on 2 cores): no timing of training
+    steps to fit the patch to the budget (``min_iterations`` 0) and no N4 (its minutes of preprocessing)."""
+    return dataclasses.replace(options, min_iterations=0,
+                               preprocess=dataclasses.replace(options.preprocess, n4=False))
 
 
 def chosen_plan(plan: RunPlan) -> dict:

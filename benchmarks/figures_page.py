@@ -122,6 +122,11 @@ def _brats(r: dict) -> str:
             f"{r['hd95_wt_mm']:g} mm; {r['iterations']:,} iterations in {r['train_minutes']:g} min")
 
 
+def _ibsr(r: dict) -> str:
+    return (f"held-out Dice CSF {_f(r['dice_csf'])}, GM {_f(r['dice_gm'])}, WM {_f(r['dice_wm'])}; HD95 GM "
+            f"{r['hd95_gm_mm']:g} mm; {r['iterations']:,} iterations in {r['train_minutes']:g} min")
+
+
 def _window_placement(r: dict) -> str:
     return "; ".join(f"{run}: crop vs whole-extent agreement {_f(row['crop_vs_whole'])}, WT Dice {_f(row['dice_wt'])}"
                      for run, row in r.items())
@@ -189,9 +194,26 @@ BENCHMARKS: list[Benchmark] = [
               "MONAI `sliding_window_inference` with a `DynUNet` holding the same weights, same run",
               "prediction.md#sliding-window", _inference),
     Benchmark("brats", "python benchmarks/brats.py", "BraTS regions in 60 CPU-minutes",
-              "The BraTS region scheme (sigmoid WT / TC / ET) trained on 10 cases for 60 minutes on 2 CPU threads "
-              "(2 mm, 64^3 patches, N4, Adam, full augmentation), 4 held-out cases predicted with 16-variant TTA.",
+              "The BraTS region scheme (sigmoid WT / TC / ET) trained on 10 cases for 60 minutes on 2 CPU threads as "
+              "`voxseg train DATA --label-scheme brats --time-budget 60` would: the planner chooses the spacing, "
+              "optimiser, augmentation, N4 and network depth (its choices saved with the figures); 4 held-out cases "
+              "predicted with 16-variant TTA.",
               "published GPU pipelines trained on hundreds of cases", "datasets.md#label-schemes-and-regions", _brats),
+    Benchmark("brats_explicit", "python benchmarks/brats.py --explicit", "BraTS with explicit settings",
+              "As `brats`, with the settings given on the command line instead of the planner's (by default 2 mm, "
+              "64^3 patches, N4, Adam, full augmentation): the row the planner's choices are compared with.",
+              "the `brats` row, same split and budget", "training.md#how-the-planner-chooses", _brats),
+    Benchmark("hippocampus_explicit", "python benchmarks/hippocampus.py --explicit",
+              "hippocampus with explicit settings",
+              "As `hippocampus`, with the settings given on the command line instead of the planner's (by default "
+              f"base width 16, depth 4, deep supervision, SGD, batch 2). {_HELD_OUT}",
+              "the `hippocampus` row, same split and budget", "training.md#how-the-planner-chooses", _hippocampus),
+    Benchmark("ibsr", "python benchmarks/ibsr.py", "brain tissue (IBSR18) in 30 CPU-minutes",
+              "CSF, grey and white matter of IBSR18 trained as `voxseg train DATA --label-names CSF,GM,WM "
+              "--time-budget 30` would, on 7 of its 10 labelled cases on 2 CPU threads; Dice and HD95 on the other 3 "
+              "(a seeded split by case, never seen in training), the weights chosen by validation Dice.",
+              "the tissue classes against each other; published GPU pipelines on IBSR18",
+              "training.md#how-the-planner-chooses", _ibsr),
     Benchmark("inference_trained", "python benchmarks/inference.py --run benchmarks/results/brats/run --window 64",
               "sliding window with trained weights",
               "As `inference`, with the weights and preprocessing of the trained BraTS run (run `brats` first) and "

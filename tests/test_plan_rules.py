@@ -7,7 +7,8 @@ import numpy as np
 
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 from voxseg.data.phantoms import make_phantom_dataset
-from voxseg.plan.rules import (augmentation_rule, checkpoint_rule, modality, n4_rule, n4_seconds, optimizer_rule,
+from voxseg.plan.rules import (augmentation_rule, checkpoint_rule, modality, n4_rule, n4_seconds, network_depth_rule,
+                               optimizer_rule,
                                patches_per_case, structure_thickness_mm, working_spacing_rule)
 from voxseg.runs import TrainOptions, run_training
 
@@ -88,3 +89,43 @@ def test_plan_json_records_the_choices_and_the_user_keeps_what_they_set(tmp_path
     plan = RunPlan.load(tmp_path / "mine" / "plan.json")
     assert plan.train.optimizer == "adam" and plan.train.lr == 1e-3
     assert not any(n.startswith(("optimiser", "augmentation")) for n in plan.planner_notes)
+
+
+ISOTROPIC = [[2, 2, 2]] * 4  # the unet preset's 4 down-sampling steps
+
+
+def test_network_depth_rule_keeps_four_voxels_at_the_deepest_stage():
+    cases = [([48, 64, 48], 4),    # hippocampus-like, planned with 5 stages: 3 steps leave 6x8x6
+             ([40, 56, 40], 4),    # the same re-planned for 4 stages: 5x7x5
+             ([64, 64, 64], 5),    # BraTS at 2 mm in a 64^3 patch: 4x4x4 after 4 steps
+             ([128, 128, 128], 5),  # capped at the preset's depth
+             ([32, 64, 64], 4),    # the smallest axis decides
+             ([8, 8, 8], 3)]       # never fewer than 3 stages
+    for patch, depth in cases:
+        assert network_depth_rule(patch, ISOTROPIC, 5).value == depth, patch
+    assert network_depth_rule([64, 64, 64], ISOTROPIC[:3], 4).value == 4
+    assert network_depth_rule([128, 128], [[2, 2]] * 4, 5).value == 5  # 2-D
+
+
+def test_network_depth_rule_ignores_axes_a_step_does_not_down_sample():
+    thick = [[1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2]]  # thick slices: z down-sampled from the third step
+    assert network_depth_rule([16, 128, 128], thick, 5).value == 5  # z: 16 -> 4
+    assert network_depth_rule([8, 128, 128], thick, 5).value == 4   # z: 8 -> 4 after 3 steps, 2 after 4
+    assert "--net-args depth" in network_depth_rule([8, 128, 128], thick, 5).note()
+
+
+def test_plan_run_chooses_the_depth_for_the_planned_patch_and_replans_the_patch(tmp_path):
+    data = make_phantom_dataset(tmp_path / "data", n_cases=2, shape=(40, 56, 40), spacing=(1.0, 1.0, 1.0), seed=1)
+    lines: list[str] = []
+    train = TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=1)
+    options = TrainOptions(network=NetworkConfig(kwargs={"base_width": 4}), train=train, min_iterations=0)
+    run_training(data, tmp_path / "run", options, progress=False, log=lines.append, plan_only=True)
+    plan = RunPlan.load(tmp_path / "run" / "plan.json")
+    assert plan.network.kwargs["depth"] == 4 and plan.train.patch_size == [40, 56, 40]
+    assert any(n.startswith("network depth: 4") for n in plan.planner_notes)
+    assert any(line.startswith("planner: network depth: 4") for line in lines)
+    mine = dataclasses.replace(options, network=NetworkConfig(kwargs={"base_width": 4, "depth": 5}))
+    run_training(data, tmp_path / "mine", mine, progress=False, log=lines.append, plan_only=True)
+    plan = RunPlan.load(tmp_path / "mine" / "plan.json")
+    assert plan.network.kwargs["depth"] == 5 and plan.train.patch_size == [48, 64, 48]
+    assert not any(n.startswith("network depth") for n in plan.planner_notes)

@@ -18,11 +18,12 @@ from voxseg.data.cache import PreparedCase
 from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.errors import InputError
 from voxseg.io.datasets import Dataset
-from voxseg.nets import build_model, check_spatial_size
+from voxseg.nets import NETWORKS, build_model, check_spatial_size
 from voxseg.plan.fit import fit_memory, fit_time
 from voxseg.plan.network import hardware_defaults, spacing_strides
 from voxseg.plan.plan import plan_patch_size
 from voxseg.plan.resolve import resolve_label_scheme
+from voxseg.plan.rules import Choice, network_depth_rule
 
 __all__ = ["checked_patch_size", "label_names_for", "plan_run"]
 
@@ -57,6 +58,8 @@ def plan_run(options: TrainOptions, dataset: Dataset, label_values: list[int], p
     plan = _first_plan(options, dataset, label_values, net_kwargs, train)
     model = build_model(plan)
     patch = _planned_patch(options, train, model, prepared, max_patch_voxels)
+    if _depth_is_planned(options, train):
+        plan, model, patch = _plan_depth(options, plan, model, patch, prepared, max_patch_voxels, spacing, log)
     plan = dataclasses.replace(plan, train=dataclasses.replace(train, patch_size=patch))
     plan = fit_memory(plan, model, log, options.memory_gib, user_patch=options.train.patch_size is not None)
     if options.min_iterations and train.time_budget_minutes and not (options.train.patch_size or train.minicube):
@@ -167,6 +170,49 @@ def _planned_patch(options: TrainOptions, train: TrainConfig, model: torch.nn.Mo
                              "(--net-args depth=...)")
         patch[-1] *= 2  # tiny cases: a planned patch gets the one voxel more it needs
     return patch
+
+
+def _depth_is_planned(options: TrainOptions, train: TrainConfig) -> bool:
+    """Whether the depth rule decides the network's stages: a preset with a ``depth``, which the user left unset
+    (no ``depth``, ``strides`` or ``kernel_sizes`` in ``--net-args``), a planned patch (no ``--patch``, no
+    minicubes) and no transfer (``init_from``: the weights need the source's depth)."""
+    spec = NETWORKS.get(options.network.name)
+    given = options.network.kwargs
+    if spec is None or not isinstance(spec.kwargs(options.network.spatial_dims, **given).get("depth"), int):
+        return False
+    return not ({"depth", "strides", "kernel_sizes"} & set(given) or options.train.patch_size or train.minicube
+                or options.train.init_from)
+
+
+def _plan_depth(options: TrainOptions, plan: RunPlan, model: torch.nn.Module, patch: list[int],
+                prepared: list[PreparedCase], max_patch_voxels: int, spacing, log: Callable[[str], None]
+                ) -> tuple[RunPlan, torch.nn.Module, list[int]]:
+    """The plan, its network and its patch with the number of stages chosen by
+    :func:`voxseg.plan.rules.network_depth_rule` for the patch planned with the preset's depth; with fewer
+    stages the patch is planned again for the smaller size divisor (and the depth checked again on it: it only
+    decreases), and the strides and kernels for anisotropic voxels again for the new depth. Logged as
+    ``planner: network depth: ...`` and added to ``planner_notes``."""
+    dims = options.network.spatial_dims
+    kwargs = dict(plan.network.kwargs)
+    preset_depth = NETWORKS[options.network.name].kwargs(dims, **kwargs)["depth"]
+    strides = kwargs.get("strides") or [[2] * dims] * (preset_depth - 1)
+    strides = [[s] * dims if isinstance(s, int) else list(s) for s in strides]
+    depth = preset_depth
+    while True:
+        choice = network_depth_rule(patch[-dims:], strides, preset_depth)
+        if choice.value >= depth:
+            break
+        depth = choice.value
+        kwargs = {k: v for k, v in plan.network.kwargs.items() if k not in ("strides", "kernel_sizes")}
+        kwargs["depth"] = depth
+        if spacing:  # strides and kernels for the new depth (said once already for the preset's)
+            kwargs = spacing_strides(options, list(spacing)[-dims:], kwargs, lambda _: None)
+        plan = dataclasses.replace(plan, network=dataclasses.replace(plan.network, kwargs=kwargs))
+        model = build_model(plan)
+        patch = _planned_patch(options, plan.train, model, prepared, max_patch_voxels)
+    note = Choice(choice.name, depth, choice.reason).note()  # a tiny case's widened patch never adds stages
+    log(f"planner: {note}")
+    return dataclasses.replace(plan, planner_notes=[*plan.planner_notes, note]), model, patch
 
 
 def _warn_patch_beyond_cases(options: TrainOptions, plan: RunPlan, prepared: list[PreparedCase], log: Callable[[str], None]) -> None:

@@ -17,7 +17,7 @@ from voxseg.train.validation import VALIDATION_SHARE
 
 __all__ = ["COARSE_SPACING_MM", "FEW_CASES", "MANY_PATCHES", "SHORT_BUDGET_MINUTES", "Choice", "augmentation_rule",
            "checkpoint_rule", "large_cases_in_short_budget", "median_extent_mm", "median_or_none", "modality",
-           "n4_rule", "n4_seconds", "optimizer_rule", "patches_per_case", "structure_thickness_mm", "validation_rule", "working_spacing_rule"]
+           "MIN_DEEPEST_VOXELS", "n4_rule", "n4_seconds", "network_depth_rule", "optimizer_rule", "patches_per_case", "structure_thickness_mm", "validation_rule", "working_spacing_rule"]
 
 COARSE_SPACING_MM = 2.0
 """The coarser working spacing (isotropic, mm): the one ``benchmarks/brats.py`` measured."""
@@ -30,6 +30,9 @@ FEW_CASES = 50
 N4_SECONDS_PER_MVOXEL = 2.3
 """Seconds of N4 (shrink 4, voxseg's defaults) per million voxels of one channel: one BraTS channel of 240x240x155
 voxels took about 20 s on a shared 2-core machine. Counted on the file's voxels (N4 runs on the crop: fewer)."""
+MIN_DEEPEST_VOXELS = 4
+"""Voxels a down-sampled axis keeps at the network's deepest stage, at least: nnU-Net's minimum feature map size
+(``get_pool_and_conv_props``, Isensee et al. 2021)."""
 _PATCH_SIDE = 64  # the CPU patch cap's side (voxseg.plan.CPU_DEFAULTS), voxels
 _MR_NAMES = ("t1", "t2", "flair", "mr", "mri", "pd", "dwi", "adc", "swi", "t1ce", "t1c", "t1gd", "t2w", "t1w")
 
@@ -184,6 +187,40 @@ def checkpoint_rule(val_fraction: float) -> Choice:
     if val_fraction > 0:
         return Choice("weights kept", "best", "checkpoint_best.pt by validation Dice (checkpoint_last.pt kept too)")
     return Choice("weights kept", "last", "no validation cases to choose by")
+
+
+def network_depth_rule(patch: Sequence[int], strides: Sequence[Sequence[int]], default_depth: int,
+                       min_depth: int = 3) -> Choice:
+    """The network's number of resolution stages for a patch: one more than the most down-sampling steps (the
+    first of ``strides``) after which every axis they down-sample keeps at least :data:`MIN_DEEPEST_VOXELS` voxels
+    (nnU-Net's rule, Isensee et al. 2021, with the steps' strides fixed beforehand), at most ``default_depth`` (the
+    preset's) and at least ``min_depth``.
+
+    Args:
+        patch: the patch along the network's axes, voxels (``(Z, Y, X)`` or ``(Y, X)``).
+        strides: the preset's down-sampling steps, ``default_depth - 1`` of them, one stride per axis each.
+        default_depth: the preset's number of stages (the cap).
+        min_depth: the fewest stages the network takes.
+    """
+    size = [float(p) for p in patch]
+    steps = 0
+    for step in list(strides)[:default_depth - 1]:
+        after = [s / st for s, st in zip(size, step)]
+        if any(st > 1 and a < MIN_DEEPEST_VOXELS for a, st in zip(after, step)):
+            break
+        size, steps = after, steps + 1
+    depth = max(min_depth, steps + 1)
+    shown = "x".join(str(int(p)) for p in patch)
+    deepest = "x".join(f"{v:g}" for v in size)
+    if steps + 1 == default_depth:
+        why = f"patch {shown} keeps {deepest} voxels after the preset's {steps} down-sampling steps"
+    elif steps + 1 < min_depth:
+        why = f"patch {shown} is too small for {min_depth - 1} down-sampling steps at {MIN_DEEPEST_VOXELS} voxels: " \
+              f"the fewest stages, {min_depth}"
+    else:
+        why = (f"patch {shown}: {steps} down-sampling steps leave {deepest} voxels, one more would leave an axis under "
+               f"{MIN_DEEPEST_VOXELS} (the preset has {default_depth} stages)")
+    return Choice("network depth", depth, f"{why}; --net-args depth=N sets another")
 
 
 def median_extent_mm(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]]) -> list[float]:
