@@ -27,13 +27,11 @@ NNUNET_ARCHITECTURES = {
 }
 """Class names of ``architecture.network_class_name`` (last dotted part) that voxseg builds."""
 
-_LAYERS = {
-    "torch.nn.Conv2d": nn.Conv2d, "torch.nn.Conv3d": nn.Conv3d,
-    "torch.nn.InstanceNorm2d": nn.InstanceNorm2d, "torch.nn.InstanceNorm3d": nn.InstanceNorm3d,
-    "torch.nn.BatchNorm2d": nn.BatchNorm2d, "torch.nn.BatchNorm3d": nn.BatchNorm3d,
-    "torch.nn.Dropout": nn.Dropout, "torch.nn.Dropout2d": nn.Dropout2d, "torch.nn.Dropout3d": nn.Dropout3d,
-    "torch.nn.LeakyReLU": nn.LeakyReLU, "torch.nn.ReLU": nn.ReLU, "torch.nn.GELU": nn.GELU, "torch.nn.ELU": nn.ELU,
-}
+_LAYERS = {cls.__name__: cls for cls in (
+    nn.Conv2d, nn.Conv3d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.LeakyReLU, nn.ReLU, nn.GELU, nn.ELU)}
+"""torch layers by class name; plans name them by a dotted path under ``torch.nn`` (e.g.
+``torch.nn.modules.conv.Conv3d``)."""
 
 
 class _Ops:
@@ -205,10 +203,11 @@ def _resolved_kwargs(arch: dict, source) -> dict:
         name = kw.get(key)
         if name is None:
             continue
-        if name not in _LAYERS:
+        short = str(name).rsplit(".", 1)[-1]
+        if not str(name).startswith("torch.nn.") or short not in _LAYERS:
             raise InputError(source, f"architecture uses {key}={name!r}, which voxseg does not build "
-                                     f"(it builds {', '.join(sorted(_LAYERS))})")
-        kw[key] = _LAYERS[name]
+                                     f"(it builds torch.nn {', '.join(sorted(_LAYERS))})")
+        kw[key] = _LAYERS[short]
     block = kw.pop("block", None)
     if block is not None and not str(block).endswith("BasicBlockD"):
         raise InputError(source, f"residual block {block!r} is not supported (only BasicBlockD)")
