@@ -53,10 +53,11 @@ def configuration(dims: int, residual: bool, spacing, patch, schemes=("ZScoreNor
 
 def make_model_folder(root: Path, config_name: str = "3d_fullres", residual: bool = False, regions: bool = False,
                       folds=(0,), channels: int = 1, schemes=None, masks=None, spacing=(2.0, 1.0, 1.0),
-                      patch=(16, 16, 16), transpose=((0, 1, 2), (0, 1, 2)), mirror_axes=(0, 1, 2), seed: int = 0,
+                      patch=(16, 16, 16), transpose=((0, 1, 2), (0, 1, 2)), mirror_axes=None, seed: int = 0,
                       checkpoint: str = "checkpoint_final.pth") -> Path:
     """Write a trained-model folder ``root/<Trainer>__nnUNetPlans__<config>`` and return it."""
     dims = 2 if config_name == "2d" else 3
+    mirror_axes = tuple(range(dims)) if mirror_axes is None else mirror_axes  # nnU-Net's default: every axis
     schemes = schemes or ["ZScoreNormalization"] * channels
     masks = masks or [False] * channels
     folder = root / f"nnUNetTrainer__nnUNetPlans__{config_name}"
