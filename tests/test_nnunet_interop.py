@@ -86,7 +86,8 @@ def test_labels_match_nnunet_predictor(tmp_path, name):
         write_case(tmp_path / "in", f"case{i}", spacing=case_spacing, channels=opts.get("channels", 1), seed=i,
                    two_d=two_d)
     fold_text = ",".join(str(f) for f in folds)
-    predict_nnunet_path(model, tmp_path / "in", tmp_path / "ours", folds=fold_text, tta="mirror" if mirror else "none")
+    predict_nnunet_path(model, tmp_path / "in", tmp_path / "ours", folds=fold_text, tta="mirror" if mirror else "none",
+                        amp="none")
     _nnunet_predict(model, tmp_path / "in", tmp_path / "ref", fold_text, mirror)
     refs = sorted((tmp_path / "ref").glob("*.nii.gz"))
     assert refs
@@ -245,13 +246,22 @@ def test_geometry_round_trip_and_cases(tmp_path):
     model = make_model_folder(tmp_path / "m")
     paths = write_case(tmp_path / "in", "caseA", shape=(9, 12, 10))
     assert find_nnunet_cases(tmp_path / "in", 1, ".nii.gz") == {"caseA": paths}
-    out = predict_nnunet_path(model, paths[0], tmp_path / "out" / "a.nii.gz", tta="none")[0][1]
+    out = predict_nnunet_path(model, paths[0], tmp_path / "out" / "a.nii.gz", tta="none", amp="none")[0][1]
     labels, image = _read(out)
     _, source = _read(paths[0])
     assert labels.shape == (9, 12, 10) and labels.dtype == np.uint8
     assert image.GetSpacing() == source.GetSpacing() and image.GetOrigin() == source.GetOrigin()
     assert image.GetDirection() == source.GetDirection()
     assert labels[:2].max() == 0  # the first two slices are zero in every channel: outside the crop
+
+
+def test_bf16_pass_keeps_the_labels(tmp_path):
+    """bf16 autocast changes labels only where classes nearly tie (random weights: many near-ties)."""
+    model = make_model_folder(tmp_path / "m")
+    write_case(tmp_path / "in", "caseA")
+    fp32 = predict_nnunet_path(model, tmp_path / "in", tmp_path / "fp32", amp="none")[0][1]
+    bf16 = predict_nnunet_path(model, tmp_path / "in", tmp_path / "bf16", amp="bf16")[0][1]
+    assert (_read(fp32)[0] == _read(bf16)[0]).mean() > 0.99
 
 
 def test_missing_channel_named(tmp_path):

@@ -200,10 +200,14 @@ def _check_tta(ctx, param, value: str | None) -> str | None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
               show_default=True, help="where the networks run: auto (a CUDA GPU when there is one, else the CPU), "
                                       "cpu or cuda")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto", show_default=True,
+              help="nnU-Net model folders only: precision of the network pass (auto: bf16 on a CPU where it is "
+                   "faster; none: float32 as nnU-Net); voxseg runs use their plan's")
 @user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
-            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str) -> None:
+            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str,
+            amp: str) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
     Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
@@ -217,7 +221,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     from voxseg.runs import checked_cases
 
     if any(is_nnunet_model_folder(r) for r in runs):
-        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds)
+        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, amp)
         return
     if checkpoint == "final":
         raise InputError(runs[0], "--checkpoint final is for nnU-Net model folders; a voxseg run has best, last, swa")
@@ -310,7 +314,7 @@ def demo(data: Path | None, out_dir: Path, minutes: float, overwrite: bool, seed
 
 
 def _predict_nnunet(runs: tuple[Path, ...], input_path: Path, out: Path, checkpoint: str, tta: str | None,
-                    folds: str | None) -> None:
+                    folds: str | None, amp: str) -> None:
     """``voxseg predict NNUNET_MODEL_FOLDER INPUT OUT`` (one model folder; the other options do not apply)."""
     from voxseg.errors import InputError
     from voxseg.infer.nnunet import predict_nnunet_path
@@ -320,7 +324,7 @@ def _predict_nnunet(runs: tuple[Path, ...], input_path: Path, out: Path, checkpo
     if checkpoint == "swa":
         raise InputError(runs[0], "--checkpoint swa is for voxseg runs; an nnU-Net folder has best, final, last")
     for name, path, seconds in predict_nnunet_path(runs[0], input_path, out, folds=folds, which=checkpoint,
-                                                   tta=tta or "mirror", log=click.echo):
+                                                   tta=tta or "mirror", amp=amp, log=click.echo):
         click.echo(f"{name}: {path} ({seconds:.1f} s)")
 
 
