@@ -132,7 +132,7 @@ def compare_model(venv_python: str, model: Path, cases: dict[str, list[str]], wo
 def quick_models(work: Path) -> list[tuple[Path, dict[str, list[str]]]]:
     """Random-weight folders (plain softmax and plain regions, a 4-stage U-Net, window 32x48x40) and one
     synthetic case each."""
-    sys.path.insert(0, str(REPO / "tests"))
+    sys.path[:0] = [str(REPO), str(REPO / "tests")]
     from nnunet_fixtures import make_model_folder, save_checkpoint, write_case
 
     from voxseg.infer.nnunet import build_nnunet_network
@@ -161,7 +161,7 @@ def quick_models(work: Path) -> list[tuple[Path, dict[str, list[str]]]]:
 
 def full_models(work: Path, venv_python: str, held_out: int) -> list[tuple[Path, dict[str, list[str]]]]:
     """Convert, plan, preprocess and train with nnU-Net's own commands (see the module docstring)."""
-    from nnunet_raw import convert_brats, convert_hippocampus  # benchmarks/nnunet_raw.py
+    from _nnunet_raw import convert_brats, convert_hippocampus
 
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
                nnUNet_results=str(work / "results"), nnUNet_def_n_proc=str(THREADS), nnUNet_n_proc_DA="2")
