@@ -5,6 +5,7 @@ peak RSS is its own), in the same run. Per case: seconds, peak RSS of the proces
 Modes:
     python benchmarks/nnunet_interop.py --setup          # build the nnU-Net environment (once; needs the registry)
     python benchmarks/nnunet_interop.py --quick          # random-weight model folders, synthetic cases (minutes)
+    ... [--amp auto|bf16|none]                           # voxseg's network precision (none: float32 as nnU-Net)
     python benchmarks/nnunet_interop.py                  # models trained with nnU-Net's own trainer (long)
 
 ``--setup`` makes a virtual environment (``--venv``, default ``../venv-nnunet`` beside the checkout) that sees
@@ -57,7 +58,7 @@ def setup(venv: Path) -> None:
 
 # -- workers (one process per method and model) ---------------------------------------------------------------
 
-def _worker(method: str, model: Path, cases: dict[str, list[str]], out: Path, mirror: bool) -> None:
+def _worker(method: str, model: Path, cases: dict[str, list[str]], out: Path, mirror: bool, amp: str) -> None:
     """Predict ``cases`` with ``method`` and write ``{case: seconds}`` plus the process's peak RSS."""
     import torch
 
@@ -82,21 +83,22 @@ def _worker(method: str, model: Path, cases: dict[str, list[str]], out: Path, mi
         for name, files in cases.items():
             start = time.perf_counter()
             predict_nnunet_case(loaded, nets, [Path(f) for f in files], out / f"{name}.nii.gz", mirror,
-                                amp="auto")
+                                amp=amp)
             seconds[name] = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
     (out / "timing.json").write_text(json.dumps({"seconds": seconds, "peak_rss_gib": peak}))
 
 
-def _run_worker(python: str, method: str, model: Path, cases: dict, out: Path, mirror: bool) -> dict:
+def _run_worker(python: str, method: str, model: Path, cases: dict, out: Path, mirror: bool, amp: str) -> dict:
     env = dict(os.environ, nnUNet_def_n_proc=str(THREADS), OMP_NUM_THREADS=str(THREADS))
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env.setdefault(name, str(out))
     if method == "voxseg":
         env["PYTHONPATH"] = str(REPO)
+    out.parent.mkdir(parents=True, exist_ok=True)
     spec = out.parent / f"{method}_cases.json"
     spec.write_text(json.dumps(cases))
-    subprocess.run([python, __file__, "--worker", method, str(model), str(spec), str(out), str(int(mirror))],
+    subprocess.run([python, __file__, "--worker", method, str(model), str(spec), str(out), str(int(mirror)), amp],
                    check=True, env=env)
     return json.loads((out / "timing.json").read_text())
 
@@ -109,18 +111,19 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([2 * np.sum((a == v) & (b == v)) / (np.sum(a == v) + np.sum(b == v)) for v in labels]))
 
 
-def compare_model(venv_python: str, model: Path, cases: dict[str, list[str]], work: Path, mirror: bool = True) -> dict:
+def compare_model(venv_python: str, model: Path, cases: dict[str, list[str]], work: Path, amp: str = "auto",
+                  mirror: bool = True) -> dict:
     """Both methods on one model folder; per-case rows printed, totals returned."""
     import SimpleITK as sitk
 
-    ref = _run_worker(venv_python, "nnunet", model, cases, work / "nnunet", mirror)
-    ours = _run_worker(sys.executable, "voxseg", model, cases, work / "voxseg", mirror)
+    ref = _run_worker(venv_python, "nnunet", model, cases, work / "nnunet", mirror, amp)
+    ours = _run_worker(sys.executable, "voxseg", model, cases, work / "voxseg", mirror, amp)
     dices = {}
     for name in cases:
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "voxseg" / f"{name}.nii.gz")))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "nnunet" / f"{name}.nii.gz")))
         dices[name] = _dice(a, b)
-        print(f"{model.parent.name[:24]:<26}{name:<22}{ref['seconds'][name]:>10.1f}{ours['seconds'][name]:>10.1f}"
+        print(f"{model.parent.parent.name[:12] + '/' + model.parent.name[:11]:<26}{name:<22}{ref['seconds'][name]:>10.1f}{ours['seconds'][name]:>10.1f}"
               f"{dices[name]:>10.4f}", flush=True)
     return {"nnunet_seconds": sum(ref["seconds"].values()), "voxseg_seconds": sum(ours["seconds"].values()),
             "nnunet_peak_rss_gib": ref["peak_rss_gib"], "voxseg_peak_rss_gib": ours["peak_rss_gib"],
@@ -190,11 +193,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="random-weight models, synthetic cases")
     parser.add_argument("--held-out", type=int, default=5, help="held-out cases per dataset (full mode)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto",
+                        help="voxseg's network precision (none: float32 as nnU-Net)")
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        method, model, spec, out, mirror = args.worker
-        _worker(method, Path(model), json.loads(Path(spec).read_text()), Path(out), mirror == "1")
+        method, model, spec, out, mirror, amp = args.worker
+        _worker(method, Path(model), json.loads(Path(spec).read_text()), Path(out), mirror == "1", amp)
         return 0
     if args.setup:
         setup(args.venv)
@@ -207,7 +212,7 @@ def main() -> int:
         work = args.work or Path(tmp)
         models = quick_models(work) if args.quick else full_models(work, str(python), args.held_out)
         print(f"{'model':<26}{'case':<22}{'nnU-Net s':>10}{'voxseg s':>10}{'Dice':>10}")
-        figures = {m.parent.name + "/" + m.name: compare_model(str(python), m, c, work / f"cmp{i}")
+        figures = {str(m.relative_to(work)): compare_model(str(python), m, c, work / f"cmp{i}", args.amp)
                    for i, (m, c) in enumerate(models)}
     return _report(figures, args)
 
@@ -221,7 +226,7 @@ def _report(figures: dict, args) -> int:
               "label_dice_min": round(min(f["label_dice_min"] for f in figures.values()), 5),
               "peak_rss_ratio": round(max(f["voxseg_peak_rss_gib"] / f["nnunet_peak_rss_gib"]
                                           for f in figures.values()), 3),
-              "quick": bool(args.quick), "threads": THREADS, "models": figures}
+              "quick": bool(args.quick), "threads": THREADS, "amp": args.amp, "models": figures}
     if not args.quick:  # quick figures (random weights) are a smoke test, not a result
         save_result("nnunet_interop", result, sys.argv)
     print(json.dumps(result))

@@ -68,6 +68,7 @@ ORACLE_CASES = {
                                       case_spacing=(0.9, 0.8, 4.6)),
     "3d_two_channels_ct_masked": dict(channels=2, schemes=["CTNormalization", "ZScoreNormalization"],
                                       masks=[False, True]),
+    "3d_lowres_alone": dict(config_name="3d_lowres", spacing=(3.0, 2.0, 2.0)),
     "2d_plain": dict(config_name="2d", seed=2),
     "2d_image_files": dict(config_name="2d", two_d=True, seed=2),
 }
