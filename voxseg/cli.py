@@ -199,9 +199,11 @@ def _how_to_continue(data: Path, run_dir: Path) -> str:
     return f"interrupted before training started: nothing was kept in {run_dir}; start again with the same command"
 
 
-def _check_tta(ctx, param, value: str) -> str:
+def _check_tta(ctx, param, value: str | None) -> str | None:
     from voxseg.infer.tta import tta_variants
 
+    if value is None:
+        return None
     try:
         tta_variants(value, 3)
     except ValueError as exc:
@@ -214,10 +216,13 @@ def _check_tta(ctx, param, value: str) -> str:
 @click.argument("input_path", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--probabilities", is_flag=True, help="also write probability maps (<case>_prob.nii.gz)")
-@click.option("--checkpoint", type=click.Choice(["best", "last", "swa"]), default="best", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last", "swa", "final"]), default="best", show_default=True,
+              help="which weights: best, last or swa of a voxseg run; for an nnU-Net model folder best "
+                   "(checkpoint_best.pth, else checkpoint_final.pth), final or last (checkpoint_latest.pth)")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=None, help="sliding-window overlap in [0, 1) (default: the run's)")
-@click.option("--tta", default="none", show_default=True, callback=_check_tta,
-              help="test-time augmentation: none, flips (8 flips), all (flips x axial 0/90 degrees = 16) or a count")
+@click.option("--tta", default=None, callback=_check_tta,
+              help="test-time augmentation: none, flips (8 flips), all (flips x axial 0/90 degrees = 16) or a count "
+                   "[default: none; for an nnU-Net model folder nnU-Net's mirroring, off with 'none']")
 @click.option("--ensemble", "extra_runs", multiple=True, type=click.Path(path_type=Path),
               help="another run averaged with RUN (repeatable; may use another preprocessing)")
 @click.option("--folds", default=None, help="use the fold_* models of each run: 'all' or e.g. '0,2' "
@@ -232,17 +237,33 @@ def _check_tta(ctx, param, value: str) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
               show_default=True, help="where the networks run: auto (a CUDA GPU when there is one, else the CPU), "
                                       "cpu or cuda")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto", show_default=True,
+              help="nnU-Net model folders only: precision of the network pass (auto: bf16 on a CPU where it is "
+                   "faster; none: float32 as nnU-Net); voxseg runs use their plan's")
 @user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
-            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str) -> None:
+            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str,
+            amp: str) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
-    A RUN is a run folder or a model package (a 'voxseg export' zip, or its unpacked folder). Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
+    A RUN is a run folder or a model package (a 'voxseg export' zip, or its unpacked folder). Several RUNS (or
+    --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
+    A RUN that is an nnU-Net v2 model folder (plans.json, dataset.json, fold_*) is predicted as nnU-Net does
+    (INPUT: <case>_0000.nii.gz files; mirroring on unless --tta none).
     """
+    from voxseg.errors import InputError
+    from voxseg.infer.nnunet import is_nnunet_model_folder
     from voxseg.infer.predict import predict_path
     from voxseg.io.datasets import Dataset
     from voxseg.runs import checked_cases
+
+    if any(is_nnunet_model_folder(r) for r in runs):
+        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, amp)
+        return
+    if checkpoint == "final":
+        raise InputError(runs[0], "--checkpoint final is for nnU-Net model folders; a voxseg run has best, last, swa")
+    tta = tta or "none"
 
     def refuse_invalid(cases):
         n_channels = max((len(c.image_paths) + len(c.missing_channels) for c in cases), default=0)
@@ -370,6 +391,21 @@ def demo(data: Path | None, out_dir: Path, minutes: float, overwrite: bool, seed
     run_demo(out_dir, data=data, minutes=minutes, overwrite=overwrite, seed=seed, log=click.echo)
 
 
+def _predict_nnunet(runs: tuple[Path, ...], input_path: Path, out: Path, checkpoint: str, tta: str | None,
+                    folds: str | None, amp: str) -> None:
+    """``voxseg predict NNUNET_MODEL_FOLDER INPUT OUT`` (one model folder; the other options do not apply)."""
+    from voxseg.errors import InputError
+    from voxseg.infer.nnunet import predict_nnunet_path
+
+    if len(runs) != 1:
+        raise InputError(runs[1], "give one nnU-Net model folder (its folds are averaged; --folds picks them)")
+    if checkpoint == "swa":
+        raise InputError(runs[0], "--checkpoint swa is for voxseg runs; an nnU-Net folder has best, final, last")
+    for name, path, seconds in predict_nnunet_path(runs[0], input_path, out, folds=folds, which=checkpoint,
+                                                   tta=tta or "mirror", amp=amp, log=click.echo):
+        click.echo(f"{name}: {path} ({seconds:.1f} s)")
+
+
 @main.command()
 @click.option("--patch", default="64x64x64", show_default=True, help="input size for FLOPs")
 @click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True)
@@ -386,6 +422,11 @@ def nets(patch: str, dims: str, in_channels: int, out_channels: int) -> None:
         raise click.BadParameter(f"expected {dims} sizes for --dims {dims}, got {patch!r}", param_hint="'--patch'")
     size = size[-int(dims):]
     click.echo(network_table(list(NETWORKS), tuple(size), in_channels, out_channels))
+    from voxseg.infer.nnunet import NNUNET_ARCHITECTURES
+
+    click.echo("\nnnU-Net v2 architectures that 'voxseg predict' runs from an nnU-Net model folder:")
+    for name, about in NNUNET_ARCHITECTURES.items():
+        click.echo(f"  {name:<22} {about}")
 
 
 @main.command()
