@@ -195,10 +195,16 @@ def _check_tta(ctx, param, value: str) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
               show_default=True, help="where the networks run: auto (a CUDA GPU when there is one, else the CPU), "
                                       "cpu or cuda")
+@click.option("--backend", type=click.Choice(["auto", "torch", "openvino"]), default="auto", show_default=True,
+              help="what runs the network: auto (OpenVINO on a CPU where it is installed and measures faster, "
+                   "else PyTorch), torch or openvino (CPU only)")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto (the run's --amp: bf16 where it measures faster), fp32 or bf16")
 @user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
-            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str) -> None:
+            merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str,
+            backend: str, precision: str) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
     Several RUNS (or --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
@@ -217,7 +223,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     results = predict_path(list(runs), input_path, out, probabilities, checkpoint, validate=refuse_invalid,
                            overlap=overlap, tta=tta_value, ensemble=list(extra_runs), folds=folds,
                            merge_table=merge_table, postprocess=postprocess, uncertainty=uncertainty,
-                           log=click.echo, device=device)
+                           log=click.echo, device=device, backend=backend, precision=precision)
     for r in results:
         extra = f", uncertainty {r.uncertainty_path}" if r.uncertainty_path else ""
         click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s{extra})")
