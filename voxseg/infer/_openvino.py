@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 def trace_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> torch.jit.ScriptModule:
     """``torch.jit.trace`` of ``model`` (eval mode) on zeros of one window ``(1, *batch_shape[1:])`` (the
     plain forward pass: the memory-lean path steps aside while tracing)."""
-    with torch.no_grad():
-        return torch.jit.trace(model.eval(), torch.zeros((1, *batch_shape[1:])), check_trace=False)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: the window is
+        return torch.jit.trace(model.eval(), torch.zeros((1, *batch_shape[1:])), check_trace=False)  # fixed
 
 
 def convert_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> Any:
