@@ -80,23 +80,10 @@ class OpenVINOWindows:
                 path.unlink(missing_ok=True)
 
     def choose_precision(self, amp: str) -> str:
-        """``"fp32"`` or ``"bf16"`` for the ``amp`` setting: ``auto`` takes bf16 where the CPU reports it and
-        one window is faster in bf16 than in f32 (measured once, saved with the decision)."""
-        if amp in ("none", "fp16"):
-            return "fp32"
-        if amp == "bf16":
-            return "bf16"
-        if "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            return "fp32"
-        saved = self.read_decision(kind="precision")
-        if saved is None:
-            from voxseg.infer.backends import _best_of
-
-            sample = torch.zeros(self.batch_shape)
-            seconds = {p: _best_of(self.compiled(p), sample) for p in ("fp32", "bf16")}
-            saved = {"precision": "bf16" if seconds["bf16"] < 0.9 * seconds["fp32"] else "fp32", "seconds": seconds}
-            self.save_decision(saved, kind="precision")
-        return saved["precision"]
+        """``"fp32"`` or ``"bf16"`` for the resolved ``amp`` setting (``"bf16"`` or not): bf16 only where the CPU
+        reports it (elsewhere OpenVINO would compute in f32 anyway)."""
+        return "bf16" if amp == "bf16" and "BF16" in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") \
+            else "fp32"
 
     def compiled(self, precision: str):
         """The window function at ``precision`` (``"fp32"`` or ``"bf16"``): ``(n <= N, C, *window)`` float32
@@ -123,19 +110,19 @@ class OpenVINOWindows:
         return self.folder / f"{self.key}-{kind}-{tag}.json" if self.folder is not None else None
 
     def read_decision(self, kind: str = "backend") -> dict | None:
-        """A saved measurement (``kind`` ``"backend"`` or ``"precision"``) for this CPU and thread count."""
+        """A saved measurement for this CPU and thread count (``None``: none saved, or unreadable)."""
         import json
 
         path = self._decision_path(kind)
         if path is None or not path.exists():
-            return getattr(self, f"_{kind}_decision", None)
+            return None
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
     def save_decision(self, decision: dict, kind: str = "backend") -> None:
-        setattr(self, f"_{kind}_decision", decision)
+        """Save a measurement beside the cached network (nothing without a writable cache folder)."""
         path = self._decision_path(kind)
         if path is not None:
             save_decision(path, decision)

@@ -14,13 +14,14 @@ A backend turns a network, the shape of a batch of windows and a precision into 
   renamed. A read-only run folder, or a network without one, keeps it in memory for the process. The
   conversion goes through the front end, not ``openvino.convert_model``: the latter starts OpenVINO's usage
   telemetry (``openvino-telemetry``), which sends events unless the user has opted out.
-- ``"auto"``: PyTorch on CUDA; on a CPU, OpenVINO when it is installed and one window measures faster there
-  than in PyTorch (each at its precision), else PyTorch. The measurement is done once per network and batch
-  shape, and saved beside the cached model (``<key>-<cpu>.json``), keyed on the CPU's name and thread count.
+- ``"auto"``: PyTorch on CUDA; on a CPU, OpenVINO when it is installed and one window runs at least
+  :data:`OPENVINO_MARGIN` times as fast there as in PyTorch (each at the same precision), else PyTorch. The
+  measurement is made once per network and batch shape, and saved beside the cached model
+  (``<key>-backend-<cpu>.json``, keyed on the CPU's name and the thread count).
 
 Precision (``--precision``): ``"fp32"``, ``"bf16"``, or ``"auto"``: the run's ``amp`` setting, where ``auto``
-means bf16 where it measures faster (PyTorch: :func:`voxseg.nets.resolve_amp`; OpenVINO: where the CPU reports
-bf16 and one window measures faster in bf16 than in f32).
+means bf16 where PyTorch's probe measures it faster (:func:`voxseg.nets.resolve_amp`), for either backend
+(OpenVINO computes bf16 only where the CPU reports it, f32 elsewhere).
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ class InferenceBackend:
     choices: dict[str, str] = field(default_factory=dict)
     _runners: dict[tuple, WindowFn] = field(default_factory=dict, repr=False)
     _core: Any = field(default=None, repr=False)
+    _decisions: dict[tuple, dict] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.name not in BACKEND_NAMES:
@@ -135,7 +137,7 @@ class InferenceBackend:
         if windows.converted:
             self.conversions += 1
         if self.name == "openvino":
-            precision = windows.choose_precision(amp)
+            precision = windows.choose_precision(resolve_amp(amp, device))
             return windows.compiled(precision), f"openvino {precision}"
         return self._auto(model, amp, batch_shape, device, windows)
 
@@ -155,29 +157,52 @@ class InferenceBackend:
         return run, f"torch {precision}"
 
     def _auto(self, model, amp, batch_shape, device, windows) -> tuple[WindowFn, str]:
-        """PyTorch or OpenVINO, whichever runs one window faster (measured once, saved beside the IR)."""
-        decision = windows.read_decision()
+        """PyTorch or OpenVINO, whichever runs one window faster: OpenVINO when it is at least
+        :data:`OPENVINO_MARGIN` times as fast (a near tie keeps PyTorch, so noise does not flip the choice). The
+        measurement is saved beside the cached network and shared, within this object, by every network of the
+        same architecture and batch shape (the folds of an ensemble run on one backend)."""
+        amp = resolve_amp(amp, device)
+        architecture = (architecture_key(model), batch_shape, amp)
+        decision = windows.read_decision() or self._decisions.get(architecture)
         if decision is None:
             torch_fn = self._torch(model, amp, batch_shape, device)[0]
-            precision = windows.choose_precision(amp)
             sample = torch.zeros(batch_shape)
+            precision = windows.choose_precision(amp)
             seconds = {"torch": _best_of(torch_fn, sample), "openvino": _best_of(windows.compiled(precision), sample)}
-            decision = {"backend": min(seconds, key=seconds.get), "precision": precision,
-                        "torch_amp": resolve_amp(amp, device), "seconds": seconds}
+            faster = seconds["torch"] > OPENVINO_MARGIN * seconds["openvino"]
+            decision = {"backend": "openvino" if faster else "torch", "precision": precision, "seconds": seconds}
             windows.save_decision(decision)
+        self._decisions[architecture] = decision
         if decision["backend"] == "openvino":
             return windows.compiled(decision["precision"]), f"openvino {decision['precision']}"
         return self._torch(model, amp, batch_shape, device)
 
 
-def _best_of(fn: WindowFn, sample: torch.Tensor, runs: int = 2) -> float:
-    """Seconds of the fastest of ``runs`` calls of ``fn`` on ``sample`` (the first includes one-time setup)."""
-    best = float("inf")
-    for _ in range(runs):
+OPENVINO_MARGIN = 1.2
+"""``auto`` takes OpenVINO when one window runs at least this many times as fast there as in PyTorch."""
+
+
+def _best_of(fn: WindowFn, sample: torch.Tensor, runs: int = 3, min_seconds: float = 0.3) -> float:
+    """Seconds of the fastest call of ``fn`` on ``sample``, after one untimed call (one-time setup), over at least
+    ``runs`` calls and ``min_seconds`` in all (at most 100 calls), so that a window of milliseconds is timed as
+    steadily as a large one."""
+    fn(sample)
+    best, total, calls = float("inf"), 0.0, 0
+    while calls < runs or (total < min_seconds and calls < 100):
         start = time.perf_counter()
         fn(sample)
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, total, calls = min(best, elapsed), total + elapsed, calls + 1
     return best
+
+
+def architecture_key(model: torch.nn.Module) -> str:
+    """A short hex digest of the network's class and its tensors' names, dtypes and shapes (not their values):
+    networks with the same key run at the same speed."""
+    digest = hashlib.sha256(type(model).__name__.encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+    return digest.hexdigest()[:24]
 
 
 def inference_precision(model: torch.nn.Module, amp: str, device: torch.device, window_voxels: int = 0
