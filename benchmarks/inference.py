@@ -150,9 +150,10 @@ def _monai_predictor(method: str, model, window: tuple[int, ...], monai_net: str
     import contextlib
 
     if method == "openvino_peer":
-        import openvino
-
         from voxseg.infer._openvino import convert_network
+        from voxseg.infer.backends import require_openvino
+
+        openvino = require_openvino()  # without its telemetry, as voxseg imports it
 
         compiled = openvino.Core().compile_model(convert_network(model, (1, model.in_channels, *window)), "CPU",
                                                  {"INFERENCE_NUM_THREADS": torch.get_num_threads()})
@@ -249,11 +250,11 @@ def _worker(method: str, case_dir: Path, run: str | None, threads: int, out: Pat
 def _window_worker(run: str | None, threads: int, out: Path, window: tuple[int, ...], n: int = 4096) -> None:
     """Seconds per window (best of 2 after one untimed call) of the network alone, per runtime and precision,
     its FLOPs, and the CPU's measured peak for each precision (an ``n`` x ``n`` matmul in torch, best of 3)."""
-    import openvino
-
     from voxseg.infer import InferenceBackend
+    from voxseg.infer.backends import require_openvino
     from voxseg.nets.info import estimate_flops
 
+    openvino = require_openvino()
     torch.set_num_threads(threads)
     model, plan = _model_and_plan(run, 4, window)
     shape = (1, plan.input_channels, *window)

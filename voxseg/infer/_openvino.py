@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from voxseg.errors import InputError
-from voxseg.infer.backends import CACHE_FOLDER, save_decision, weights_key, writable_folder
+from voxseg.infer.backends import CACHE_FOLDER, require_openvino, save_decision, weights_key, writable_folder
 
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
@@ -21,20 +21,22 @@ def trace_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> torch
     """``torch.jit.trace`` of ``model`` (eval mode) on zeros of one window ``(1, *batch_shape[1:])`` (the
     plain forward pass: the memory-lean path steps aside while tracing)."""
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: the window is
-        return torch.jit.trace(model.eval(), torch.zeros((1, *batch_shape[1:])), check_trace=False)  # fixed
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants (fixed window)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.10+ says torch.jit.trace is deprecated
+        return torch.jit.trace(model.eval(), torch.zeros((1, *batch_shape[1:])), check_trace=False)
 
 
 def convert_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> Any:
-    """The network as an OpenVINO model with the static input shape ``batch_shape``, through OpenVINO's PyTorch
-    front end (no telemetry; ``openvino.convert_model`` would start it)."""
+    """The network as an OpenVINO model with the static input shape of one window, ``(1, *batch_shape[1:])``,
+    through OpenVINO's PyTorch front end."""
+    require_openvino()  # first, so that importing the front end starts no telemetry
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     front_end = FrontEndManager().load_by_framework("pytorch")
     decoder = TorchScriptPythonDecoder(trace_network(model, batch_shape))  # held: the front end calls back into it
     ov_model = front_end.convert(front_end.load(decoder))
-    ov_model.reshape({0: list(batch_shape)})
+    ov_model.reshape({0: [1, *batch_shape[1:]]})
     return ov_model
 
 
@@ -43,22 +45,24 @@ class OpenVINOWindows:
     per precision on first use.
 
     Attributes:
-        key: the cache key (weights, batch shape, OpenVINO version).
+        key: the cache key (weights, window shape, OpenVINO version).
         converted: whether the network was traced and converted here (not read from the cache).
     """
 
     def __init__(self, model: torch.nn.Module, batch_shape: tuple[int, ...], cache_dir: Path | None, core: Any):
-        import openvino
-
+        openvino = require_openvino()
         self.core, self.batch_shape = core, tuple(batch_shape)
-        self.key = weights_key(model, self.batch_shape, openvino.__version__)
+        self.key = weights_key(model, (1, *self.batch_shape[1:]), openvino.__version__)  # compiled for one window
         self.folder = writable_folder(cache_dir / CACHE_FOLDER) if cache_dir is not None else None
         self._compiled: dict[str, Any] = {}
         xml = self.folder / f"{self.key}.xml" if self.folder else None
-        self.converted = not (xml is not None and xml.exists() and xml.with_suffix(".bin").exists())
-        if not self.converted:
-            self.model = core.read_model(str(xml))
-            return
+        self.converted = True
+        if xml is not None and xml.exists() and xml.with_suffix(".bin").exists():
+            try:
+                self.model, self.converted = core.read_model(str(xml)), False
+                return
+            except RuntimeError:  # an unreadable cache file: convert again, and replace it
+                pass
         try:
             self.model = convert_network(model, self.batch_shape)
         except Exception as exc:  # the tracer or the converter refused an operation of this network
@@ -86,22 +90,23 @@ class OpenVINOWindows:
             else "fp32"
 
     def compiled(self, precision: str):
-        """The window function at ``precision`` (``"fp32"`` or ``"bf16"``): ``(n <= N, C, *window)`` float32
-        tensor -> ``(n, K, *window)`` float32 logits, a smaller batch padded with zeros to the compiled ``N``."""
+        """The window function at ``precision`` (``"fp32"`` or ``"bf16"``): ``(n, C, *window)`` float32 tensor ->
+        ``(n, K, *window)`` float32 logits, any ``n``: the network is compiled for one window and runs the
+        windows of a batch one after another, so its working memory is one window's (a CPU gains little from
+        batching windows this large)."""
         if precision not in self._compiled:
             config = {"INFERENCE_PRECISION_HINT": _OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY",
                       "INFERENCE_NUM_THREADS": torch.get_num_threads()}
             self._compiled[precision] = self.core.compile_model(self.model, "CPU", config)
         request = self._compiled[precision].create_infer_request()
-        size = self.batch_shape[0]
 
         def run(batch: torch.Tensor) -> torch.Tensor:
             x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-            n = x.shape[0]
-            if n < size:
-                x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), np.float32)])
-            request.infer([x])
-            return torch.from_numpy(np.array(request.get_output_tensor(0).data[:n], np.float32))
+            outputs = []
+            for window in x:
+                request.infer([window[None]])
+                outputs.append(np.array(request.get_output_tensor(0).data, np.float32))
+            return torch.from_numpy(np.concatenate(outputs))
         return run
 
     def _decision_path(self, kind: str) -> Path | None:

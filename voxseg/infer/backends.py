@@ -7,10 +7,11 @@ A backend turns a network, the shape of a batch of windows and a precision into 
 - ``"torch"``: the network itself, in float32 or bf16 (:func:`inference_precision`: autocast, or a bf16 copy
   served by the memory-lean path of :mod:`voxseg.nets.lean` for large windows), on the CPU or CUDA.
 - ``"openvino"`` (CPU only): the network traced once (``torch.jit.trace``), converted by OpenVINO's PyTorch
-  front end, with a static batch shape, and compiled for the CPU with ``INFERENCE_PRECISION_HINT`` ``f32``
+  front end, with the static shape of one window (a batch's windows run one after another, so the working memory
+  is one window's), and compiled for the CPU with ``INFERENCE_PRECISION_HINT`` ``f32``
   or ``bf16`` and ``INFERENCE_NUM_THREADS`` = ``torch.get_num_threads()``. The converted model (OpenVINO IR,
   ``.xml`` + ``.bin``, float32 weights) is cached in the run folder, ``RUN/.cache/openvino/<key>.xml``, the key
-  hashing the weights, the batch shape and OpenVINO's version; files are written under a temporary name and
+  hashing the weights, the window shape and OpenVINO's version; files are written under a temporary name and
   renamed. A read-only run folder, or a network without one, keeps it in memory for the process. The
   conversion goes through the front end, not ``openvino.convert_model``: the latter starts OpenVINO's usage
   telemetry (``openvino-telemetry``), which sends events unless the user has opted out.
@@ -31,6 +32,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,17 +62,36 @@ def openvino_available() -> bool:
 
 
 def require_openvino() -> Any:
-    """The ``openvino`` module.
+    """The ``openvino`` module, imported without its usage telemetry.
+
+    Importing ``openvino`` imports its model-conversion tools, which start ``openvino-telemetry`` and send an
+    event (to Google Analytics) unless the user has opted out (``opt_in_out --opt_out``) or a ``CI`` variable is
+    set: it is opt-out, not opt-in. A scan-segmentation tool must not report home, so the first import here hides
+    ``openvino_telemetry`` while ``openvino`` is imported; OpenVINO then falls back to its own telemetry stub (its
+    documented behaviour when the package is absent) for the rest of the process. Where ``openvino`` was imported
+    before, it is returned as it is.
 
     Raises:
         InputError: one line naming ``--backend``, when OpenVINO is not installed.
     """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    hidden = sys.modules.get("openvino_telemetry", _ABSENT)
+    sys.modules["openvino_telemetry"] = None  # makes ``import openvino_telemetry`` raise ImportError
     try:
         import openvino
     except ImportError:
         raise InputError("--backend", "openvino was asked for, but the openvino package is not installed: "
                                       "pip install openvino, or use --backend torch") from None
+    finally:
+        if hidden is _ABSENT:
+            del sys.modules["openvino_telemetry"]
+        else:
+            sys.modules["openvino_telemetry"] = hidden
     return openvino
+
+
+_ABSENT = object()
 
 
 @dataclass
@@ -81,7 +102,7 @@ class InferenceBackend:
         name: ``"auto"``, ``"torch"`` or ``"openvino"`` (see the module's description).
         precision: ``"auto"`` (the run's ``amp``), ``"fp32"`` or ``"bf16"``.
         conversions: how many networks were traced and converted to OpenVINO by this object (not read from a
-            cache): a network is converted once per batch shape, never per case.
+            cache): a network is converted once per window shape, never per case.
         choices: what each network class and batch shape was predicted with, e.g. ``{"UNet (2, 4, 128, 128, 128)":
             "openvino bf16"}``.
     """
