@@ -130,7 +130,7 @@ class InferenceBackend:
     def predictor(self, model: torch.nn.Module, run_amp: str, batch_shape: tuple[int, ...], device: torch.device,
                   cache_dir: Path | None = None) -> WindowFn:
         """The window function for ``model`` on batches of shape ``batch_shape`` ``(N, C, *window)``, made
-        once per network, shape and device and kept by this object (a smaller last batch is padded to ``N``).
+        once per network, shape and device and kept by this object (OpenVINO takes any batch up to ``N``).
 
         Args:
             run_amp: the run's ``amp`` setting (what ``"auto"`` precision means).
@@ -189,8 +189,12 @@ class InferenceBackend:
             torch_fn = self._torch(model, amp, batch_shape, device)[0]
             sample = torch.zeros(batch_shape)
             precision = windows.choose_precision(amp)
-            seconds = {"torch": _best_of(torch_fn, sample), "openvino": _best_of(windows.compiled(precision), sample)}
-            faster = seconds["torch"] > OPENVINO_MARGIN * seconds["openvino"]
+            try:
+                seconds = {"torch": _best_of(torch_fn, sample),
+                           "openvino": _best_of(windows.compiled(precision), sample)}
+                faster = seconds["torch"] > OPENVINO_MARGIN * seconds["openvino"]
+            except RuntimeError:  # OpenVINO's CPU plugin refused to compile or run the network: PyTorch
+                seconds, faster = {"torch": None, "openvino": None}, False
             decision = {"backend": "openvino" if faster else "torch", "precision": precision, "seconds": seconds}
             windows.save_decision(decision)
         self._decisions[architecture] = decision
@@ -203,13 +207,13 @@ OPENVINO_MARGIN = 1.2
 """``auto`` takes OpenVINO when one window runs at least this many times as fast there as in PyTorch."""
 
 
-def _best_of(fn: WindowFn, sample: torch.Tensor, runs: int = 3, min_seconds: float = 0.3) -> float:
-    """Seconds of the fastest call of ``fn`` on ``sample``, after one untimed call (one-time setup), over at least
-    ``runs`` calls and ``min_seconds`` in all (at most 100 calls), so that a window of milliseconds is timed as
-    steadily as a large one."""
+def _best_of(fn: WindowFn, sample: torch.Tensor, min_seconds: float = 0.5) -> float:
+    """Seconds of the fastest call of ``fn`` on ``sample``, after one untimed call (one-time setup), repeated
+    until ``min_seconds`` have passed (at most 100 calls): a large window is timed once, a window of milliseconds
+    many times, so that both are timed steadily."""
     fn(sample)
     best, total, calls = float("inf"), 0.0, 0
-    while calls < runs or (total < min_seconds and calls < 100):
+    while calls < 1 or (total < min_seconds and calls < 100):
         start = time.perf_counter()
         fn(sample)
         elapsed = time.perf_counter() - start

@@ -274,6 +274,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         raise InputError(Path("."), "no run folder given")
     device = resolve_device(device)
     engine = InferenceBackend(backend, precision)
+    if backend == "openvino" and device.type != "cpu":
+        raise InputError("--backend", f"openvino runs on the CPU, but the device is {device}; use --device cpu, "
+                                      "or --backend torch (or auto) on a GPU")
     if isinstance(merge_table, (str, Path)):
         merge_table = load_merge_table(merge_table)
     pipelines = _load_pipelines(runs, [Path(r) for r in ensemble], merge_table, folds, which, device)
