@@ -111,6 +111,13 @@ def _cache_memory(r: dict) -> str:
 
 
 def _inference(r: dict) -> str:
+    if "speedup_vs_voxseg_torch" in r:  # the backends' benchmark: voxseg with OpenVINO against every peer
+        sec = r["seconds"]
+        return (f"voxseg with OpenVINO ({r['voxseg_openvino_method']}) {sec[r['voxseg_openvino_method']]:g} s, "
+                f"{_f(r['peak_rss_gib'], 2)} GiB: {_f(r['speedup_vs_voxseg_torch'], 2)}x voxseg with PyTorch, "
+                f"{_f(r['speedup_vs_monai'], 2)}x MONAI, {_f(r['speedup_vs_openvino_peer'], 2)}x a plain OpenVINO "
+                f"sliding window; label agreement with float32 {_f(r['label_dice_vs_fp32'])}; {r['cpu']}, "
+                f"{r['threads']} threads")
     return (f"voxseg {r['voxseg_seconds']:g} s, {_f(r['peak_rss_gib'], 2)} GiB; MONAI {r['monai_seconds']:g} s, "
             f"{_f(r['monai_peak_rss_gib'], 2)} GiB: {_f(r['speedup_vs_monai'], 2)}x faster; label agreement "
             f"{_f(r['label_dice'])} (same input {_f(r['label_dice_same_input'])}; MONAI against itself with its "

@@ -237,14 +237,16 @@ def _check_tta(ctx, param, value: str | None) -> str | None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto",
               show_default=True, help="where the networks run: auto (a CUDA GPU when there is one, else the CPU), "
                                       "cpu or cuda")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "none"]), default="auto", show_default=True,
-              help="nnU-Net model folders only: precision of the network pass (auto: bf16 on a CPU where it is "
-                   "faster; none: float32 as nnU-Net); voxseg runs use their plan's")
+@click.option("--backend", type=click.Choice(["auto", "torch", "openvino"]), default="auto", show_default=True,
+              help="what runs the network: auto (OpenVINO on a CPU where it is installed and measures faster, "
+                   "else PyTorch), torch or openvino (CPU only)")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto (a voxseg run: its --amp; an nnU-Net model: bf16 where it measures faster), fp32 or bf16")
 @user_errors
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: bool, checkpoint: str,
             overlap: float | None, tta: str, extra_runs: tuple[Path, ...], folds: str | None,
             merge_table: str | None, postprocess: bool, uncertainty: bool, skip_invalid: bool, device: str,
-            amp: str) -> None:
+            backend: str, precision: str) -> None:
     """Segment INPUT (a NIfTI file, a case folder or a dataset folder) with RUNS into OUT.
 
     A RUN is a run folder or a model package (a 'voxseg export' zip, or its unpacked folder). Several RUNS (or
@@ -259,7 +261,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     from voxseg.runs import checked_cases
 
     if any(is_nnunet_model_folder(r) for r in runs):
-        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, amp)
+        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, {"auto": "auto", "fp32": "none", "bf16": "bf16"}[precision])
         return
     if checkpoint == "final":
         raise InputError(runs[0], "--checkpoint final is for nnU-Net model folders; a voxseg run has best, last, swa")
@@ -275,7 +277,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     results = predict_path(list(runs), input_path, out, probabilities, checkpoint, validate=refuse_invalid,
                            overlap=overlap, tta=tta_value, ensemble=list(extra_runs), folds=folds,
                            merge_table=merge_table, postprocess=postprocess, uncertainty=uncertainty,
-                           log=click.echo, device=device)
+                           log=click.echo, device=device, backend=backend, precision=precision)
     for r in results:
         extra = f", uncertainty {r.uncertainty_path}" if r.uncertainty_path else ""
         click.echo(f"{r.case_id}: {r.label_path} ({r.seconds:.1f} s{extra})")
@@ -283,18 +285,35 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
 
 @main.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
-@click.argument("out_zip", metavar="OUT.zip", type=click.Path(path_type=Path))
+@click.argument("out_zip", metavar="[OUT.zip]", required=False, type=click.Path(path_type=Path))
 @click.option("--checkpoint", "checkpoints", type=click.Choice(["best", "last", "swa"]), multiple=True,
               default=("best",), show_default=True, help="which weights to include (repeatable)")
 @click.option("--folds", default=None, help="the fold_* models to include: 'all' or e.g. '0,2' (default: the "
                                             "run's model, or all its folds if it has none)")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
+              help="also (or only) write the network as an ONNX file, its window, channels, normalisation and "
+                   "label map in the file's metadata (needs pip install 'voxseg[onnx]')")
 @user_errors
-def export(run_dir: Path, out_zip: Path, checkpoints: tuple[str, ...], folds: str | None) -> None:
+def export(run_dir: Path, out_zip: Path | None, checkpoints: tuple[str, ...], folds: str | None,
+           onnx_path: Path | None) -> None:
     """Write the trained run RUN as one portable model package OUT.zip (plan, weights as safetensors, labels, model
-    card, checksums), for 'voxseg predict OUT.zip ...' and 'voxseg train --init-from OUT.zip'."""
-    from voxseg.runs.export import export_package
+    card, checksums), for 'voxseg predict OUT.zip ...' and 'voxseg train --init-from OUT.zip'; with --onnx, the
+    network as an ONNX file for other runtimes."""
+    from voxseg.errors import InputError
 
-    export_package(run_dir, out_zip, checkpoints, folds, log=click.echo)
+    if out_zip is None and onnx_path is None:
+        raise InputError(run_dir, "say where to write: OUT.zip (a model package) and/or --onnx OUT.onnx")
+    if onnx_path is not None:
+        from voxseg.infer.onnx_export import export_onnx
+
+        if len(checkpoints) > 1:
+            raise InputError(onnx_path, "an ONNX file holds one network: give one --checkpoint")
+        export_onnx(run_dir, onnx_path, checkpoint=checkpoints[0])
+        click.echo(f"wrote {onnx_path}")
+    if out_zip is not None:
+        from voxseg.runs.export import export_package
+
+        export_package(run_dir, out_zip, checkpoints, folds, log=click.echo)
 
 
 @main.command()

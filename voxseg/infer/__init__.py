@@ -3,6 +3,8 @@
 geometry.
 
 Validation during training predicts through the same :func:`predict_volume`."""
+from voxseg.infer.backends import (BACKEND_NAMES, PRECISION_NAMES, InferenceBackend, inference_precision,
+                                    openvino_available)
 from voxseg.infer.ensemble import (EnsembleMember, EnsemblePrediction, check_members, count_windows, ensemble_predict,
                                    load_members, member_dirs)
 from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_table
@@ -11,14 +13,14 @@ from voxseg.infer.model_files import (CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOI
 from voxseg.infer.package import ModelPackage, is_package, open_package
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, candidate_rules, load_postprocessing
 from voxseg.infer.predict import PredictedCase, PredictOptions, predict_case, predict_cases, predict_path
-from voxseg.infer.sliding_window import (inference_precision, plan_input, predict_volume, probabilities_to_labels,
-                                         sliding_window_predict)
+from voxseg.infer.sliding_window import plan_input, predict_volume, probabilities_to_labels, sliding_window_predict
 from voxseg.infer.tta import TTAVariant, tta_predict, tta_variants
 from voxseg.infer.uncertainty import mutual_information, predictive_entropy
 from voxseg.infer.windows import gaussian_importance_map, window_grid, window_starts
 from voxseg.nets import autocast_context, build_model, resolve_amp, resolve_device
 
 __all__ = [
+    "BACKEND_NAMES", "PRECISION_NAMES", "InferenceBackend", "openvino_available",
     "MERGE_TABLES", "EnsembleMember", "EnsemblePrediction", "MergeRule", "MergeTable", "check_members",
     "count_windows", "ensemble_predict", "load_members", "load_merge_table", "member_dirs",
     "PostRule", "apply_postprocessing", "candidate_rules", "load_postprocessing",

@@ -30,6 +30,7 @@ from voxseg.data.preprocess import PreprocessedCase, preprocess_case, restore_to
 from voxseg.errors import InputError
 from voxseg.data.fingerprint import DatasetFingerprint
 from voxseg.config import RunPlan
+from voxseg.infer.backends import InferenceBackend
 from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, load_model
 from voxseg.infer.package import is_package, open_package
 from voxseg.infer.sliding_window import predict_volume
@@ -140,14 +141,17 @@ def check_members(members: Sequence[EnsembleMember]) -> None:
 
 
 def _predictor(member: EnsembleMember, device: torch.device | None, transposed: bool,
-               progress: Callable[[int], None] | None) -> Callable[[np.ndarray], np.ndarray]:
+               progress: Callable[[int], None] | None, backend: InferenceBackend | None = None
+               ) -> Callable[[np.ndarray], np.ndarray]:
     plan = member.plan
     if transposed:
         # Quarter-turned image: exchange the window's Y and X sizes so the network sees the same context.
         plan = copy.deepcopy(plan)
         pz, py, px = plan.train.patch_size
         plan.train.patch_size = [pz, px, py]
-    return lambda image: predict_volume(member.model, plan, image, device, progress=progress)
+    cache_dir = member.source if (member.source / "plan.json").exists() else None  # a run (or fold) folder
+    return lambda image: predict_volume(member.model, plan, image, device, progress=progress, backend=backend,
+                                        cache_dir=cache_dir)
 
 
 @dataclass
@@ -195,6 +199,7 @@ def ensemble_predict(
     device: torch.device | None = None,
     progress: Callable[[int], None] | None = None,
     affine: np.ndarray | None = None,
+    backend: InferenceBackend | None = None,
 ) -> EnsemblePrediction:
     """Average the TTA predictions of every member, on the case's original voxel grid.
 
@@ -214,11 +219,14 @@ def ensemble_predict(
         progress: called with the number of windows just predicted.
         affine: the file's voxel-to-world affine; needed by members whose runs reorient every scan
             (``plan.preprocess.orientation``).
+        backend: what runs the networks on the windows (:class:`~voxseg.infer.backends.InferenceBackend`);
+            default: PyTorch at each run's ``amp``.
 
     Returns:
         :class:`EnsemblePrediction` in the original geometry.
     """
-    return predict_groups(prepare_groups(members, image, spacing, affine), tta, uncertainty, device, progress)
+    return predict_groups(prepare_groups(members, image, spacing, affine), tta, uncertainty, device, progress,
+                          backend)
 
 
 def prepare_groups(members: Sequence[EnsembleMember], image: np.ndarray, spacing: Sequence[float],
@@ -256,7 +264,8 @@ def count_windows(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
 def predict_groups(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
                    tta: str | int | Sequence[TTAVariant] = "none", uncertainty: bool = False,
                    device: torch.device | None = None,
-                   progress: Callable[[int], None] | None = None) -> EnsemblePrediction:
+                   progress: Callable[[int], None] | None = None,
+                   backend: InferenceBackend | None = None) -> EnsemblePrediction:
     """Predict groups from :func:`prepare_groups` (arguments as :func:`ensemble_predict`).
 
     The list is emptied as it goes, so each preprocessed image is freed once its group is done.
@@ -271,8 +280,8 @@ def predict_groups(groups: list[tuple[list[EnsembleMember], PreprocessedCase]],
             if device is not None:
                 member.model.to(device)  # in place; a no-op where it already is
             variants = tta if not isinstance(tta, (str, int)) else tta_variants(tta, member.plan.network.spatial_dims)
-            tta_predict(pre.image, _predictor(member, device, False, progress), variants,
-                        transposed_fn=_predictor(member, device, True, progress), accumulator=acc)
+            tta_predict(pre.image, _predictor(member, device, False, progress, backend), variants,
+                        transposed_fn=_predictor(member, device, True, progress, backend), accumulator=acc)
         probs = restore_to_original(acc.mean(), pre.record, is_label=False, background_channel=background)
         entropy = None
         if uncertainty:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from voxseg.data.orientation import reoriented_spacing
 from voxseg.data.preprocess import LabelMapping
 from voxseg.errors import InputError
+from voxseg.infer.backends import InferenceBackend
 from voxseg.infer.ensemble import (EnsembleMember, check_members, combine_predictions, count_windows, load_members,
                                    predict_groups, prepare_groups)
 from voxseg.infer.merge import MergeTable, load_merge_table
@@ -58,12 +59,16 @@ class PredictOptions:
         postprocess: rules applied to the label map, in order (``None`` or empty: none).
         merge_table: merge the label maps of several pipelines with this table (one pipeline per
             table entry, in order); ``None``: a single pipeline.
+        backend: what runs the networks on the windows, at which precision
+            (:class:`~voxseg.infer.backends.InferenceBackend`, kept for all cases); ``None``: PyTorch at each
+            run's ``amp``.
     """
 
     tta: str | int = "none"
     uncertainty: bool = False
     postprocess: list[PostRule] | None = field(default=None)
     merge_table: MergeTable | None = None
+    backend: InferenceBackend | None = None
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -130,7 +135,8 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
     del image  # only the cropped, preprocessed copies are needed from here on
     bar = tqdm(desc=case.case_id, unit="win", disable=None if progress else True, leave=False,
                total=sum(count_windows(groups, options.tta) for groups in prepared))
-    preds = [predict_groups(groups, options.tta, options.uncertainty, device, progress=bar.update)
+    preds = [predict_groups(groups, options.tta, options.uncertainty, device, progress=bar.update,
+                            backend=options.backend)
              for groups in prepared]
     bar.close()
     plan = pipelines[0][0].plan
@@ -239,7 +245,8 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
                  ensemble: Sequence[str | Path] = (), folds: str | Sequence[int] | None = None,
                  merge_table: str | Path | MergeTable | None = None, postprocess: bool = True,
                  uncertainty: bool = False, log: Callable[[str], None] | None = None,
-                 device: str | torch.device = "auto") -> list[PredictedCase]:
+                 device: str | torch.device = "auto", backend: str = "auto",
+                 precision: str = "auto") -> list[PredictedCase]:
     """``voxseg predict RUN [RUN ...] INPUT OUT``: INPUT is a NIfTI file, a case folder or a dataset folder.
 
     OUT is a folder, or a ``.nii.gz`` file name when INPUT is a single case. ``validate`` (if given)
@@ -260,6 +267,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``
             (:func:`voxseg.nets.resolve_device`): the weights are loaded there and every window is predicted
             and blended there.
+        backend: ``"auto"``, ``"torch"`` or ``"openvino"`` (:mod:`voxseg.infer.backends`): what runs the
+            networks on the windows; ``auto`` takes OpenVINO on a CPU where it is installed and measures faster.
+        precision: ``"auto"`` (each run's ``amp``), ``"fp32"`` or ``"bf16"``.
 
     Raises:
         InputError: not run folders, members that cannot be ensembled, a merge table that does not
@@ -269,6 +279,10 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     if not runs:
         raise InputError(Path("."), "no run folder given")
     device = resolve_device(device)
+    engine = InferenceBackend(backend, precision)
+    if backend == "openvino" and device.type != "cpu":
+        raise InputError("--backend", f"openvino runs on the CPU, but the device is {device}; use --device cpu, "
+                                      "or --backend torch (or auto) on a GPU")
     if isinstance(merge_table, (str, Path)):
         merge_table = load_merge_table(merge_table)
     pipelines = _load_pipelines(runs, [Path(r) for r in ensemble], merge_table, folds, which, device)
@@ -284,12 +298,13 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     if plan.train.num_threads:
         torch.set_num_threads(plan.train.num_threads)
     rules = _postprocessing(runs[0]) if postprocess else None
-    options = PredictOptions(tta=tta, uncertainty=uncertainty, postprocess=rules, merge_table=merge_table)
+    options = PredictOptions(tta=tta, uncertainty=uncertainty, postprocess=rules, merge_table=merge_table,
+                             backend=engine)
     if log is not None:
         post = "; ".join(r.describe() for r in rules) if rules else "none"
         merge = f", merged with table {merge_table.name!r}" if merge_table is not None else ""
         log(f"models: {len(members)} in {len(pipelines)} pipeline(s){merge}; TTA: {n_tta} variant(s); "
-            f"post-processing: {post}; device: {device}")
+            f"post-processing: {post}; device: {device}; backend: {backend}, precision: {precision}")
     cases = find_prediction_cases(Path(input_path), plan.channel_names)
     if validate is not None:  # raises to refuse the cases, or returns the ones to keep
         kept = validate(cases)

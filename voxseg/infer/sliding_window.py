@@ -5,18 +5,17 @@ device (CPU or CUDA), for validation during training and for ``voxseg predict``.
   the batches of windows and the blending accumulators (probability sums and weight sums) live on
   ``device``; only the blended result comes back, as a numpy array.
 - :func:`predict_volume`: a planned network over one preprocessed case: its input (:func:`plan_input`, the
-  same function the training loader uses), its precision (:func:`inference_precision`), the window, overlap
-  and batch of ``plan.inference``.
+  same function the training loader uses), its backend and precision (:mod:`voxseg.infer.backends`: PyTorch
+  or OpenVINO), the window, overlap and batch of ``plan.inference``.
 - :func:`probabilities_to_labels`: probabilities to consecutive class labels.
 
 The window grid and the Gaussian weights are in :mod:`voxseg.infer.windows`.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import itertools
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,11 +25,10 @@ from voxseg.config import RunPlan
 from voxseg.data.arrays import tensor_view
 from voxseg.data.labels import regions_to_labels
 from voxseg.data.network_input import network_input
+from voxseg.infer.backends import InferenceBackend, inference_precision
 from voxseg.infer.windows import gaussian_importance_map, window_grid
-from voxseg.nets.device import autocast_context, resolve_amp
 
-__all__ = ["sliding_window_predict", "plan_input", "inference_precision", "predict_volume",
-           "probabilities_to_labels"]
+__all__ = ["sliding_window_predict", "plan_input", "predict_volume", "probabilities_to_labels"]
 
 
 def sliding_window_predict(
@@ -113,59 +111,14 @@ def plan_input(image: np.ndarray, plan: RunPlan) -> np.ndarray:
     return network_input(image, channels, slices)
 
 
-def inference_precision(model: torch.nn.Module, amp: str, device: torch.device, window_voxels: int = 0
-                        ) -> tuple[torch.nn.Module, torch.dtype, contextlib.AbstractContextManager]:
-    """The network, input dtype and context to predict with at the precision ``amp`` resolves to
-    (:func:`voxseg.nets.resolve_amp`: fp16 autocast on CUDA, bf16 on a CPU where it measures faster).
-
-    bf16 on a CPU, for a model in eval mode whose first-stage activation of one batch of windows
-    (``window_voxels`` = voxels of a window times windows per pass) is large: a bf16 copy of the model, run
-    without autocast, so the memory-lean path (``voxseg.nets.lean``: slabbed convolutions, in-place norms)
-    serves it; autocast would take the plain path, which is faster for small activations. Normalisation layers
-    keep float32 parameters and statistics (summed in float64 on the lean path). Otherwise (CUDA included): the
-    model itself, float32 input and :func:`voxseg.nets.autocast_context`.
-    """
-    if (resolve_amp(amp, device) == "bf16" and device.type == "cpu" and not model.training
-            and window_voxels * _first_width(model) * 2 >= _BF16_COPY_MIN_BYTES):
-        return _bf16_copy(model), torch.bfloat16, contextlib.nullcontext()
-    return model, torch.float32, autocast_context(amp, device)
-
-
-_BF16_COPY_MIN_BYTES = 40 * 2**20
-"""bf16 bytes of the first stage's activation from which the bf16 copy beats autocast on a CPU (between base 16
-at 96^3, where autocast is faster, and base 32 at 96^3, where the copy is; :func:`inference_precision`)."""
-
-
-def _first_width(model: torch.nn.Module) -> int:
-    """Output channels of the model's first convolution (its full-resolution width)."""
-    conv = next((m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
-    return conv.out_channels if conv is not None else 0
-
-
-_FLOAT32_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
-
-
-def _bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``model`` whose weights are bf16, but for the normalisation layers: their affine parameters and
-    running statistics stay float32 (torch's norms take bf16 input with float32 parameters), as autocast keeps
-    them."""
-    net = copy.deepcopy(model)
-    for module in net.modules():
-        if isinstance(module, _FLOAT32_LAYERS):
-            continue
-        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-            if tensor is not None and tensor.is_floating_point():
-                tensor.data = tensor.data.to(torch.bfloat16)
-    return net
-
-
 def _model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (the CPU for a model without parameters)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, device: torch.device | None = None,
-                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+                   progress: Callable[[int], None] | None = None, backend: InferenceBackend | None = None,
+                   cache_dir: Path | None = None) -> np.ndarray:
     """Probabilities for one preprocessed case.
 
     Args:
@@ -174,6 +127,11 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
         image: ``(C, Z, Y, X)`` float32 numpy, preprocessed (all the dataset's channels).
         device: where the network runs and the windows are blended (default: the model's device).
         progress: called with the number of windows just predicted.
+        backend: what runs the network on each batch of windows, at which precision
+            (:class:`~voxseg.infer.backends.InferenceBackend`; keep one object for all cases so a network is
+            converted and compiled once); default: PyTorch at the run's ``amp``.
+        cache_dir: the run (or fold) folder the network comes from, where OpenVINO keeps its converted network
+            (``None``: in memory only).
 
     Returns:
         ``(K, Z, Y, X)`` float32 numpy: softmax class probabilities, or sigmoid region probabilities
@@ -183,16 +141,15 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
     patch = tuple(plan.train.patch_size)
     two_d = plan.network.spatial_dims == 2
     image = plan_input(image, plan)
-    net, dtype, precision = inference_precision(model, plan.train.amp, device,
-                                                math.prod(patch) * plan.inference.batch_size)
+    window = patch[1:] if two_d else patch
+    backend = backend or InferenceBackend("torch")
+    net = backend.predictor(model, plan.train.amp, (plan.inference.batch_size, image.shape[0], *window), device,
+                            cache_dir)
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device, dtype)
         if two_d:  # (B, C, 1, Y, X) -> (B, C, Y, X) and back
             batch = batch[:, :, 0]
-        with precision:
-            out = net(batch)
-        out = out.float()
+        out = net(batch)
         return out[:, :, None] if two_d else out
 
     return sliding_window_predict(image, predictor, patch, plan.num_outputs, overlap=plan.inference.overlap,

@@ -30,8 +30,9 @@ and normalised while it is in cache; larger slabs are slower, smaller ones add h
 
 def lean_wanted(module: nn.Module) -> bool:
     """True when ``module`` runs for inference only (eval mode, autograd off, no autocast: autocast's
-    per-op casting rules are the plain path's; not while torch.compile traces)."""
-    if torch.compiler.is_compiling():  # the compiler plans memory itself; keep its graph simple
+    per-op casting rules are the plain path's; not while torch.compile or torch.jit.trace traces: the compiler
+    plans memory itself, and a traced graph, as OpenVINO's converter and ONNX export take it, is the plain one)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     return (not module.training and not torch.is_grad_enabled()
             and not any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")))
