@@ -35,6 +35,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
@@ -220,9 +221,15 @@ def open_package(path: str | Path) -> ModelPackage:
         raise InputError(path, "model package not found")
     if path.is_dir():
         return _open_folder(path)
+    with _zip_errors(path), zipfile.ZipFile(path) as archive:
+        return _open_zip(path, archive)
+
+
+@contextmanager
+def _zip_errors(path: Path):
+    """A zip file that cannot be read, as one InputError naming ``path``."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return _open_zip(path, archive)
+        yield
     except zipfile.BadZipFile as exc:
         raise InputError(path, f"not a voxseg model package: not a zip file, or a cut-short one ({exc})") from None
     except (EOFError, zlib.error) as exc:
@@ -241,27 +248,18 @@ def package_kind(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise InputError(path, "model package not found")
-    try:
-        if path.is_dir():
-            file = path / MANIFEST_NAME
-            if not file.is_file():
+    if path.is_dir():
+        file = path / MANIFEST_NAME
+        if not file.is_file():
+            raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})")
+        if file.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise InputError(path, f"{MANIFEST_NAME} is larger than {_MAX_MANIFEST_BYTES} bytes")
+        raw = file.read_bytes()
+    else:
+        with _zip_errors(path), zipfile.ZipFile(path) as archive:
+            if MANIFEST_NAME not in archive.namelist():
                 raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})")
-            if file.stat().st_size > _MAX_MANIFEST_BYTES:
-                raise InputError(path, f"{MANIFEST_NAME} is larger than {_MAX_MANIFEST_BYTES} bytes")
-            raw = file.read_bytes()
-        else:
-            with zipfile.ZipFile(path) as archive:
-                try:
-                    info = archive.getinfo(MANIFEST_NAME)
-                except KeyError:
-                    raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})") from None
-                raw = _read_limited(archive, info, _MAX_MANIFEST_BYTES, path)
-    except zipfile.BadZipFile as exc:
-        raise InputError(path, f"not a voxseg model package: not a zip file, or a cut-short one ({exc})") from None
-    except (EOFError, zlib.error) as exc:
-        raise InputError(path, f"not a voxseg model package: truncated or corrupt zip file ({exc})") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read the model package ({exc.strerror or exc})") from None
+            raw = _read_limited(archive, archive.getinfo(MANIFEST_NAME), _MAX_MANIFEST_BYTES, path)
     return _parse_manifest(path, raw).get("kind", "voxseg-run")
 
 
