@@ -3,6 +3,8 @@ against nnU-Net's formulas, and whole predictions against nnU-Net's own predicto
 nnunetv2 is installed in a separate environment; see _oracle_python)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +14,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import zipfile
+from click.testing import CliRunner
 
+from voxseg.cli import main
 from voxseg.errors import InputError
 from voxseg.infer.nnunet import (NNUNET_ARCHITECTURES, build_nnunet_network, compute_new_shape, find_nnunet_cases,
-                                 is_nnunet_model_folder, load_nnunet_model, logits_to_labels, normalize_channel,
-                                 predict_nnunet_path, read_nnunet_checkpoint, resample_data, separate_z_axis)
+                                 is_nnunet_model_folder, is_nnunet_source, load_nnunet_model, load_nnunet_source,
+                                 logits_to_labels, normalize_channel, predict_nnunet_path, read_nnunet_checkpoint,
+                                 resample_data, separate_z_axis)
+from voxseg.infer.package import open_package, source_plan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nnunet_fixtures import architecture, make_model_folder, write_case  # noqa: E402
@@ -279,3 +286,138 @@ def test_cli_predicts_nnunet_folder(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "caseA.nii.gz").exists() and "nnU-Net 3d_fullres" in done.stdout
+
+
+# -- nnU-Net models as voxseg model packages (voxseg export) -----------------------------------------------
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A two-fold residual-encoder model folder, its package (via the CLI), the package unpacked, and a case."""
+    root = tmp_path_factory.mktemp("nnpkg")
+    model = make_model_folder(root / "models", residual=True, folds=(0, 1))
+    write_case(root / "in", "caseA", shape=(9, 12, 10))
+    package = root / "model.zip"
+    result = _run("export", model, package)
+    assert result.exit_code == 0, result.output
+    unpacked = root / "unpacked"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(unpacked)
+    return model, package, unpacked, root / "in"
+
+
+def test_package_predicts_exactly_as_the_model_folder(exported, tmp_path):
+    model, package, unpacked, inputs = exported
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same labels bit for bit
+    try:
+        outs = {}
+        for name, source in (("folder", model), ("zip", package), ("unpacked", unpacked)):
+            result = predict_nnunet_path(source, inputs, tmp_path / name, amp="none")
+            outs[name] = _read(result[0][1])[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert len(np.unique(outs["folder"])) > 1
+    assert np.array_equal(outs["folder"], outs["zip"]) and np.array_equal(outs["folder"], outs["unpacked"])
+    loaded = load_nnunet_source(package, folds="1", which="final")
+    assert [f.name for f in loaded.folds] == ["fold_1"] and loaded.folds[0].mirror_axes == (0, 1, 2)
+    assert loaded.configuration_name == "3d_fullres" and loaded.folds[0].trainer_name == "nnUNetTrainer"
+
+
+def test_cli_predicts_an_nnunet_package(exported, tmp_path):
+    _, package, _, inputs = exported
+    result = _run("predict", package, inputs, tmp_path / "out", "--tta", "none", "--amp", "none", "--folds", "0")
+    assert result.exit_code == 0, result.output
+    assert "nnU-Net 3d_fullres ResidualEncoderUNet: folds fold_0" in result.output
+    assert (tmp_path / "out" / "caseA.nii.gz").exists()
+
+
+def test_nnunet_package_holds_weights_as_safetensors_and_no_paths(exported):
+    model, package, _, _ = exported
+    opened = open_package(package)
+    assert opened.kind == "nnunet" and opened.manifest["format_version"] == 2 and is_nnunet_source(package)
+    assert sorted(opened.members) == ["dataset.json", "fold_0/checkpoint_final.safetensors",
+                                      "fold_1/checkpoint_final.safetensors", "model_card.json", "model_card.md",
+                                      "nnunet.json", "plans.json"]
+    assert opened.members["plans.json"] == (model / "plans.json").read_bytes()
+    info = opened.json("nnunet.json")
+    assert info["configuration"] == "3d_fullres" and info["folds"]["fold_0"]["mirror_axes"] == [0, 1, 2]
+    assert info["folds"]["fold_0"]["shared"]  # the decoder's copy of the encoder is stored once
+    card = opened.json("model_card.json")
+    assert card["source_folder"] == model.name and [f["name"] for f in card["folds"]] == ["fold_0", "fold_1"]
+    for name, data in opened.members.items():
+        assert str(model.parent).encode() not in data, name
+    with pytest.raises(InputError, match="not a voxseg run"):
+        source_plan(package)  # not a start for voxseg training
+
+
+def test_nnunet_package_checkpoint_and_folds_named(exported):
+    _, package, _, _ = exported
+    with pytest.raises(InputError, match="holds checkpoint_final weights, not checkpoint_latest"):
+        load_nnunet_source(package, which="last")
+    with pytest.raises(InputError, match="folds 3 not found"):
+        load_nnunet_source(package, folds="3")
+
+
+def _repack(good: Path, out: Path, change) -> Path:
+    """A copy of ``good`` with ``change(members: dict, manifest: dict)`` applied (the manifest is not rehashed)."""
+    with zipfile.ZipFile(good) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    manifest = json.loads(members.pop("manifest.json"))
+    change(members, manifest)
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("manifest.json", json.dumps(manifest))
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out
+
+
+def _flip(members, name):
+    data = members[name]
+    members[name] = data[:-3] + bytes([data[-3] ^ 1]) + data[-2:]
+
+
+def _declare(members, manifest, name, data):
+    members[name] = data
+    manifest["members"].append({"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+
+
+BAD_NNUNET = {
+    "unknown member": (lambda m, d: _declare(m, d, "fold_0/checkpoint_final.pth", b"x"),
+                       "unknown member fold_0/checkpoint_final.pth"),
+    "unlisted member": (lambda m, d: m.update({"run_me.py": b"print(1)"}), "unknown member run_me.py"),
+    "checksum mismatch": (lambda m, d: _flip(m, "fold_1/checkpoint_final.safetensors"), "checksum mismatch"),
+    "missing member": (lambda m, d: m.pop("nnunet.json"), "missing member nnunet.json"),
+    "unknown kind": (lambda m, d: d.update(kind="tensorflow"), "unknown package kind 'tensorflow'"),
+    "no nnunet.json": (lambda m, d: (m.pop("nnunet.json"), d.update(members=[e for e in d["members"]
+                                                                            if e["name"] != "nnunet.json"])),
+                       "missing member nnunet.json"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_NNUNET))
+def test_a_bad_nnunet_package_is_refused_in_one_line(kind, exported, tmp_path):
+    _, package, _, inputs = exported
+    change, problem = BAD_NNUNET[kind]
+    bad = _repack(package, tmp_path / "bad.zip", change)
+    out = tmp_path / "out"
+    result = _run("predict", bad, inputs, out)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and problem in errors[0], result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_export_of_an_nnunet_folder_refuses_in_one_line(exported, tmp_path):
+    model, _, _, _ = exported
+    result = _run("export", model, tmp_path / "m.zip", "--checkpoint", "swa")
+    assert result.exit_code == 2 and "checkpoint_latest.pth" not in result.output
+    assert "--checkpoint must be one of" in result.output and not (tmp_path / "m.zip").exists()
+    result = _run("export", model, tmp_path / "m.zip", "--checkpoint", "last")
+    assert result.exit_code == 2 and "no checkpoint_latest.pth" in result.output, result.output
+    result = _run("export", model, tmp_path / "m.zip", "--folds", "0,7")
+    assert result.exit_code == 2 and "folds 7 not found" in result.output, result.output
+    assert not list(tmp_path.iterdir())

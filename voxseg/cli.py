@@ -251,17 +251,18 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
 
     A RUN is a run folder or a model package (a 'voxseg export' zip, or its unpacked folder). Several RUNS (or
     --ensemble) are averaged; with --merge-table each RUN is one pipeline of the table.
-    A RUN that is an nnU-Net v2 model folder (plans.json, dataset.json, fold_*) is predicted as nnU-Net does
-    (INPUT: <case>_0000.nii.gz files; mirroring on unless --tta none).
+    A RUN that is an nnU-Net v2 model folder (plans.json, dataset.json, fold_*), or a package of one, is predicted
+    as nnU-Net does (INPUT: <case>_0000.nii.gz files; mirroring on unless --tta none).
     """
     from voxseg.errors import InputError
-    from voxseg.infer.nnunet import is_nnunet_model_folder
+    from voxseg.infer.nnunet import is_nnunet_source
     from voxseg.infer.predict import predict_path
     from voxseg.io.datasets import Dataset
     from voxseg.runs import checked_cases
 
-    if any(is_nnunet_model_folder(r) for r in runs):
-        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, {"auto": "auto", "fp32": "none", "bf16": "bf16"}[precision])
+    if any(is_nnunet_source(r) for r in runs):
+        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, 
+                        {"auto": "auto", "fp32": "none", "bf16": "bf16"}[precision])
         return
     if checkpoint == "final":
         raise InputError(runs[0], "--checkpoint final is for nnU-Net model folders; a voxseg run has best, last, swa")
@@ -286,8 +287,10 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
 @main.command()
 @click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
 @click.argument("out_zip", metavar="[OUT.zip]", required=False, type=click.Path(path_type=Path))
-@click.option("--checkpoint", "checkpoints", type=click.Choice(["best", "last", "swa"]), multiple=True,
-              default=("best",), show_default=True, help="which weights to include (repeatable)")
+@click.option("--checkpoint", "checkpoints", type=click.Choice(["best", "last", "swa", "final"]), multiple=True,
+              default=("best",), show_default=True, help="which weights to include (repeatable): best, last, swa of "
+              "a voxseg run; for an nnU-Net model folder one of best (checkpoint_best.pth, else "
+              "checkpoint_final.pth), final or last")
 @click.option("--folds", default=None, help="the fold_* models to include: 'all' or e.g. '0,2' (default: the "
                                             "run's model, or all its folds if it has none)")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
@@ -298,7 +301,10 @@ def export(run_dir: Path, out_zip: Path | None, checkpoints: tuple[str, ...], fo
            onnx_path: Path | None) -> None:
     """Write the trained run RUN as one portable model package OUT.zip (plan, weights as safetensors, labels, model
     card, checksums), for 'voxseg predict OUT.zip ...' and 'voxseg train --init-from OUT.zip'; with --onnx, the
-    network as an ONNX file for other runtimes."""
+    network as an ONNX file for other runtimes.
+
+    A RUN that is an nnU-Net v2 model folder becomes a package of its plans, dataset.json and fold weights, which
+    'voxseg predict' runs as the folder."""
     from voxseg.errors import InputError
 
     if out_zip is None and onnx_path is None:
@@ -417,7 +423,8 @@ def _predict_nnunet(runs: tuple[Path, ...], input_path: Path, out: Path, checkpo
     from voxseg.infer.nnunet import predict_nnunet_path
 
     if len(runs) != 1:
-        raise InputError(runs[1], "give one nnU-Net model folder (its folds are averaged; --folds picks them)")
+        raise InputError(runs[1], "give one nnU-Net model folder or package (its folds are averaged; --folds "
+                                  "picks them)")
     if checkpoint == "swa":
         raise InputError(runs[0], "--checkpoint swa is for voxseg runs; an nnU-Net folder has best, final, last")
     for name, path, seconds in predict_nnunet_path(runs[0], input_path, out, folds=folds, which=checkpoint,

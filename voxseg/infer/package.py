@@ -16,6 +16,16 @@ is missing, a name that would escape the folder (absolute, ``..``, a link), a si
 or above :data:`MAX_MEMBER_BYTES` (a zip bomb stops at the declared size), a checksum mismatch, a file that
 is not a zip or is cut short, or a newer format version is an :class:`~voxseg.errors.InputError` naming the
 package. Weights that do not fit the plan's network (strict ``load_state_dict``) are refused the same way.
+
+The manifest's ``kind`` says what the package holds: ``"voxseg-run"`` (the layout above; a manifest without
+``kind`` is one) or ``"nnunet"`` (an nnU-Net v2 trained model, format version 2, read by
+:mod:`voxseg.infer.nnunet.package`)::
+
+    plans.json, dataset.json            nnU-Net's own, byte for byte
+    nnunet.json                         configuration, trainer, and per fold the checkpoint's plain values
+                                        prediction needs (allowed mirroring axes, tensors that share memory)
+    model_card.md, model_card.json
+    fold_<f>/checkpoint_{final,best,latest}.safetensors    one fold's network weights (``f``: a number or all)
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ import re
 import warnings
 import zipfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
@@ -38,12 +49,16 @@ from voxseg.infer.model_files import checkpoint_path, read_model_weights
 from voxseg.infer.postprocess import PostRule
 from voxseg.nets.build import build_model
 
-__all__ = ["PACKAGE_FORMAT", "PACKAGE_FORMAT_VERSION", "MANIFEST_NAME", "MAX_MEMBER_BYTES", "ModelPackage",
-           "is_package", "open_package", "package_member_allowed", "weights_name", "source_plan",
-           "source_weights"]
+__all__ = ["PACKAGE_FORMAT", "PACKAGE_FORMAT_VERSION", "PACKAGE_KINDS", "MANIFEST_NAME", "MAX_MEMBER_BYTES",
+           "ModelPackage", "is_package", "open_package", "package_kind", "package_member_allowed", "weights_name",
+           "write_package_zip", "source_plan", "source_weights"]
 
 PACKAGE_FORMAT = "voxseg-model-package"
-PACKAGE_FORMAT_VERSION = 1
+PACKAGE_FORMAT_VERSION = 2
+"""The newest format version this voxseg reads. A voxseg run is written as version 1 (readable by every voxseg
+that reads packages), an nnU-Net model as version 2 (an older voxseg says to upgrade)."""
+PACKAGE_KINDS = {"voxseg-run": 1, "nnunet": 2}
+"""Manifest ``kind`` -> the format version it is written with."""
 MANIFEST_NAME = "manifest.json"
 MAX_MEMBER_BYTES = 4 * 2**30  # one member (the largest network's weights are far smaller)
 _MAX_MANIFEST_BYTES = 2**20
@@ -52,6 +67,9 @@ _ROOT_FILES = ("plan.json", "fingerprint.json", "dataset.json", "split.json", "s
 _FOLD_FILES = ("plan.json", "split.json")
 _WEIGHTS = re.compile(r"^(fold_\d+/)?checkpoint_(best|last|swa)\.safetensors$")
 _FOLD_FILE = re.compile(r"^fold_\d+/(" + "|".join(re.escape(n) for n in _FOLD_FILES) + ")$")
+_NNUNET_FILES = ("plans.json", "dataset.json", "nnunet.json", "model_card.md", "model_card.json")
+_NNUNET_WEIGHTS = re.compile(r"^fold_(\d+|all)/checkpoint_(final|best|latest)\.safetensors$")
+_REQUIRED = {"voxseg-run": ("plan.json",), "nnunet": ("plans.json", "dataset.json", "nnunet.json")}
 
 
 def weights_name(which: str, prefix: str = "") -> str:
@@ -60,8 +78,10 @@ def weights_name(which: str, prefix: str = "") -> str:
     return f"{prefix}checkpoint_{which}.safetensors"
 
 
-def package_member_allowed(name: str) -> bool:
-    """Whether ``name`` is a member a package may hold (besides the manifest)."""
+def package_member_allowed(name: str, kind: str = "voxseg-run") -> bool:
+    """Whether ``name`` is a member a package of ``kind`` may hold (besides the manifest)."""
+    if kind == "nnunet":
+        return name in _NNUNET_FILES or bool(_NNUNET_WEIGHTS.match(name))
     return name in _ROOT_FILES or bool(_WEIGHTS.match(name) or _FOLD_FILE.match(name))
 
 
@@ -86,6 +106,11 @@ class ModelPackage:
     manifest: dict
     members: dict[str, bytes]
 
+    @property
+    def kind(self) -> str:
+        """``"voxseg-run"`` or ``"nnunet"`` (see the module docstring)."""
+        return self.manifest.get("kind", "voxseg-run")
+
     def json(self, name: str) -> Any:
         """A JSON member, parsed."""
         try:
@@ -96,6 +121,9 @@ class ModelPackage:
     def model_prefixes(self, folds: str | Sequence[int] | None = None) -> list[str]:
         """The models to use, as member prefixes (``""``: the run's own, ``"fold_<k>/"``), chosen from ``folds``
         as :func:`voxseg.infer.member_dirs` chooses from a run folder."""
+        if self.kind != "voxseg-run":
+            raise InputError(self.path, f"an {self.kind} model package, not a voxseg run: 'voxseg predict' runs it; "
+                                        "it cannot start training or join a voxseg ensemble")
         fold_numbers = sorted({int(n.split("/")[0][5:]) for n in self.members if n.startswith("fold_")
                                and n.endswith("/plan.json")})
         has_root = any(_WEIGHTS.match(n) and "/" not in n for n in self.members)
@@ -193,15 +221,64 @@ def open_package(path: str | Path) -> ModelPackage:
         raise InputError(path, "model package not found")
     if path.is_dir():
         return _open_folder(path)
+    with _zip_errors(path), zipfile.ZipFile(path) as archive:
+        return _open_zip(path, archive)
+
+
+@contextmanager
+def _zip_errors(path: Path):
+    """A zip file that cannot be read, as one InputError naming ``path``."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return _open_zip(path, archive)
+        yield
     except zipfile.BadZipFile as exc:
         raise InputError(path, f"not a voxseg model package: not a zip file, or a cut-short one ({exc})") from None
     except (EOFError, zlib.error) as exc:
         raise InputError(path, f"not a voxseg model package: truncated or corrupt zip file ({exc})") from None
     except OSError as exc:
         raise InputError(path, f"cannot read the model package ({exc.strerror or exc})") from None
+
+
+def package_kind(path: str | Path) -> str:
+    """The ``kind`` of the package at ``path`` from its manifest alone (members are checked by
+    :func:`open_package`).
+
+    Raises:
+        InputError: as :func:`open_package` for a missing, unreadable or malformed manifest.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "model package not found")
+    if path.is_dir():
+        file = path / MANIFEST_NAME
+        if not file.is_file():
+            raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})")
+        if file.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise InputError(path, f"{MANIFEST_NAME} is larger than {_MAX_MANIFEST_BYTES} bytes")
+        raw = file.read_bytes()
+    else:
+        with _zip_errors(path), zipfile.ZipFile(path) as archive:
+            if MANIFEST_NAME not in archive.namelist():
+                raise InputError(path, f"not a voxseg model package (no {MANIFEST_NAME})")
+            raw = _read_limited(archive, archive.getinfo(MANIFEST_NAME), _MAX_MANIFEST_BYTES, path)
+    return _parse_manifest(path, raw).get("kind", "voxseg-run")
+
+
+def write_package_zip(file, members: dict[str, bytes], kind: str = "voxseg-run") -> None:
+    """Write ``members`` (name -> bytes) and their manifest (``kind``, its format version, each member's size and
+    sha256) as a package zip into the open binary ``file``: weights stored, text compressed, in a fixed order."""
+    from voxseg import __version__
+
+    manifest = {"format": PACKAGE_FORMAT, "format_version": PACKAGE_KINDS[kind], "voxseg_version": __version__}
+    if kind != "voxseg-run":  # a voxseg run's manifest stays as version 1 wrote it
+        manifest["kind"] = kind
+    manifest["members"] = [{"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                           for name, data in sorted(members.items())]
+    with zipfile.ZipFile(file, "w") as archive:
+        archive.writestr(MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode(),
+                         compress_type=zipfile.ZIP_DEFLATED)
+        for name, data in sorted(members.items()):
+            kind_ = zipfile.ZIP_STORED if name.endswith(".safetensors") else zipfile.ZIP_DEFLATED
+            archive.writestr(name, data, compress_type=kind_)
 
 
 def _open_zip(path: Path, archive: zipfile.ZipFile) -> ModelPackage:
@@ -289,11 +366,16 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
         raise InputError(path, f"package format version {version} is newer than this voxseg reads (up to "
                                f"{PACKAGE_FORMAT_VERSION}; made by voxseg {manifest.get('voxseg_version', '?')}): "
                                "upgrade voxseg")
+    kind = manifest.get("kind", "voxseg-run")
+    if kind not in PACKAGE_KINDS:
+        raise InputError(path, f"{MANIFEST_NAME}: unknown package kind {kind!r} (this voxseg reads "
+                               f"{', '.join(PACKAGE_KINDS)})")
     return manifest
 
 
 def _declared_members(path: Path, manifest: dict) -> dict[str, tuple[int, str]]:
     """name -> (size, sha256) as the manifest declares them; each name known and safe, each size within bounds."""
+    kind = manifest.get("kind", "voxseg-run")
     entries = manifest.get("members")
     if not isinstance(entries, list):
         raise InputError(path, f"{MANIFEST_NAME} has no list of members")
@@ -306,13 +388,15 @@ def _declared_members(path: Path, manifest: dict) -> dict[str, tuple[int, str]]:
         if not isinstance(name, str) or not isinstance(size, int) or not isinstance(digest, str):
             raise InputError(path, f"{MANIFEST_NAME}: malformed member entry {entry!r}")
         _check_name(path, name)
-        if not package_member_allowed(name):
-            raise InputError(path, f"unknown member {name} (not a part of a voxseg model package)")
+        if not package_member_allowed(name, kind):
+            raise InputError(path, f"unknown member {name} (not a part of a{'n nnU-Net' if kind == 'nnunet' else ''} "
+                                   "voxseg model package)")
         if not 0 <= size <= MAX_MEMBER_BYTES:
             raise InputError(path, f"member {name} declares {size} bytes (allowed: 0 to {MAX_MEMBER_BYTES})")
         declared[name] = (size, digest)
-    if "plan.json" not in declared:
-        raise InputError(path, "missing member plan.json")
+    for name in _REQUIRED[kind]:
+        if name not in declared:
+            raise InputError(path, f"missing member {name}")
     return declared
 
 

@@ -21,8 +21,8 @@ import torch
 from voxseg.errors import InputError
 from voxseg.infer.model_files import _NUMPY_SCALAR_GLOBALS
 
-__all__ = ["NNUNET_CHECKPOINTS", "NnunetFold", "NnunetModel", "is_nnunet_model_folder", "load_nnunet_model",
-           "read_nnunet_checkpoint"]
+__all__ = ["NNUNET_CHECKPOINTS", "NnunetFold", "NnunetModel", "choose_nnunet_folds", "is_nnunet_model_folder",
+           "load_nnunet_model", "nnunet_model", "read_nnunet_checkpoint"]
 
 NNUNET_CHECKPOINTS = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth", "last": "checkpoint_latest.pth"}
 """``--checkpoint`` name -> nnU-Net's file. voxseg's default ``best`` reads ``checkpoint_final.pth`` (what
@@ -35,14 +35,17 @@ _CHECKPOINT_KEYS = {"network_weights", "optimizer_state", "grad_scaler_state", "
 
 @dataclass
 class NnunetFold:
-    """One fold's trained network: ``weights`` is the state dict; ``mirror_axes`` the spatial axes (0-based, in
-    the network's axis order) nnU-Net mirrors at inference, ``None`` when the checkpoint allows none."""
+    """One fold's trained network: ``name`` is ``fold_<f>``, ``path`` its checkpoint (named in messages; a
+    package's member), ``weights`` the state dict; ``mirror_axes`` the spatial axes (0-based, in the network's
+    axis order) nnU-Net mirrors at inference, ``None`` when the checkpoint allows none; ``configuration`` and
+    ``trainer_name`` as the checkpoint records them."""
 
     name: str
     path: Path
     weights: dict[str, torch.Tensor]
     mirror_axes: tuple[int, ...] | None
     configuration: str
+    trainer_name: str | None = None
 
 
 @dataclass
@@ -51,7 +54,7 @@ class NnunetModel:
     the folds to average.
 
     Attributes:
-        folder: the model folder.
+        folder: the model folder, or the model package it was read from (named in messages).
         plans: ``plans.json`` as a dict.
         dataset: ``dataset.json`` as a dict (``channel_names``, ``labels``, ``file_ending``, ...).
         configuration_name: ``3d_fullres``, ``3d_lowres`` or ``2d`` (from the checkpoints' ``init_args``).
@@ -77,10 +80,11 @@ class NnunetModel:
 
 
 def is_nnunet_model_folder(path: str | Path) -> bool:
-    """Whether ``path`` looks like an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_*)."""
+    """Whether ``path`` looks like an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_*; not an
+    unpacked model package, which holds ``manifest.json``)."""
     path = Path(path)
     return (path.is_dir() and (path / "plans.json").is_file() and (path / "dataset.json").is_file()
-            and any(p.is_dir() for p in path.glob("fold_*")))
+            and not (path / "manifest.json").exists() and any(p.is_dir() for p in path.glob("fold_*")))
 
 
 def read_nnunet_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -143,9 +147,13 @@ def _resolve_configuration(plans: dict, name: str, source: Path, seen: tuple[str
     return config
 
 
-def _fold_dirs(folder: Path, folds: str | Sequence[int | str] | None) -> list[Path]:
-    """The ``fold_*`` folders to use: all numbered ones (and ``fold_all`` only when alone) or those asked for."""
-    found = {p.name[len("fold_"):]: p for p in folder.glob("fold_*") if p.is_dir()}
+def choose_nnunet_folds(found: dict[str, Any], folds: str | Sequence[int | str] | None, source: Path) -> list:
+    """The values of ``found`` (fold name after ``fold_`` -> anything) to use: all numbered folds (and ``all``
+    only when alone) for ``folds`` ``None`` or ``"all"``, else those asked for (``"0,2"`` or a list), in order.
+
+    Raises:
+        InputError: naming ``source``: a fold asked for that is not there, or no fold at all.
+    """
     if folds is None or folds == "all":
         numbered = sorted((k for k in found if k.isdigit()), key=int)
         keys = numbered or [k for k in found if k == "all"]
@@ -153,11 +161,17 @@ def _fold_dirs(folder: Path, folds: str | Sequence[int | str] | None) -> list[Pa
         keys = [str(f).strip() for f in (folds.split(",") if isinstance(folds, str) else folds)]
         missing = [k for k in keys if k not in found]
         if missing:
-            raise InputError(folder, f"folds {', '.join(missing)} not found; the model has "
+            raise InputError(source, f"folds {', '.join(missing)} not found; the model has "
                                      f"{', '.join(sorted('fold_' + k for k in found)) or 'no fold_* folders'}")
     if not keys:
-        raise InputError(folder, "no fold_* folders with a checkpoint")
+        raise InputError(source, "no fold_* folders with a checkpoint")
     return [found[k] for k in keys]
+
+
+def _fold_dirs(folder: Path, folds: str | Sequence[int | str] | None) -> list[Path]:
+    """The ``fold_*`` folders to use (see :func:`choose_nnunet_folds`)."""
+    found = {p.name[len("fold_"):]: p for p in folder.glob("fold_*") if p.is_dir()}
+    return choose_nnunet_folds(found, folds, folder)
 
 
 def _checkpoint_file(fold_dir: Path, which: str) -> Path:
@@ -177,7 +191,9 @@ def _read_fold(fold_dir: Path, which: str) -> NnunetFold:
         raise InputError(path, "no configuration name in the checkpoint's init_args")
     axes = data.get("inference_allowed_mirroring_axes")
     mirror = tuple(int(a) for a in axes) if axes else None
-    return NnunetFold(fold_dir.name, path, data["network_weights"], mirror, configuration)
+    trainer = data.get("trainer_name")
+    return NnunetFold(fold_dir.name, path, data["network_weights"], mirror, configuration,
+                      trainer if isinstance(trainer, str) else None)
 
 
 def load_nnunet_model(folder: str | Path, folds: str | Sequence[int | str] | None = None,
@@ -202,7 +218,17 @@ def load_nnunet_model(folder: str | Path, folds: str | Sequence[int | str] | Non
         raise InputError(folder, f"--checkpoint must be one of {', '.join(NNUNET_CHECKPOINTS)} for an nnU-Net "
                                  f"model, got {which!r}")
     plans, dataset = _read_json(folder / "plans.json"), _read_json(folder / "dataset.json")
-    read = [_read_fold(d, which) for d in _fold_dirs(folder, folds)]
+    return nnunet_model(folder, plans, dataset, [_read_fold(d, which) for d in _fold_dirs(folder, folds)])
+
+
+def nnunet_model(source: Path, plans: dict, dataset: dict, read: list[NnunetFold]) -> NnunetModel:
+    """The model of ``plans``, ``dataset`` (``dataset.json``) and the folds ``read``, from a model folder or a
+    model package (``source``, named in messages): the folds' configuration checked and resolved.
+
+    Raises:
+        InputError: folds trained with different configurations, an unsupported one, or a cascade stage.
+    """
+    folder = source
     names = {f.configuration for f in read}
     if len(names) != 1:
         raise InputError(folder, f"the folds were trained with different configurations: {', '.join(sorted(names))}")

@@ -29,8 +29,9 @@ import SimpleITK as sitk
 import torch
 
 from voxseg.errors import InputError
-from voxseg.infer.nnunet.model_folder import NnunetModel, load_nnunet_model
+from voxseg.infer.nnunet.model_folder import NnunetModel
 from voxseg.infer.nnunet.network import build_nnunet_network
+from voxseg.infer.nnunet.package import load_nnunet_source
 from voxseg.infer.nnunet.preprocess import NnunetCase, preprocess_case
 from voxseg.infer.nnunet.resample import logits_to_labels
 from voxseg.infer.windows import gaussian_importance_map, window_starts
@@ -243,16 +244,18 @@ def predict_nnunet_path(model_folder: str | Path, input_path: str | Path, out: s
     """``voxseg predict NNUNET_MODEL_FOLDER INPUT OUT``: label maps as ``nnUNetv2_predict`` writes them.
 
     Args:
+        model_folder: an nnU-Net model folder, or a model package of one (``voxseg export``; zip or unpacked).
         input_path: a folder of ``<case>_<XXXX>`` files, or one case's file.
         out: a folder (``<case><file_ending>`` each) or, for one case, a file name ending in the file ending.
-        folds, which: see :func:`voxseg.infer.nnunet.load_nnunet_model`.
+        folds, which: see :func:`voxseg.infer.nnunet.load_nnunet_model` (a package: its folds, and
+            :func:`voxseg.infer.nnunet.load_nnunet_package`).
         tta: ``"none"`` turns off nnU-Net's mirroring; anything else keeps it (the default, as in nnU-Net).
         amp: ``"auto"`` (bf16 where faster), ``"bf16"`` or ``"none"`` (float32, nnU-Net's own numerics).
 
     Returns:
         ``(case, label file, seconds)`` per case.
     """
-    model = load_nnunet_model(model_folder, folds, which)
+    model = load_nnunet_source(model_folder, folds, which)
     nets = load_nnunet_networks(model)
     cases = find_nnunet_cases(Path(input_path), model.num_channels, model.file_ending)
     out = Path(out)
