@@ -261,7 +261,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
     from voxseg.runs import checked_cases
 
     if any(is_nnunet_source(r) for r in runs):
-        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds, 
+        _predict_nnunet(runs, input_path, out, checkpoint, tta, folds,
                         {"auto": "auto", "fp32": "none", "bf16": "bf16"}[precision])
         return
     if checkpoint == "final":
