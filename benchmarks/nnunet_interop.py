@@ -6,6 +6,7 @@ Modes:
     python benchmarks/nnunet_interop.py --setup          # build the nnU-Net environment (once; needs the registry)
     python benchmarks/nnunet_interop.py --quick          # random-weight model folders, synthetic cases (minutes)
     ... [--amp auto|bf16|none]                           # voxseg's network precision (none: float32 as nnU-Net)
+    ... [--backend auto|torch|openvino]                  # what runs voxseg's networks (auto: as voxseg predict)
     python benchmarks/nnunet_interop.py                  # models trained with nnU-Net's own trainer (long)
 
 ``--setup`` makes a virtual environment (``--venv``, default ``../venv-nnunet`` beside the checkout) that sees
@@ -58,13 +59,15 @@ def setup(venv: Path) -> None:
 
 # -- workers (one process per method and model) ---------------------------------------------------------------
 
-def _worker(method: str, model: Path, cases: dict[str, list[str]], out: Path, mirror: bool, amp: str) -> None:
-    """Predict ``cases`` with ``method`` and write ``{case: seconds}`` plus the process's peak RSS."""
+def _worker(method: str, model: Path, cases: dict[str, list[str]], out: Path, mirror: bool, amp: str,
+            backend: str = "auto") -> None:
+    """Predict ``cases`` with ``method`` and write ``{case: seconds}`` plus the process's peak RSS (voxseg: also
+    what ran its networks; its first case includes converting them and ``auto``'s measurement)."""
     import torch
 
     torch.set_num_threads(THREADS)
     out.mkdir(parents=True, exist_ok=True)
-    seconds = {}
+    seconds, ran = {}, "nnU-Net torch"
     if method == "nnunet":
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -76,20 +79,24 @@ def _worker(method: str, model: Path, cases: dict[str, list[str]], out: Path, mi
             predictor.predict_from_files_sequential([files], [str(out / name)], False, True, None)
             seconds[name] = time.perf_counter() - start
     else:
+        from voxseg.infer import InferenceBackend
         from voxseg.infer.nnunet import load_nnunet_model, load_nnunet_networks, predict_nnunet_case
 
         loaded = load_nnunet_model(model, "0", "final")
         nets = load_nnunet_networks(loaded)
+        engine = InferenceBackend(backend)
         for name, files in cases.items():
             start = time.perf_counter()
             predict_nnunet_case(loaded, nets, [Path(f) for f in files], out / f"{name}.nii.gz", mirror,
-                                amp=amp)
+                                amp=amp, backend=engine, cache_dir=loaded.folder)
             seconds[name] = time.perf_counter() - start
+        ran = ", ".join(sorted(set(engine.choices.values())))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # KiB -> GiB
-    (out / "timing.json").write_text(json.dumps({"seconds": seconds, "peak_rss_gib": peak}))
+    (out / "timing.json").write_text(json.dumps({"seconds": seconds, "peak_rss_gib": peak, "ran": ran}))
 
 
-def _run_worker(python: str, method: str, model: Path, cases: dict, out: Path, mirror: bool, amp: str) -> dict:
+def _run_worker(python: str, method: str, model: Path, cases: dict, out: Path, mirror: bool, amp: str,
+                backend: str = "auto") -> dict:
     env = dict(os.environ, nnUNet_def_n_proc=str(THREADS), OMP_NUM_THREADS=str(THREADS))
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         env.setdefault(name, str(out))
@@ -98,7 +105,8 @@ def _run_worker(python: str, method: str, model: Path, cases: dict, out: Path, m
     out.parent.mkdir(parents=True, exist_ok=True)
     spec = out.parent / f"{method}_cases.json"
     spec.write_text(json.dumps(cases))
-    subprocess.run([python, __file__, "--worker", method, str(model), str(spec), str(out), str(int(mirror)), amp],
+    subprocess.run([python, __file__, "--worker", method, str(model), str(spec), str(out), str(int(mirror)), amp,
+                    backend],
                    check=True, env=env)
     return json.loads((out / "timing.json").read_text())
 
@@ -112,22 +120,22 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare_model(venv_python: str, model: Path, cases: dict[str, list[str]], work: Path, amp: str = "auto",
-                  mirror: bool = True) -> dict:
+                  mirror: bool = True, backend: str = "auto") -> dict:
     """Both methods on one model folder; per-case rows printed, totals returned."""
     import SimpleITK as sitk
 
     ref = _run_worker(venv_python, "nnunet", model, cases, work / "nnunet", mirror, amp)
-    ours = _run_worker(sys.executable, "voxseg", model, cases, work / "voxseg", mirror, amp)
+    ours = _run_worker(sys.executable, "voxseg", model, cases, work / "voxseg", mirror, amp, backend)
     dices = {}
     for name in cases:
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "voxseg" / f"{name}.nii.gz")))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "nnunet" / f"{name}.nii.gz")))
         dices[name] = _dice(a, b)
         print(f"{model.parent.parent.name[:12] + '/' + model.parent.name[:11]:<26}{name:<22}{ref['seconds'][name]:>10.1f}{ours['seconds'][name]:>10.1f}"
-              f"{dices[name]:>10.4f}", flush=True)
+              f"{dices[name]:>10.4f}  {ours['ran']}", flush=True)
     return {"nnunet_seconds": sum(ref["seconds"].values()), "voxseg_seconds": sum(ours["seconds"].values()),
             "nnunet_peak_rss_gib": ref["peak_rss_gib"], "voxseg_peak_rss_gib": ours["peak_rss_gib"],
-            "label_dice_min": min(dices.values())}
+            "label_dice_min": min(dices.values()), "voxseg_ran": ours["ran"]}
 
 
 # -- model folders -------------------------------------------------------------------------------------------
@@ -195,11 +203,13 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--amp", choices=["auto", "bf16", "none"], default="auto",
                         help="voxseg's network precision (none: float32 as nnU-Net)")
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--backend", choices=["auto", "torch", "openvino"], default="auto",
+                        help="what runs voxseg's networks (auto: OpenVINO where it measures faster, as voxseg predict)")
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        method, model, spec, out, mirror, amp = args.worker
-        _worker(method, Path(model), json.loads(Path(spec).read_text()), Path(out), mirror == "1", amp)
+        method, model, spec, out, mirror, amp, backend = args.worker
+        _worker(method, Path(model), json.loads(Path(spec).read_text()), Path(out), mirror == "1", amp, backend)
         return 0
     if args.setup:
         setup(args.venv)
@@ -211,8 +221,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         models = quick_models(work) if args.quick else full_models(work, str(python), args.held_out)
-        print(f"{'model':<26}{'case':<22}{'nnU-Net s':>10}{'voxseg s':>10}{'Dice':>10}")
-        figures = {str(m.relative_to(work)): compare_model(str(python), m, c, work / f"cmp{i}", args.amp)
+        print(f"{'model':<26}{'case':<22}{'nnU-Net s':>10}{'voxseg s':>10}{'Dice':>10}  voxseg ran")
+        figures = {str(m.relative_to(work)): compare_model(str(python), m, c, work / f"cmp{i}", args.amp,
+                                                           backend=args.backend)
                    for i, (m, c) in enumerate(models)}
     return _report(figures, args)
 
@@ -226,7 +237,8 @@ def _report(figures: dict, args) -> int:
               "label_dice_min": round(min(f["label_dice_min"] for f in figures.values()), 5),
               "peak_rss_ratio": round(max(f["voxseg_peak_rss_gib"] / f["nnunet_peak_rss_gib"]
                                           for f in figures.values()), 3),
-              "quick": bool(args.quick), "threads": THREADS, "amp": args.amp, "models": figures}
+              "quick": bool(args.quick), "threads": THREADS, "amp": args.amp,
+              "backend": args.backend, "models": figures}
     if not args.quick:  # quick figures (random weights) are a smoke test, not a result
         save_result("nnunet_interop", result, sys.argv)
     print(json.dumps(result))

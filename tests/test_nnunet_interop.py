@@ -23,6 +23,7 @@ from voxseg.infer.nnunet import (NNUNET_ARCHITECTURES, build_nnunet_network, com
                                  is_nnunet_model_folder, is_nnunet_source, load_nnunet_model, load_nnunet_source,
                                  logits_to_labels, normalize_channel, predict_nnunet_path, read_nnunet_checkpoint,
                                  resample_data, separate_z_axis)
+from voxseg.infer import InferenceBackend, openvino_available
 from voxseg.infer.package import open_package, source_plan
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -288,6 +289,38 @@ def test_cli_predicts_nnunet_folder(tmp_path):
     assert (tmp_path / "out" / "caseA.nii.gz").exists() and "nnU-Net 3d_fullres" in done.stdout
 
 
+# -- the OpenVINO backend (--backend) ------------------------------------------------------------------------
+
+needs_openvino = pytest.mark.skipif(not openvino_available(), reason="needs openvino")
+BACKEND_CASES = {"3d_two_folds_mirror": dict(residual=True, folds=(0, 1)), "3d_regions": dict(regions=True),
+                 "2d": dict(config_name="2d", seed=2)}
+
+
+@needs_openvino
+@pytest.mark.parametrize("name", list(BACKEND_CASES))
+def test_openvino_fp32_labels_match_torch_fp32(tmp_path, name):
+    """Each fold converted once (two cases, mirroring on), cached in the model folder, the same labels as
+    PyTorch in float32."""
+    opts = BACKEND_CASES[name]
+    model = make_model_folder(tmp_path / "models", **opts)
+    for i in range(2):
+        write_case(tmp_path / "in", f"case{i}", shape=(10, 14, 12), seed=i)
+    folds = ",".join(str(f) for f in opts.get("folds", (0,)))
+    engine = InferenceBackend("openvino", "fp32")
+    ours = predict_nnunet_path(model, tmp_path / "in", tmp_path / "ov", folds=folds, amp="none", backend=engine)
+    ref = predict_nnunet_path(model, tmp_path / "in", tmp_path / "pt", folds=folds, amp="none", backend="torch")
+    n_folds = len(opts.get("folds", (0,)))
+    assert engine.conversions == n_folds and set(engine.choices.values()) == {"openvino fp32"}
+    assert len(list((model / ".cache" / "openvino").glob("*.xml"))) == n_folds
+    for (_, ov_path, _), (_, pt_path, _) in zip(ours, ref):
+        ov, pt = _read(ov_path)[0], _read(pt_path)[0]
+        assert len(np.unique(pt)) > 1 and (ov == pt).mean() >= 0.999, (ov == pt).mean()
+    again = InferenceBackend("openvino", "fp32")  # a second process: read from the model folder's cache
+    predict_nnunet_path(model, tmp_path / "in" / "case0_0000.nii.gz", tmp_path / "again.nii.gz", folds=folds,
+                        amp="none", backend=again)
+    assert again.conversions == 0
+
+
 # -- nnU-Net models as voxseg model packages (voxseg export) -----------------------------------------------
 
 def _run(*args):
@@ -316,7 +349,7 @@ def test_package_predicts_exactly_as_the_model_folder(exported, tmp_path):
     try:
         outs = {}
         for name, source in (("folder", model), ("zip", package), ("unpacked", unpacked)):
-            result = predict_nnunet_path(source, inputs, tmp_path / name, amp="none")
+            result = predict_nnunet_path(source, inputs, tmp_path / name, amp="none", backend="torch")
             outs[name] = _read(result[0][1])[0]
     finally:
         torch.set_num_threads(threads)
@@ -329,10 +362,25 @@ def test_package_predicts_exactly_as_the_model_folder(exported, tmp_path):
 
 def test_cli_predicts_an_nnunet_package(exported, tmp_path):
     _, package, _, inputs = exported
-    result = _run("predict", package, inputs, tmp_path / "out", "--tta", "none", "--amp", "none", "--folds", "0")
+    result = _run("predict", package, inputs, tmp_path / "out", "--tta", "none", "--precision", "fp32", "--folds", "0")
     assert result.exit_code == 0, result.output
     assert "nnU-Net 3d_fullres ResidualEncoderUNet: folds fold_0" in result.output
     assert (tmp_path / "out" / "caseA.nii.gz").exists()
+
+
+@needs_openvino
+def test_cli_predicts_an_nnunet_package_with_openvino(exported, tmp_path):
+    """--backend openvino on a package: its converted networks stay in memory (nothing written beside it)."""
+    _, package, unpacked, inputs = exported
+    for source in (package, unpacked):
+        before = sorted(p.name for p in source.parent.iterdir())
+        out = tmp_path / source.name
+        result = _run("predict", source, inputs, out, "--backend", "openvino", "--precision", "fp32", "--folds", "0")
+        assert result.exit_code == 0, result.output
+        assert "backend: openvino, precision: fp32" in result.output and "openvino fp32" in result.output
+        assert (out / "caseA.nii.gz").exists()
+        assert sorted(p.name for p in source.parent.iterdir()) == before
+        assert not (unpacked / ".cache").exists()
 
 
 def test_nnunet_package_holds_weights_as_safetensors_and_no_paths(exported):

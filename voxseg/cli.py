@@ -262,7 +262,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
 
     if any(is_nnunet_source(r) for r in runs):
         _predict_nnunet(runs, input_path, out, checkpoint, tta, folds,
-                        {"auto": "auto", "fp32": "none", "bf16": "bf16"}[precision])
+                        {"auto": "auto", "fp32": "none", "bf16": "bf16"}[precision], backend)
         return
     if checkpoint == "final":
         raise InputError(runs[0], "--checkpoint final is for nnU-Net model folders; a voxseg run has best, last, swa")
@@ -417,8 +417,9 @@ def demo(data: Path | None, out_dir: Path, minutes: float, overwrite: bool, seed
 
 
 def _predict_nnunet(runs: tuple[Path, ...], input_path: Path, out: Path, checkpoint: str, tta: str | None,
-                    folds: str | None, amp: str) -> None:
-    """``voxseg predict NNUNET_MODEL_FOLDER INPUT OUT`` (one model folder; the other options do not apply)."""
+                    folds: str | None, amp: str, backend: str = "auto") -> None:
+    """``voxseg predict NNUNET_MODEL_FOLDER INPUT OUT`` (one model folder; of the other options --backend and
+    --precision apply, on the CPU)."""
     from voxseg.errors import InputError
     from voxseg.infer.nnunet import predict_nnunet_path
 
@@ -428,7 +429,8 @@ def _predict_nnunet(runs: tuple[Path, ...], input_path: Path, out: Path, checkpo
     if checkpoint == "swa":
         raise InputError(runs[0], "--checkpoint swa is for voxseg runs; an nnU-Net folder has best, final, last")
     for name, path, seconds in predict_nnunet_path(runs[0], input_path, out, folds=folds, which=checkpoint,
-                                                   tta=tta or "mirror", amp=amp, log=click.echo):
+                                                   tta=tta or "mirror", amp=amp, log=click.echo,
+                                                   backend=backend):
         click.echo(f"{name}: {path} ({seconds:.1f} s)")
 
 

@@ -10,9 +10,15 @@ volume, transposed back, written with the first channel's SimpleITK geometry.
 
 The 2d configuration predicts each slice of the first (transposed) axis with 2D windows. Blending is in
 float32 (nnU-Net accumulates in float16), so labels can differ where two classes tie within float16 rounding.
-The network runs in float32 as nnU-Net's does on a CPU (``amp="none"``), or under bf16 autocast (``"bf16"``;
-``"auto"``: bf16 on a CPU where it measures faster, :func:`voxseg.nets.resolve_amp`), about twice as fast on a
-CPU with bf16 instructions at the cost of labels differing where classes nearly tie.
+The network runs in float32 as nnU-Net's does on a CPU (``amp="none"``), or in bf16 (``"bf16"``; ``"auto"``:
+bf16 on a CPU where it measures faster, :func:`voxseg.nets.resolve_amp`), about twice as fast on a CPU with bf16
+instructions at the cost of labels differing where classes nearly tie.
+
+What runs the network is an :class:`~voxseg.infer.backends.InferenceBackend`, as for voxseg's own runs:
+PyTorch, or OpenVINO (``--backend openvino``, or ``auto`` where it measures at least 1.2 times as fast). Each
+fold's network is converted once, for one window of the patch size (batch 1); a window's mirrored copies are
+calls on that same compiled network. The converted networks are cached in the model folder
+(``.cache/openvino/``) when it is writable, else (a read-only folder, a model package) kept in memory.
 """
 from __future__ import annotations
 
@@ -29,13 +35,14 @@ import SimpleITK as sitk
 import torch
 
 from voxseg.errors import InputError
+from voxseg.infer.backends import InferenceBackend, WindowFn
 from voxseg.infer.nnunet.model_folder import NnunetModel
 from voxseg.infer.nnunet.network import build_nnunet_network
 from voxseg.infer.nnunet.package import load_nnunet_source
+from voxseg.infer.package import is_package
 from voxseg.infer.nnunet.preprocess import NnunetCase, preprocess_case
 from voxseg.infer.nnunet.resample import logits_to_labels
 from voxseg.infer.windows import gaussian_importance_map, window_starts
-from voxseg.nets.device import autocast_context, resolve_amp
 
 __all__ = ["NnunetLabels", "find_nnunet_cases", "load_nnunet_networks", "nnunet_label_info", "predict_nnunet_case",
            "predict_nnunet_path", "sliding_window_logits"]
@@ -76,23 +83,23 @@ def _mirror_sets(axes: Sequence[int] | None, spatial: int) -> list[tuple[int, ..
     return [()] + [c for i in range(len(dims)) for c in itertools.combinations(dims, i + 1)]
 
 
-def _window_logits(nets: Sequence[torch.nn.Module], x: torch.Tensor, mirrors: list[tuple[int, ...]],
-                   amp: str) -> torch.Tensor:
+def _window_logits(runners: Sequence[WindowFn], x: torch.Tensor, mirrors: list[tuple[int, ...]]) -> torch.Tensor:
     """Mean over nets of (mean over mirrorings of the logits) for one window ``(1, C, *patch)``; the mirrored
-    copies go through each net as one batch (instance norm is per sample, so this is exact)."""
+    copies go to each net's window function as one batch (instance norm is per sample, so this is exact;
+    OpenVINO runs them one after another on its one-window network)."""
     batch = torch.cat([x if not m else torch.flip(x, m) for m in mirrors])
     total = None
-    for net in nets:
-        with autocast_context(amp, torch.device("cpu")):
-            out = net(batch).float()
+    for run in runners:
+        out = run(batch).float()
         mean = sum(o[None] if not m else torch.flip(o[None], m) for o, m in zip(out, mirrors)) / len(mirrors)
         total = mean if total is None else total + mean
-    return (total / len(nets))[0]
+    return (total / len(runners))[0]
 
 
 def sliding_window_logits(nets: Sequence[torch.nn.Module], data: np.ndarray, patch: Sequence[int], num_outputs: int,
                           mirror_axes: Sequence[int] | None = None,
-                          progress: Callable[[int], None] | None = None, amp: str = "none") -> torch.Tensor:
+                          progress: Callable[[int], None] | None = None, amp: str = "none",
+                          backend: InferenceBackend | None = None, cache_dir: Path | None = None) -> torch.Tensor:
     """Blended logits ``(K, *spatial)`` float32 of ``data`` ``(C, *spatial)`` (3D; a 2D ``patch`` predicts each
     slice of the first axis), as nnU-Net's ``predict_sliding_window_return_logits``; see the module docstring.
 
@@ -100,9 +107,12 @@ def sliding_window_logits(nets: Sequence[torch.nn.Module], data: np.ndarray, pat
         nets: one network per fold, in eval mode (their logits are averaged).
         mirror_axes: spatial axes of the patch mirrored for test-time augmentation (``None``: none).
         progress: called with 1 after each window.
-        amp: precision of the network pass: ``"none"`` (float32), ``"bf16"`` or ``"auto"`` (see above).
+        amp: precision of the network pass: ``"none"`` (float32), ``"bf16"`` or ``"auto"`` (see above); the
+            backend's own precision, when not ``"auto"``, wins.
+        backend: what runs the networks (keep one object for all cases: each network is converted or measured
+            once); ``None``: PyTorch.
+        cache_dir: the model folder, where OpenVINO caches its converted networks (``None``: in memory).
     """
-    amp = resolve_amp(amp, torch.device("cpu"))
     patch = tuple(int(p) for p in patch)
     spatial = data.shape[1:]
     lead = spatial[:len(spatial) - len(patch)]
@@ -120,12 +130,15 @@ def sliding_window_logits(nets: Sequence[torch.nn.Module], data: np.ndarray, pat
     for start in starts:
         norm[tuple(slice(s, s + p) for s, p in zip(start, patch))] += weight
     mirrors = _mirror_sets(mirror_axes, len(patch))
+    backend = backend or InferenceBackend("torch")
+    batch_shape = (len(mirrors), data.shape[0], *patch)
+    runners = [backend.predictor(net, amp, batch_shape, torch.device("cpu"), cache_dir) for net in nets]
     with torch.inference_mode():
         for lead_index in itertools.product(*[range(n) for n in lead]):
             for start in starts:
                 sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
                 x = source[(slice(None),) + lead_index + sl][None].contiguous()
-                accum[(slice(None),) + lead_index + sl] += _window_logits(nets, x, mirrors, amp) * weight
+                accum[(slice(None),) + lead_index + sl] += _window_logits(runners, x, mirrors) * weight
                 if progress is not None:
                     progress(1)
     accum /= norm
@@ -166,15 +179,15 @@ def _write_labels(labels: np.ndarray, case: NnunetCase, out: Path) -> Path:
 
 
 def predict_nnunet_case(model: NnunetModel, nets: Sequence[torch.nn.Module], paths: Sequence[Path], out: Path,
-                        mirror: bool = True, progress: Callable[[int], None] | None = None, amp: str = "none"
-                        ) -> Path:
-    """Predict one case (its channel files in order) and write its label map to ``out`` (``amp``: see
-    :func:`sliding_window_logits`)."""
+                        mirror: bool = True, progress: Callable[[int], None] | None = None, amp: str = "none",
+                        backend: InferenceBackend | None = None, cache_dir: Path | None = None) -> Path:
+    """Predict one case (its channel files in order) and write its label map to ``out`` (``amp``, ``backend``,
+    ``cache_dir``: see :func:`sliding_window_logits`)."""
     info = nnunet_label_info(model.dataset, model.folder / "dataset.json")
     case = preprocess_case(model, paths)
     axes = model.folds[0].mirror_axes if mirror else None
     logits = sliding_window_logits(nets, case.data, model.configuration["patch_size"], info.num_outputs, axes,
-                                   progress, amp)
+                                   progress, amp, backend, cache_dir)
     return _write_labels(_export_labels(model, case, logits, info), case, out)
 
 
@@ -240,7 +253,8 @@ def load_nnunet_networks(model: NnunetModel) -> list[torch.nn.Module]:
 
 def predict_nnunet_path(model_folder: str | Path, input_path: str | Path, out: str | Path,
                         folds: str | Sequence[int | str] | None = None, which: str = "best", tta: str = "mirror",
-                        amp: str = "auto", log: Callable[[str], None] | None = None) -> list[tuple[str, Path, float]]:
+                        amp: str = "auto", log: Callable[[str], None] | None = None,
+                        backend: str | InferenceBackend = "auto") -> list[tuple[str, Path, float]]:
     """``voxseg predict NNUNET_MODEL_FOLDER INPUT OUT``: label maps as ``nnUNetv2_predict`` writes them.
 
     Args:
@@ -251,10 +265,14 @@ def predict_nnunet_path(model_folder: str | Path, input_path: str | Path, out: s
             :func:`voxseg.infer.nnunet.load_nnunet_package`).
         tta: ``"none"`` turns off nnU-Net's mirroring; anything else keeps it (the default, as in nnU-Net).
         amp: ``"auto"`` (bf16 where faster), ``"bf16"`` or ``"none"`` (float32, nnU-Net's own numerics).
+        backend: ``"auto"``, ``"torch"`` or ``"openvino"`` (:mod:`voxseg.infer.backends`), or a backend object
+            (its precision, when not ``"auto"``, wins over ``amp``). OpenVINO's converted networks are cached in
+            the model folder when it is writable; a package's are kept in memory.
 
     Returns:
         ``(case, label file, seconds)`` per case.
     """
+    engine = backend if isinstance(backend, InferenceBackend) else InferenceBackend(backend)
     model = load_nnunet_source(model_folder, folds, which)
     nets = load_nnunet_networks(model)
     cases = find_nnunet_cases(Path(input_path), model.num_channels, model.file_ending)
@@ -264,14 +282,18 @@ def predict_nnunet_path(model_folder: str | Path, input_path: str | Path, out: s
         raise InputError(out, f"a single output file was given but the input holds {len(cases)} cases")
     (out.parent if single else out).mkdir(parents=True, exist_ok=True)
     mirror = str(tta).lower() != "none"
+    cache_dir = None if is_package(model.folder) else model.folder
     if log is not None:
         axes = model.folds[0].mirror_axes if mirror else None
         arch = str(model.configuration["architecture"]["network_class_name"]).rsplit(".", 1)[-1]
-        log(f"nnU-Net {model.configuration_name} {arch}: folds {', '.join(f.name for f in model.folds)}; mirroring axes: {axes or 'none'}")
+        log(f"nnU-Net {model.configuration_name} {arch}: folds {', '.join(f.name for f in model.folds)}; "
+            f"mirroring axes: {axes or 'none'}; backend: {engine.name}, precision: {'fp32' if amp == 'none' else amp}")
     results = []
     for name, paths in cases.items():
         start = time.perf_counter()
         target = out if single else out / f"{name}{model.file_ending}"
-        predict_nnunet_case(model, nets, paths, target, mirror, amp=amp)
+        predict_nnunet_case(model, nets, paths, target, mirror, amp=amp, backend=engine, cache_dir=cache_dir)
         results.append((name, target, time.perf_counter() - start))
+    if log is not None:
+        log(f"networks ran with: {', '.join(sorted(set(engine.choices.values())))}")
     return results
