@@ -226,3 +226,14 @@ def test_cli_export_onnx_writes_the_file_and_needs_a_destination(run, tmp_path):
     result = CliRunner().invoke(main, ["export", str(run), "--onnx", str(tmp_path / "b.onnx"),
                                        "--checkpoint", "best", "--checkpoint", "swa"])
     assert result.exit_code == 2 and "one --checkpoint" in result.output and not (tmp_path / "b.onnx").exists()
+
+
+def test_weights_key_reads_batch_norm_counters_and_changes_with_the_weights():
+    from voxseg.infer.backends import weights_key
+
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))  # a 0-dim int64 counter
+    first = weights_key(model, (16, 16, 16))
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0, 0] += 1
+    assert weights_key(model, (16, 16, 16)) != first
+    assert weights_key(model, (16, 16, 16)) != weights_key(model, (32, 16, 16))

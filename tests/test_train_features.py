@@ -225,7 +225,9 @@ def test_cpu_defaults_fill_only_what_the_user_left_open(phantoms, tmp_path, monk
     options = TrainOptions(train=TrainConfig(epochs=1, iterations_per_epoch=1, num_threads=1, val_fraction=0.25))
     run_training(phantoms, tmp_path / "cpu", options, progress=False, log=said.append)
     plan = RunPlan.load(tmp_path / "cpu" / "plan.json")
-    assert plan.network.kwargs == CPU_DEFAULTS["unet_kwargs"]
+    planned_depth = {k: v for k, v in plan.network.kwargs.items() if k == "depth"}  # the depth rule, for small cases
+    assert plan.network.kwargs == {**CPU_DEFAULTS["unet_kwargs"], **planned_depth}
+    assert any(n.startswith("network depth") for n in plan.planner_notes) == bool(planned_depth)
     assert math.prod(plan.train.patch_size) <= CPU_DEFAULTS["max_patch_voxels"]
     assert any(line.startswith("CPU defaults: base_width=16, deep_supervision=True") for line in said), said
     # What the user sets stays; other presets keep their paper's widths.

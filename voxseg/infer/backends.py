@@ -280,8 +280,9 @@ def weights_key(model: torch.nn.Module, *extra: object) -> str:
     """A short hex digest of the network's class, its weights (names, dtypes, shapes, values) and ``extra``."""
     digest = hashlib.sha256(type(model).__name__.encode())
     for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        shape = tuple(tensor.shape)
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)  # 0-dim tensors (num_batches_tracked) too
+        digest.update(f"{name}:{tensor.dtype}:{shape}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     digest.update(json.dumps([str(e) for e in extra]).encode())
     return digest.hexdigest()[:24]
