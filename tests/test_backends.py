@@ -237,3 +237,60 @@ def test_weights_key_reads_batch_norm_counters_and_changes_with_the_weights():
         model[0].weight[0, 0, 0, 0, 0] += 1
     assert weights_key(model, (16, 16, 16)) != first
     assert weights_key(model, (16, 16, 16)) != weights_key(model, (32, 16, 16))
+
+
+class _ShapeBaked(torch.nn.Module):
+    """A network whose traced graph bakes its input's size in (a Python number taken from the shape)."""
+
+    size_divisor = (4, 4, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + float(x.shape[-1])
+
+
+def _traced_shapes(monkeypatch) -> list:
+    import voxseg.infer._openvino as ov_module
+
+    shapes, trace = [], ov_module.trace_network
+    monkeypatch.setattr(ov_module, "trace_network",
+                        lambda model, shape: shapes.append(tuple(shape)) or trace(model, shape))
+    return shapes
+
+
+def test_conversion_at_a_small_window_reshaped_gives_the_logits_of_tracing_at_the_window(monkeypatch):
+    """The network is traced at twice its size divisor (memory) and reshaped to the window; the logits are those
+    of the network traced at the window itself, and of PyTorch."""
+    from voxseg.infer._openvino import _convert_traced, convert_network
+
+    model = _seeded_model(_tiny_plan())
+    shapes = _traced_shapes(monkeypatch)
+    window = (1, 4, 16, 24, 16)
+    small = require_openvino().Core().compile_model(convert_network(model, window), "CPU",
+                                                     {"INFERENCE_PRECISION_HINT": "f32"})
+    small_tracing = list(shapes)
+    full = require_openvino().Core().compile_model(_convert_traced(model, window), "CPU",
+                                                    {"INFERENCE_PRECISION_HINT": "f32"})
+    assert small_tracing == [(1, 4, *(2 * d for d in model.size_divisor))]
+    x = np.random.default_rng(4).normal(size=window).astype(np.float32)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(small([x])[0], full([x])[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(small([x])[0], reference, atol=1e-4, rtol=1e-4)
+
+
+def test_a_network_that_bakes_its_input_shape_in_is_traced_at_the_window(monkeypatch):
+    from voxseg.infer._openvino import convert_network
+
+    model = _ShapeBaked().eval()
+    shapes = _traced_shapes(monkeypatch)
+    window = (1, 4, 16, 16, 16)
+    compiled = require_openvino().Core().compile_model(convert_network(model, window), "CPU",
+                                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    assert shapes == [(1, 4, 8, 8, 8), window]  # the small trace failed the check at (12, 12, 12)
+    x = np.random.default_rng(5).normal(size=window).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(compiled([x])[0], model(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-4)

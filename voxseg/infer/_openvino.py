@@ -1,5 +1,5 @@
-"""OpenVINO on the CPU for :mod:`voxseg.infer.backends`: one network and batch shape, traced and converted once
-(or read from the run folder's cache), compiled per precision."""
+"""OpenVINO on the CPU for :mod:`voxseg.infer.backends`: one network and batch shape, traced (at a small window)
+and converted once (or read from the run folder's cache), compiled per precision."""
 from __future__ import annotations
 
 import os
@@ -18,8 +18,8 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
 def trace_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> torch.jit.ScriptModule:
-    """``torch.jit.trace`` of ``model`` (eval mode) on zeros of one window ``(1, *batch_shape[1:])`` (the
-    plain forward pass: the memory-lean path steps aside while tracing)."""
+    """``torch.jit.trace`` of ``model`` (eval mode) on zeros of shape ``(1, *batch_shape[1:])`` (the plain
+    forward pass: the memory-lean path steps aside while tracing)."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants (fixed window)
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.10+ says torch.jit.trace is deprecated
@@ -28,16 +28,60 @@ def trace_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> torch
 
 def convert_network(model: torch.nn.Module, batch_shape: tuple[int, ...]) -> Any:
     """The network as an OpenVINO model with the static input shape of one window, ``(1, *batch_shape[1:])``,
-    through OpenVINO's PyTorch front end."""
+    through OpenVINO's PyTorch front end.
+
+    Tracing runs the plain forward pass, whose memory at a large window exceeds what prediction needs, so the
+    network is traced at a small window (twice ``model.size_divisor`` along each axis, at most the window) and the
+    OpenVINO model reshaped to the window. That holds only where the traced graph does not bake the input's shape
+    in: the reshaped model is first checked against PyTorch at a second, intermediate shape (three times the
+    divisor, fp32, :func:`_matches_torch`), and a network that fails the check, or has no ``size_divisor``, is
+    traced at the window itself."""
     require_openvino()  # first, so that importing the front end starts no telemetry
+    window = (1, *batch_shape[1:])
+    divisor = getattr(model, "size_divisor", None)
+    if divisor is not None and len(divisor) == len(window) - 2:
+        small = (*window[:2], *(min(2 * d, size) for d, size in zip(divisor, window[2:])))
+        middle = (*window[:2], *(min(3 * d, size) for d, size in zip(divisor, window[2:])))
+        if small != window:
+            try:
+                ov_model = _convert_traced(model, small)
+                if _matches_torch(ov_model, model, middle):
+                    ov_model.reshape({0: list(window)})
+                    return ov_model
+            except Exception:  # noqa: BLE001 - the small graph cannot take another shape: trace at the window
+                pass
+    ov_model = _convert_traced(model, window)
+    ov_model.reshape({0: list(window)})
+    return ov_model
+
+
+def _convert_traced(model: torch.nn.Module, shape: tuple[int, ...]) -> Any:
+    """The network traced at input ``shape`` ``(1, C, *spatial)`` and converted by OpenVINO's PyTorch front end."""
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     front_end = FrontEndManager().load_by_framework("pytorch")
-    decoder = TorchScriptPythonDecoder(trace_network(model, batch_shape))  # held: the front end calls back into it
-    ov_model = front_end.convert(front_end.load(decoder))
-    ov_model.reshape({0: [1, *batch_shape[1:]]})
-    return ov_model
+    decoder = TorchScriptPythonDecoder(trace_network(model, shape))  # held: the front end calls back into it
+    return front_end.convert(front_end.load(decoder))
+
+
+def _matches_torch(ov_model: Any, model: torch.nn.Module, shape: tuple[int, ...], tolerance: float = 1e-3) -> bool:
+    """Whether ``ov_model``, reshaped to ``shape`` ``(1, C, *spatial)`` and compiled in f32, gives the network's
+    float32 logits on a seeded random input of that shape, within ``tolerance`` (relative, and absolute scaled by
+    the largest logit)."""
+    openvino = require_openvino()
+    ov_model.reshape({0: list(shape)})
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.eval()(x)
+    if not isinstance(expected, torch.Tensor):
+        return False
+    expected = expected.float().numpy()
+    compiled = openvino.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                               "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    got = np.asarray(compiled([x.numpy()])[0])
+    return got.shape == expected.shape and bool(np.allclose(
+        got, expected, rtol=tolerance, atol=tolerance * max(1.0, float(np.abs(expected).max()))))
 
 
 class OpenVINOWindows:

@@ -6,9 +6,11 @@ A backend turns a network, the shape of a batch of windows and a precision into 
 
 - ``"torch"``: the network itself, in float32 or bf16 (:func:`inference_precision`: autocast, or a bf16 copy
   served by the memory-lean path of :mod:`voxseg.nets.lean` for large windows), on the CPU or CUDA.
-- ``"openvino"`` (CPU only): the network traced once (``torch.jit.trace``), converted by OpenVINO's PyTorch
-  front end, with the static shape of one window (a batch's windows run one after another, so the working memory
-  is one window's), and compiled for the CPU with ``INFERENCE_PRECISION_HINT`` ``f32``
+- ``"openvino"`` (CPU only): the network traced once (``torch.jit.trace``, at a small window whose OpenVINO model
+  is reshaped to the real one after a check against PyTorch at an intermediate shape; at the real window where
+  that check fails), converted by OpenVINO's PyTorch front end, with the static shape of one window (a batch's
+  windows run one after another, so the working memory is one window's), and compiled for the CPU with
+  ``INFERENCE_PRECISION_HINT`` ``f32``
   or ``bf16`` and ``INFERENCE_NUM_THREADS`` = ``torch.get_num_threads()``. The converted model (OpenVINO IR,
   ``.xml`` + ``.bin``, float32 weights) is cached in the run folder, ``RUN/.cache/openvino/<key>.xml``, the key
   hashing the weights, the window shape and OpenVINO's version; files are written under a temporary name and
