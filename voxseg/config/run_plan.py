@@ -102,6 +102,10 @@ class TrainConfig:
         device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
         planned_step_seconds: seconds per training step measured when a time budget planned the patch (set by
             planning, None otherwise); training compares its first epoch's rate with it.
+        val_cases / val_windows / val_seconds: set by planning when whole-volume validation would exceed its
+            share of the time budget (None otherwise: every validation case, whole): validate on a seeded, fixed
+            ``val_cases`` of the validation cases, ``val_windows`` sliding windows each
+            (:func:`voxseg.train.validation.validation_windows`), estimated at ``val_seconds`` per validation.
 
     An older ``plan.json`` may hold ``flips`` (a switch that did nothing; random flips are the ``"flips"``
     augmentation preset of ``RunPlan.augment``): it is read and dropped.
@@ -188,6 +192,9 @@ class TrainConfig:
     device: str = knob("auto", choices=("auto", "cpu", "cuda"), group="budget and hardware",
                        help="where to train: auto (CUDA when available), cpu, cuda")
     planned_step_seconds: float | None = None
+    val_cases: int | None = None
+    val_windows: int | None = None
+    val_seconds: float | None = None
 
 
 @dataclass

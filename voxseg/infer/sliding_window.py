@@ -42,6 +42,7 @@ def sliding_window_predict(
     activation: str = "softmax",
     progress: Callable[[int], None] | None = None,
     device: torch.device | str | None = None,
+    windows: list[tuple[int, ...]] | None = None,
 ) -> np.ndarray:
     """Predict a whole volume by blending overlapping windows.
 
@@ -60,6 +61,8 @@ def sliding_window_predict(
         progress: called with the number of windows just processed (for a progress bar).
         device: where the volume, the windows and the blending live (default: the CPU). On CUDA this holds
             the padded input and ``num_outputs + 1`` float32 volumes of accumulators in GPU memory.
+        windows: predict only these window starts (voxels, e.g. a subset of the
+            :func:`~voxseg.infer.windows.window_grid` product); voxels no window covers come back 0.
 
     Returns:
         ``(num_outputs, *spatial)`` float32 numpy probabilities (or blended logits for ``"none"``).
@@ -71,7 +74,8 @@ def sliding_window_predict(
     pad = [(0, 0)] + [(0, max(p - s, 0)) for s, p in zip(spatial, patch_size)]
     padded = np.pad(image, pad) if any(p[1] for p in pad) else image
     pshape = padded.shape[1:]
-    windows = list(itertools.product(*window_grid(spatial, patch_size, overlap)))
+    subset = windows is not None
+    windows = list(windows) if subset else list(itertools.product(*window_grid(spatial, patch_size, overlap)))
     weight = gaussian_importance_map(tuple(patch_size)) if gaussian else np.ones(patch_size, np.float32)
     weight_t = torch.from_numpy(np.array(weight)).to(device)
     accum = torch.zeros((num_outputs, *pshape), dtype=torch.float32, device=device)
@@ -93,7 +97,7 @@ def sliding_window_predict(
             norm[sl] += weight_t
         if progress is not None:
             progress(len(chunk))
-    accum /= norm
+    accum /= torch.where(norm > 0, norm, torch.ones_like(norm)) if subset else norm
     crop = (slice(None),) + tuple(slice(0, s) for s in spatial)
     return accum[crop].cpu().numpy()
 
@@ -118,7 +122,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, device: torch.device | None = None,
                    progress: Callable[[int], None] | None = None, backend: InferenceBackend | None = None,
-                   cache_dir: Path | None = None) -> np.ndarray:
+                   cache_dir: Path | None = None, windows: list[tuple[int, ...]] | None = None) -> np.ndarray:
     """Probabilities for one preprocessed case.
 
     Args:
@@ -132,6 +136,7 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
             converted and compiled once); default: PyTorch at the run's ``amp``.
         cache_dir: the run (or fold) folder the network comes from, where OpenVINO keeps its converted network
             (``None``: in memory only).
+        windows: predict only these window starts ``(z, y, x)`` (see :func:`sliding_window_predict`).
 
     Returns:
         ``(K, Z, Y, X)`` float32 numpy: softmax class probabilities, or sigmoid region probabilities
@@ -154,7 +159,8 @@ def predict_volume(model: torch.nn.Module, plan: RunPlan, image: np.ndarray, dev
 
     return sliding_window_predict(image, predictor, patch, plan.num_outputs, overlap=plan.inference.overlap,
                                   batch_size=plan.inference.batch_size, gaussian=plan.inference.gaussian,
-                                  activation=plan.activation, progress=progress, device=device)
+                                  activation=plan.activation, progress=progress, device=device,
+                                  windows=windows)
 
 
 def probabilities_to_labels(probs: np.ndarray, plan: RunPlan) -> np.ndarray:

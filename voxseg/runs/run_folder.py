@@ -41,6 +41,7 @@ from voxseg.nets import resolve_device
 from voxseg.plan.check import checked_plan
 from voxseg.plan.planner import label_names_for
 from voxseg.plan.resolve import run_fingerprint
+from voxseg.plan.validation_budget import plan_validation
 from voxseg.config import TrainOptions
 from voxseg.train.distributed import barrier, rank_and_world
 from voxseg.train.loop import TrainResult, train_model
@@ -107,11 +108,19 @@ def create_run(run_dir: Path, dataset: Dataset, options: TrainOptions, cases: li
         prepared = prepare_cases(cases, options.preprocess, mapping, staging / "preprocessed", progress)
         fingerprint = run_fingerprint(rows, options.preprocess.orientation)
         plan = checked_plan(options, dataset, mapping.values, prepared, log, run_dir, fingerprint)
+        plan = plan_validation(plan, _validation_cases(prepared, split), log)
         plan.save(staging / "plan.json")
         save_json_atomic(split, staging / split_name)
         save_json_atomic(dataset.to_dict(), staging / "dataset.json")
         fingerprint.save(staging)
     return plan, prepared
+
+
+def _validation_cases(prepared: list[PreparedCase], split: dict | list[dict]) -> list[PreparedCase]:
+    """The prepared cases a split validates on; of k folds, the largest fold's (validation is planned once)."""
+    folds = split if isinstance(split, list) else [split]
+    ids = set(max((f["val"] for f in folds), key=len, default=[]))
+    return [c for c in prepared if c.case_id in ids]
 
 
 def load_saved_run(dataset: Dataset, run_dir: Path) -> tuple[RunPlan, dict, list[Case]]:

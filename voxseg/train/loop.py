@@ -41,7 +41,8 @@ from voxseg.train.schedules import PlateauScheduler
 from voxseg.train.state import TrainState, read_checkpoint, write_checkpoint, write_weights
 from voxseg.train.step import TrainingDiverged, TrainStep, grad_scaler
 from voxseg.train.swa import SWACollector, recompute_norm_statistics
-from voxseg.train.validation import VALIDATION_SHARE, ValidationSchedule, validation_dice
+from voxseg.train.validation import (VALIDATION_SHARE, ValidationSchedule, validation_cases, validation_dice,
+                                     validation_windows)
 
 __all__ = ["PreparedCase", "TrainResult", "train_model"]
 
@@ -96,10 +97,12 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
                  patch_stream(plan, train_cases, seed=cfg.seed + 1000 * rank, start_batch=state.iterations), clock,
                  BudgetProjection(cfg.time_budget_minutes, cfg.planned_step_seconds,
                                   1.0 - VALIDATION_SHARE if val_cases else 1.0),
-                 ValidationSchedule(cfg.val_every, clock.budget_s),
+                 ValidationSchedule(cfg.val_every, clock.budget_s, estimate_s=cfg.val_seconds),
                  _Progress(cfg, state, clock, progress and rank == 0),
                  dev, rank, world, run_dir, log)
     stopped_by = "epochs"
+    val_cases = validation_cases(val_cases, plan) if rank == 0 else val_cases  # planning's fixed subset, if any
+    s.val_windows = [validation_windows(c, plan) for c in val_cases] if rank == 0 else []
     try:
         step.net.train()
         for epoch in itertools.count(state.epoch):
@@ -137,6 +140,7 @@ class _Session:
     world: int
     run_dir: Path
     log: Callable[[str], None]
+    val_windows: list = field(default_factory=list)  # per validation case: the windows scored (None: all)
 
 
 class _Progress:
@@ -314,7 +318,7 @@ def _validate(s: _Session, state: TrainState, val_cases: list[PreparedCase], row
     """Score the validation cases into ``row``; keep the best checkpoint, step the plateau scheduler. Returns
     whether early stopping says stop. Its duration goes to the validation schedule."""
     start = s.clock.seconds()
-    dice = validation_dice(s.model, s.plan, val_cases, s.device)
+    dice = validation_dice(s.model, s.plan, val_cases, s.device, s.val_windows)
     s.validation.record(s.clock.seconds() - start)
     mean_dice = float(np.mean(list(dice.values()))) if dice else 0.0
     row.update({f"val_dice_{k}": v for k, v in dice.items()})

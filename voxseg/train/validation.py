@@ -2,21 +2,80 @@
 
 Training may not import :mod:`voxseg.metrics` (a later stage); :func:`mask_dice` follows the evaluation's
 empty-mask policy, and ``voxseg.metrics.overlap_metrics`` is its test oracle.
+
+Under a time budget planning may choose a fixed subset (``plan.train.val_cases``, ``val_windows``; see
+:mod:`voxseg.plan.validation_budget`): :func:`validation_cases` and :func:`validation_windows` draw it, seeded
+by ``plan.train.seed``, the same at every validation, so Dice across epochs is comparable.
 """
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 import torch
 
 from voxseg.config import RunPlan
 from voxseg.infer.sliding_window import predict_volume, probabilities_to_labels
+from voxseg.infer.windows import window_grid
 from voxseg.train.batches import PreparedCase
 
-__all__ = ["VALIDATION_SHARE", "ValidationSchedule", "mask_dice", "validation_dice"]
+__all__ = ["FOREGROUND_WINDOWS", "VALIDATION_SHARE", "ValidationSchedule", "mask_dice", "validation_cases",
+           "validation_dice", "validation_windows", "window_starts_of"]
 
 VALIDATION_SHARE = 0.1
 """The part of a time budget validation may use: planning leaves it out of the steps a budget buys, and
 :class:`ValidationSchedule` validates less often when validating takes longer."""
+
+
+FOREGROUND_WINDOWS = 0.75
+"""The part of a window sample drawn from windows holding foreground (the rest: background windows)."""
+
+
+def window_starts_of(spatial: tuple[int, ...], plan: RunPlan) -> list[tuple[int, ...]]:
+    """Every sliding window's start ``(z, y, x)`` (voxels) for a preprocessed case of ``spatial`` ``(Z, Y, X)``
+    shape, at the plan's patch and overlap, as :func:`voxseg.infer.sliding_window.predict_volume` predicts
+    (a 2-D plan: one window per slice position)."""
+    grid = window_grid(spatial, plan.train.patch_size, plan.inference.overlap)
+    return list(itertools.product(*grid))
+
+
+def validation_cases(cases: list[PreparedCase], plan: RunPlan) -> list[PreparedCase]:
+    """The validation cases scored: all of them, or the seeded ``plan.train.val_cases`` of them (in
+    ``case_id`` order), the same at every call."""
+    count = plan.train.val_cases
+    if count is None or count >= len(cases):
+        return list(cases)
+    ordered = sorted(cases, key=lambda c: c.case_id)
+    chosen = np.random.default_rng(plan.train.seed).permutation(len(ordered))[:max(count, 1)]
+    return [ordered[i] for i in sorted(chosen)]
+
+
+def validation_windows(case: PreparedCase, plan: RunPlan) -> list[tuple[int, ...]] | None:
+    """The fixed sample of ``plan.train.val_windows`` window starts scored on ``case`` (None: every window, the
+    whole volume): :data:`FOREGROUND_WINDOWS` of them (or all there are) among the windows holding foreground,
+    the rest among the others, drawn with ``plan.train.seed`` and the case id, so the same at every call."""
+    count = plan.train.val_windows
+    starts = window_starts_of(tuple(case.image.shape[1:]), plan)
+    if count is None or count >= len(starts):
+        return None
+    patch = plan.train.patch_size
+    has_fg = [bool(np.any(case.label[tuple(slice(a, a + p) for a, p in zip(start, patch))])) for start in starts]
+    fg = [i for i, f in enumerate(has_fg) if f]
+    bg = [i for i, f in enumerate(has_fg) if not f]
+    rng = np.random.default_rng([plan.train.seed, *case.case_id.encode()])
+    n_fg = min(len(fg), max(count - len(bg), math.ceil(FOREGROUND_WINDOWS * count)))
+    picked = list(rng.choice(fg, n_fg, replace=False)) if n_fg else []
+    picked += list(rng.choice(bg, count - n_fg, replace=False)) if count > n_fg else []
+    return [starts[i] for i in sorted(picked)]
+
+
+def _covered(shape: tuple[int, ...], windows: list[tuple[int, ...]], patch: list[int]) -> np.ndarray:
+    """Boolean ``shape`` mask of the voxels the windows cover."""
+    mask = np.zeros(shape, bool)
+    for start in windows:
+        mask[tuple(slice(a, a + p) for a, p in zip(start, patch))] = True
+    return mask
 
 
 def mask_dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -36,9 +95,13 @@ def _structures(plan: RunPlan) -> list[tuple[str, list[int]]]:
 
 
 def validation_dice(model: torch.nn.Module, plan: RunPlan, cases: list[PreparedCase],
-                    device: torch.device) -> dict[str, float]:
+                    device: torch.device, windows: list[list[tuple[int, ...]] | None] | None = None
+                    ) -> dict[str, float]:
     """Mean Dice per foreground class, or per region for region schemes (what the network predicts, e.g.
     BraTS WT/TC/ET, as nnU-Net selects region models), over ``cases`` (labelled, preprocessed space).
+
+    ``windows``: per case, the window starts to predict (:func:`validation_windows`; None: the whole volume);
+    Dice is then over the voxels those windows cover.
 
     The model is switched to eval mode for the predictions and back to training mode after.
 
@@ -48,10 +111,14 @@ def validation_dice(model: torch.nn.Module, plan: RunPlan, cases: list[PreparedC
     model.eval()
     structures = _structures(plan)
     per_structure: dict[str, list[float]] = {}
-    for case in cases:
-        pred = probabilities_to_labels(predict_volume(model, plan, case.image, device), plan)
+    for case, starts in zip(cases, windows or [None] * len(cases)):
+        pred = probabilities_to_labels(predict_volume(model, plan, case.image, device, windows=starts), plan)
+        label = np.asarray(case.label)
+        if starts is not None:
+            covered = _covered(pred.shape, starts, plan.train.patch_size)
+            pred, label = pred[covered], label[covered]
         for name, classes in structures:
-            per_structure.setdefault(name, []).append(mask_dice(np.isin(pred, classes), np.isin(case.label, classes)))
+            per_structure.setdefault(name, []).append(mask_dice(np.isin(pred, classes), np.isin(label, classes)))
     model.train()
     return {name: float(np.mean(v)) for name, v in per_structure.items()}
 
@@ -64,17 +131,20 @@ class ValidationSchedule:
     when it would take validation past ``share`` of the time trained so far (each one's duration is measured,
     so whole-volume validation of large cases runs less often), and :meth:`reserve_s` keeps the last
     validation's duration at the end of the budget, so training stops early enough for the final validation
-    to end within it.
+    to end within it. Until one is measured, planning's estimate (``estimate_s``) stands for the last
+    duration: the first validation waits until it fits the share, and the final one is reserved from the start.
 
     Args:
         val_every: validate every N epochs at most.
         budget_s: the time budget in seconds (``inf``: none).
         share: the part of the time validation may use (:data:`VALIDATION_SHARE`).
+        estimate_s: seconds a validation is expected to take (``plan.train.val_seconds``; None: unknown).
     """
 
-    def __init__(self, val_every: int, budget_s: float, share: float = VALIDATION_SHARE):
+    def __init__(self, val_every: int, budget_s: float, share: float = VALIDATION_SHARE,
+                 estimate_s: float | None = None):
         self.val_every, self.budget_s, self.share = val_every, budget_s, share
-        self.spent_s, self.last_s = 0.0, None
+        self.spent_s, self.last_s = 0.0, estimate_s
 
     def due(self, epoch: int, elapsed_s: float, is_last: bool) -> bool:
         """Whether to validate after ``epoch`` (1-based, just finished) at ``elapsed_s`` seconds of the run."""
@@ -92,6 +162,6 @@ class ValidationSchedule:
         self.last_s = seconds
 
     def reserve_s(self) -> float:
-        """Seconds to keep at the end of the budget for the final validation: the last one's duration (0 before
-        the first, or without a budget)."""
+        """Seconds to keep at the end of the budget for the final validation: the last one's duration (before
+        the first: the estimate, else 0; 0 without a budget)."""
         return (self.last_s or 0.0) if np.isfinite(self.budget_s) else 0.0
