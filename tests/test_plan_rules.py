@@ -80,7 +80,8 @@ def test_plan_json_records_the_choices_and_the_user_keeps_what_they_set(tmp_path
     plan = RunPlan.load(tmp_path / "run" / "plan.json")
     notes = plan.planner_notes
     assert [n.split(":")[0] for n in notes] == ["working spacing", "optimiser", "augmentation", "N4", "validation",
-                                                "weights kept"], notes
+                                                "weights kept", "validation"], notes
+    assert notes[-1].startswith("validation: 1 of 1 cases, whole volumes, about ")  # its cost, when planned
     assert plan.train.optimizer == "sgd" and plan.train.lr == 0.01 and plan.preprocess.n4 is False
     assert plan.preprocess.target_spacing is None
     assert all(f"planner: {n}" in lines for n in notes)
