@@ -22,6 +22,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
     (4, 4, 0.5, [0]),                # one window
     (11, 4, 0.5, [0, 2, 4, 5, 7]),   # ceil(7/2)+1 = 5 windows spread over 0..7
     (9, 4, 0.0, [0, 2, 5]),          # no overlap asked: still 3 windows to cover 9
+    (6, 1, 0.5, [0, 1, 2, 3, 4, 5]),  # a 2-D network's one-slice window: each slice once, not twice
 ])
 def test_window_starts_by_hand(size, patch, overlap, expected):
     starts = window_starts(size, patch, overlap)

@@ -60,7 +60,8 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     if n == 1:
         return [0]
     actual = (size - patch) / (n - 1)
-    return [int(round(actual * i)) for i in range(n)]
+    # A step under one voxel (a 2-D network's one-slice window) rounds to repeated starts: each window once.
+    return sorted({int(round(actual * i)) for i in range(n)})
 
 
 def window_grid(spatial: Sequence[int], patch_size: Sequence[int], overlap: float) -> list[list[int]]:
