@@ -173,7 +173,7 @@ def runs(tmp_path_factory):
 
 
 def _invoke(*args):
-    return CliRunner().invoke(main, ["predict", *map(str, args)])
+    return CliRunner().invoke(main, ["predict", "--backend", "torch", *map(str, args)])  # exact labels: one backend
 
 
 def _labels(path):
