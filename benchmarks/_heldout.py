@@ -31,6 +31,7 @@ class HeldOutResult:
     plan: object
     summaries: dict  # TTA setting -> summary (the first entry is ``summary``); "<tta>+pp" post-processed
     postprocessing: list = None  # descriptions of the rules chosen on the training cases (None: not chosen)
+    predict_minutes_by_tta: dict = None  # TTA setting -> minutes predicting the held-out cases
 
 
 def split_dataset(data: Path, seed: int, test_fraction: float = 0.2):
@@ -94,7 +95,7 @@ def train_and_test(data: Path, out: Path, options: TrainOptions, structures: dic
             _, summaries[f"{setting}+pp"] = evaluate_folders(pp, refs, pp, structures, progress=progress)
     first = tta[0]
     return HeldOutResult(summaries[first], result, minutes[first], len(train_ids), len(test_cases), plan, summaries,
-                         None if chosen is None else [r.describe() for r in chosen])
+                         None if chosen is None else [r.describe() for r in chosen], minutes)
 
 
 def _choose_on_training(data: Path, out: Path, model, plan, train_ids: list[str], tta: str, progress: bool) -> list:

@@ -294,3 +294,73 @@ def test_a_network_that_bakes_its_input_shape_in_is_traced_at_the_window(monkeyp
     x = np.random.default_rng(5).normal(size=window).astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(compiled([x])[0], model(torch.from_numpy(x)).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def _validation_cases(plan, n=2):
+    from voxseg.train.batches import PreparedCase
+
+    rng = np.random.default_rng(5)
+    cases = []
+    for i in range(n):
+        image = rng.normal(size=(4, 20, 24, 18)).astype(np.float32)
+        label = (image[0] > 0.3).astype(np.uint8) + (image[1] > 1.0).astype(np.uint8)
+        cases.append(PreparedCase(f"case_{i}", image, label))
+    return cases
+
+
+def test_validation_through_openvino_follows_the_changing_weights_and_writes_nothing(tmp_path, monkeypatch):
+    from voxseg.infer import ValidationBackend
+    from voxseg.train.validation import validation_dice
+
+    monkeypatch.chdir(tmp_path)
+    plan = _tiny_plan()
+    model = _seeded_model(plan)
+    cases = _validation_cases(plan)
+    backend = ValidationBackend("openvino")
+    cpu = torch.device("cpu")
+    for _ in range(2):  # a stale network from the first validation would give the first Dice again
+        ours = validation_dice(model, plan, cases, cpu, backend=backend)
+        assert backend.last == "openvino"
+        assert ours == pytest.approx(validation_dice(model, plan, cases, cpu, backend=ValidationBackend("torch")),
+                                     abs=2e-3)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.2 * torch.randn_like(p))
+    assert model.training  # back to training mode
+    assert not list(tmp_path.rglob("*.xml"))  # converted in memory only
+
+
+def test_auto_validation_backend_converts_only_where_the_saving_exceeds_the_conversion():
+    from voxseg.infer import ValidationBackend
+
+    plan = _tiny_plan()
+    model = _seeded_model(plan)
+    cpu, shape = torch.device("cpu"), (2, 4, 16, 16, 16)
+    backend = ValidationBackend("auto")
+    backend.for_validation(model, "none", shape, cpu, batches=1)
+    assert backend.last == "torch" and backend.measured["seconds"]["convert"] is None  # a few ms: not tried
+    faster = {"precision": "fp32", "seconds": {"torch": 2.0, "openvino": 1.0, "convert": 1.5}}
+    backend.measured = faster
+    backend.for_validation(model, "none", shape, cpu, batches=1)  # saves 1 s, converting costs 1.5 s
+    assert backend.last == "torch"
+    backend.for_validation(model, "none", shape, cpu, batches=2)
+    assert backend.last == "openvino"
+    backend.measured = {"precision": "fp32", "seconds": {"torch": 1.1, "openvino": 1.0, "convert": 0.1}}
+    backend.for_validation(model, "none", shape, cpu, batches=100)  # within the margin: a tie keeps PyTorch
+    assert backend.last == "torch"
+    with pytest.raises(InputError):
+        ValidationBackend("onnx")
+
+
+def test_train_validates_through_openvino_in_memory_and_says_so(phantoms, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(phantoms), "--out", str(out), "--net-args",
+                                       "base_width=4,depth=3", "--patch", "16x16x16", "--epochs", "2",
+                                       "--iterations", "2", "--threads", "1", "--val-fraction", "0.5",
+                                       "--val-backend", "openvino"])
+    assert result.exit_code == 0, result.output
+    assert "validation runs on openvino" in result.output
+    assert json.loads((out / "plan.json").read_text())["train"]["val_backend"] == "openvino"
+    assert not (out / ".cache").exists()
+    rows = (out / "log.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].split(",")[rows[0].split(",").index("val_dice_mean")]

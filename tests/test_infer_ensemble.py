@@ -192,6 +192,19 @@ def test_cli_tta_uncertainty_and_probabilities(runs, tmp_path):
     assert _invoke(runs["run"], runs["input"], out, "--tta", "sometimes").exit_code == 2
 
 
+def test_cli_tta_auto_times_the_first_case_and_takes_flips_only_where_they_are_cheap(runs, tmp_path, monkeypatch):
+    result = _invoke(runs["run"], runs["input"], tmp_path / "auto.nii.gz")  # the default: a tiny case is cheap
+    assert result.exit_code == 0, result.output
+    assert "TTA auto: flips (8 variants" in result.output
+    assert _invoke(runs["run"], runs["input"], tmp_path / "flips.nii.gz", "--tta", "flips").exit_code == 0
+    np.testing.assert_array_equal(_labels(tmp_path / "auto.nii.gz"), _labels(tmp_path / "flips.nii.gz"))
+    monkeypatch.setattr("voxseg.infer.predict.TTA_AUTO_SECONDS", 0.0)  # now any flip costs too much
+    result = _invoke(runs["run"], runs["input"], tmp_path / "auto_none.nii.gz", "--tta", "auto")
+    assert result.exit_code == 0 and "TTA auto: none (flips would add" in result.output, result.output
+    assert _invoke(runs["run"], runs["input"], tmp_path / "none.nii.gz", "--tta", "none").exit_code == 0
+    np.testing.assert_array_equal(_labels(tmp_path / "auto_none.nii.gz"), _labels(tmp_path / "none.nii.gz"))
+
+
 def test_cli_folds_and_ensembles(runs, tmp_path):
     plain = tmp_path / "plain.nii.gz"
     assert _invoke(runs["run"], runs["input"], plain).exit_code == 0

@@ -96,6 +96,21 @@ def test_every_recipe_is_complete_and_its_values_parse_through_the_knobs(name):
         assert options.network.name == recipe.values["net"]
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if load_recipe(n).values.get("minicubes")])
+def test_minicube_inputs_fit_the_network_as_given_and_on_the_cpu_budget(name):
+    from voxseg.config import NetworkConfig, RunPlan
+    from voxseg.infer import build_model
+
+    recipe = load_recipe(name)
+    for values in (recipe.values, {**recipe.values, **recipe.cpu_budget.get("overrides", {})}):
+        kwargs = dict(item.split("=") for item in values.get("net-args", "").split(",") if item)
+        plan = RunPlan(channel_names=["a", "b", "c", "d"], label_values=[0, 1, 2, 4],
+                       network=NetworkConfig(values["net"], 3, {k: int(v) for k, v in kwargs.items()}))
+        divisor = build_model(plan).size_divisor
+        size = [int(c) + int(values.get("minicube-context", 0)) for c in values["minicubes"].split("x")]
+        assert all(s % d == 0 for s, d in zip(size, divisor)), (name, size, divisor)
+
+
 def test_recipe_problems_name_the_flag():
     assert recipe_problems({"patch": "axb", "epochs": 0, "nope": 1, "n4": "yes"}) == [
         "patch: expected positive integers such as 64x64x64, got 'axb'", "epochs: 0 is outside [1, inf)",

@@ -202,8 +202,8 @@ def _how_to_continue(data: Path, run_dir: Path) -> str:
 def _check_tta(ctx, param, value: str | None) -> str | None:
     from voxseg.infer.tta import tta_variants
 
-    if value is None:
-        return None
+    if value is None or value == "auto":
+        return value
     try:
         tta_variants(value, 3)
     except ValueError as exc:
@@ -221,8 +221,9 @@ def _check_tta(ctx, param, value: str | None) -> str | None:
                    "(checkpoint_best.pth, else checkpoint_final.pth), final or last (checkpoint_latest.pth)")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=None, help="sliding-window overlap in [0, 1) (default: the run's)")
 @click.option("--tta", default=None, callback=_check_tta,
-              help="test-time augmentation: none, flips (8 flips), all (flips x axial 0/90 degrees = 16) or a count "
-                   "[default: none; for an nnU-Net model folder nnU-Net's mirroring, off with 'none']")
+              help="test-time augmentation: auto, none, flips (8 flips), all (flips x axial 0/90 degrees = 16) or a "
+                   "count [default: auto: flips when they add at most a minute per case, timed on the first case, "
+                   "else none; for an nnU-Net model folder nnU-Net's mirroring, off with 'none']")
 @click.option("--ensemble", "extra_runs", multiple=True, type=click.Path(path_type=Path),
               help="another run averaged with RUN (repeatable; may use another preprocessing)")
 @click.option("--folds", default=None, help="use the fold_* models of each run: 'all' or e.g. '0,2' "
@@ -266,7 +267,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, probabilities: 
         return
     if checkpoint == "final":
         raise InputError(runs[0], "--checkpoint final is for nnU-Net model folders; a voxseg run has best, last, swa")
-    tta = tta or "none"
+    tta = tta or "auto"
 
     def refuse_invalid(cases):
         n_channels = max((len(c.image_paths) + len(c.missing_channels) for c in cases), default=0)

@@ -143,6 +143,10 @@ class TrainConfig:
     val_fraction: float = knob(0.2, range="[0, 1)", group="data",
                                help="share of cases held out for validation (by case, seeded)")
     val_every: int = knob(1, range="[1, inf)", group="optimisation", help="validate every N epochs")
+    val_backend: str = knob("auto", choices=("auto", "torch", "openvino"), group="budget and hardware",
+                            help="what runs the network in validation: auto (OpenVINO on a CPU where a measurement at "
+                                 "the first validation says it saves more than converting the network at each "
+                                 "validation costs), torch, openvino")
     seed: int = knob(0, group="optimisation", help="seed of the split, sampling, augmentation and initialisation")
     num_threads: int | None = knob(None, flag="--threads", range="[1, inf)", group="budget and hardware",
                                    shown="all cores", help="torch threads")

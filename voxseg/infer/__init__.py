@@ -3,8 +3,8 @@
 geometry.
 
 Validation during training predicts through the same :func:`predict_volume`."""
-from voxseg.infer.backends import (BACKEND_NAMES, PRECISION_NAMES, InferenceBackend, inference_precision,
-                                    openvino_available)
+from voxseg.infer.backends import (BACKEND_NAMES, PRECISION_NAMES, InferenceBackend, ValidationBackend,
+                                    inference_precision, openvino_available)
 from voxseg.infer.ensemble import (EnsembleMember, EnsemblePrediction, check_members, count_windows, ensemble_predict,
                                    load_members, member_dirs)
 from voxseg.infer.merge import MERGE_TABLES, MergeRule, MergeTable, load_merge_table
@@ -20,7 +20,7 @@ from voxseg.infer.windows import gaussian_importance_map, window_grid, window_st
 from voxseg.nets import autocast_context, build_model, resolve_amp, resolve_device
 
 __all__ = [
-    "BACKEND_NAMES", "PRECISION_NAMES", "InferenceBackend", "openvino_available",
+    "BACKEND_NAMES", "PRECISION_NAMES", "InferenceBackend", "ValidationBackend", "openvino_available",
     "MERGE_TABLES", "EnsembleMember", "EnsemblePrediction", "MergeRule", "MergeTable", "check_members",
     "count_windows", "ensemble_predict", "load_members", "load_merge_table", "member_dirs",
     "PostRule", "apply_postprocessing", "candidate_rules", "load_postprocessing",

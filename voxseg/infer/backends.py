@@ -47,8 +47,8 @@ from voxseg.errors import InputError
 from voxseg.io.files import save_json_atomic
 from voxseg.nets.device import autocast_context, resolve_amp
 
-__all__ = ["BACKEND_NAMES", "PRECISION_NAMES", "InferenceBackend", "inference_precision", "openvino_available",
-           "require_openvino"]
+__all__ = ["BACKEND_NAMES", "PRECISION_NAMES", "InferenceBackend", "ValidationBackend", "inference_precision",
+           "openvino_available", "require_openvino"]
 
 BACKEND_NAMES = ("auto", "torch", "openvino")
 PRECISION_NAMES = ("auto", "fp32", "bf16")
@@ -207,6 +207,90 @@ class InferenceBackend:
 
 OPENVINO_MARGIN = 1.2
 """``auto`` takes OpenVINO when one window runs at least this many times as fast there as in PyTorch."""
+
+
+@dataclass
+class ValidationBackend:
+    """What runs the network at each validation during training, whose weights change between validations.
+
+    The network is converted to OpenVINO again at every validation, in memory only (nothing is written to the run
+    folder). ``"torch"``: PyTorch always. ``"openvino"``: OpenVINO on a CPU. ``"auto"``: OpenVINO where it
+    pays. That is measured once, at the first validation: seconds per batch in each backend, and seconds to
+    convert and compile. OpenVINO is used when it is at least :data:`OPENVINO_MARGIN` times as fast, and the
+    batches of one validation save more time than converting costs. Small windows seldom pass; a few
+    128^3 windows do.
+
+    Attributes:
+        name: ``"auto"``, ``"torch"`` or ``"openvino"`` (the plan's ``val_backend``).
+        measured: the first validation's measurement (``auto`` only): ``{"precision", "seconds": {"torch",
+            "openvino", "convert"}}`` (``openvino`` None where OpenVINO refused the network).
+        last: what the last validation ran on, e.g. ``"openvino bf16"`` or ``"torch fp32"``.
+    """
+
+    name: str = "auto"
+    measured: dict | None = None
+    last: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name not in BACKEND_NAMES:
+            raise InputError("--val-backend", f"must be one of {', '.join(BACKEND_NAMES)}, got {self.name!r}")
+
+    def for_validation(self, model: torch.nn.Module, run_amp: str, batch_shape: tuple[int, ...],
+                       device: torch.device, batches: int) -> InferenceBackend:
+        """A fresh :class:`InferenceBackend` for one validation of ``batches`` batches of shape ``batch_shape``
+        ``(N, C, *window)`` with ``model`` (in eval mode) as it is now."""
+        if self.name == "torch" or device.type != "cpu" or (self.name == "auto" and not openvino_available()):
+            return self._use(InferenceBackend("torch"), "torch")
+        if self.name == "openvino":
+            return self._use(InferenceBackend("openvino"), "openvino")
+        if self.measured is None:
+            self.measured = _measure_conversion(model, run_amp, batch_shape, device, batches)
+        seconds = self.measured["seconds"]
+        saves = None if seconds["openvino"] is None else batches * (seconds["torch"] - seconds["openvino"])
+        if saves is not None and seconds["torch"] > OPENVINO_MARGIN * seconds["openvino"] \
+                and saves > seconds["convert"]:
+            return self._use(InferenceBackend("openvino", self.measured["precision"]), "openvino")
+        return self._use(InferenceBackend("torch"), "torch")
+
+    def _use(self, backend: InferenceBackend, name: str) -> InferenceBackend:
+        self.last = name
+        return backend
+
+
+def _measure_conversion(model: torch.nn.Module, run_amp: str, batch_shape: tuple[int, ...],
+                        device: torch.device, batches: int) -> dict:
+    """Seconds per batch of ``batch_shape`` in PyTorch and in OpenVINO, and seconds to convert and compile the
+    network (in memory), at the precision ``run_amp`` resolves to (:class:`ValidationBackend`). Where the
+    ``batches`` of a validation take less in PyTorch than converting ever costs (:data:`_CONVERSION_FLOOR_S`),
+    OpenVINO is not tried (``openvino`` and ``convert`` None)."""
+    from voxseg.infer._openvino import OpenVINOWindows
+
+    amp = resolve_amp(run_amp, device)
+    sample = torch.zeros(batch_shape)
+    torch_fn = InferenceBackend._torch(model, amp, batch_shape, device)[0]
+    torch_fn(sample)  # one-time setup
+    start = time.perf_counter()
+    torch_fn(sample)
+    seconds: dict[str, float | None] = {"torch": time.perf_counter() - start, "openvino": None, "convert": None}
+    precision = "fp32"
+    if batches * seconds["torch"] < _CONVERSION_FLOOR_S:
+        return {"precision": precision, "seconds": seconds}
+    seconds["torch"] = _best_of(torch_fn, sample)
+    start = time.perf_counter()
+    try:
+        windows = OpenVINOWindows(model, batch_shape, None, require_openvino().Core())
+        precision = windows.choose_precision(amp)
+        run = windows.compiled(precision)
+        seconds["convert"] = time.perf_counter() - start
+        seconds["openvino"] = _best_of(run, sample)
+    except (InputError, RuntimeError):  # OpenVINO refused the network: PyTorch
+        pass
+    return {"precision": precision, "seconds": seconds}
+
+
+_CONVERSION_FLOOR_S = 0.5
+"""Seconds that converting and compiling a network for OpenVINO takes at the least (a 4-wide 3-level U-Net on
+two cores): a validation that takes less in PyTorch cannot gain from OpenVINO."""
 
 
 def _best_of(fn: WindowFn, sample: torch.Tensor, min_seconds: float = 0.5) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,7 +26,7 @@ from voxseg.infer.ensemble import (EnsembleMember, check_members, combine_predic
 from voxseg.infer.merge import MergeTable, load_merge_table
 from voxseg.infer.package import is_package, open_package
 from voxseg.infer.postprocess import PostRule, apply_postprocessing, load_postprocessing
-from voxseg.infer.tta import tta_variants
+from voxseg.infer.tta import TTA_AUTO, TTA_AUTO_SECONDS, tta_variants
 from voxseg.io.datasets import Case, read_case
 from voxseg.io.files import made_folder
 from voxseg.io.prediction_cases import find_prediction_cases
@@ -241,7 +241,7 @@ def _single_output_case(out: Path, cases: list[Case]) -> Case:
 def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | Path, out: str | Path,
                  probabilities: bool = False, which: str = "best", progress: bool = True,
                  validate: Callable[[list[Case]], None] | None = None,
-                 overlap: float | None = None, *, tta: str | int = "none",
+                 overlap: float | None = None, *, tta: str | int = TTA_AUTO,
                  ensemble: Sequence[str | Path] = (), folds: str | Sequence[int] | None = None,
                  merge_table: str | Path | MergeTable | None = None, postprocess: bool = True,
                  uncertainty: bool = False, log: Callable[[str], None] | None = None,
@@ -256,7 +256,8 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
         run_dir: one run folder (or model package: a ``voxseg export`` zip or its unpacked folder), or several.
             Without a merge table every run (and every ``ensemble``
             run) is one more ensemble member; with one, each run is a pipeline of the table, in order.
-        tta: see :func:`voxseg.infer.tta.tta_variants`.
+        tta: see :func:`voxseg.infer.tta.tta_variants`; ``"auto"`` (:data:`voxseg.infer.tta.TTA_AUTO`): flips
+            where timing the first case says they add at most a minute per case, else none.
         ensemble: extra runs averaged with ``run_dir`` (not with a merge table).
         folds: ``"all"``, ``"0,2"`` or fold numbers: use those ``fold_*`` models of every run (default:
             the run's own model, or all its folds when it has no top-level checkpoint).
@@ -291,8 +292,9 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     for member in members:
         if overlap is not None:
             member.plan.inference.overlap = overlap
-    n_tta = _count_tta_variants(tta, plan, runs[0])
-    if uncertainty and n_tta * len(members) < 2:
+    auto_tta = tta == TTA_AUTO
+    n_tta = _count_tta_variants("none" if auto_tta else tta, plan, runs[0])
+    if uncertainty and not auto_tta and n_tta * len(members) < 2:
         warnings.warn("--uncertainty measures disagreement between predictions: with one model and no TTA the map "
                       "is zero everywhere; add --tta flips (or more models)", stacklevel=2)
     if plan.train.num_threads:
@@ -303,7 +305,8 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     if log is not None:
         post = "; ".join(r.describe() for r in rules) if rules else "none"
         merge = f", merged with table {merge_table.name!r}" if merge_table is not None else ""
-        log(f"models: {len(members)} in {len(pipelines)} pipeline(s){merge}; TTA: {n_tta} variant(s); "
+        variants = "auto" if auto_tta else f"{n_tta} variant(s)"
+        log(f"models: {len(members)} in {len(pipelines)} pipeline(s){merge}; TTA: {variants}; "
             f"post-processing: {post}; device: {device}; backend: {backend}, precision: {precision}")
     cases = find_prediction_cases(Path(input_path), plan.channel_names)
     if validate is not None:  # raises to refuse the cases, or returns the ones to keep
@@ -314,8 +317,35 @@ def predict_path(run_dir: str | Path | Sequence[str | Path], input_path: str | P
     if is_nifti(out):
         prob = _sibling(out, "_prob") if probabilities else None
         case = _single_output_case(out, cases)
-        with made_folder(out.parent):
-            return [predict_case(pipelines, None, case, out, prob, device=device, progress=progress, options=options)]
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "output exists and is not a folder (name a folder, or a .nii.gz file for one case)")
-    return predict_cases(pipelines, None, cases, out, probabilities, progress, options=options, device=device)
+
+        def predict(chosen: list[Case], opts: PredictOptions) -> list[PredictedCase]:
+            with made_folder(out.parent):
+                return [predict_case(pipelines, None, case, out, prob, device=device, progress=progress,
+                                     options=opts)]
+        cases = [case]
+    else:
+        if out.exists() and not out.is_dir():
+            raise InputError(out, "output exists and is not a folder (name a folder, or a .nii.gz file for one case)")
+
+        def predict(chosen: list[Case], opts: PredictOptions) -> list[PredictedCase]:
+            return predict_cases(pipelines, None, chosen, out, probabilities, progress, options=opts, device=device)
+    if not auto_tta or not cases:
+        return predict(cases, options)
+    return _predict_choosing_tta(predict, cases, options, plan.network.spatial_dims, log or (lambda line: None))
+
+
+def _predict_choosing_tta(predict: Callable, cases: list[Case], options: PredictOptions, spatial_dims: int,
+                          log: Callable[[str], None]) -> list[PredictedCase]:
+    """``--tta auto``: the first case predicted without TTA and timed (reading and writing included); every case
+    with ``flips`` when they would add at most :data:`~voxseg.infer.tta.TTA_AUTO_SECONDS` per case (the first
+    predicted again), else the others without TTA too. The choice is logged with its figures."""
+    first = predict(cases[:1], replace(options, tta="none"))
+    added = len(tta_variants("flips", spatial_dims)) - 1
+    extra = added * first[0].seconds
+    if extra <= TTA_AUTO_SECONDS:
+        log(f"TTA auto: flips ({added + 1} variants; the first case took {first[0].seconds:.1f} s without them, "
+            f"about {extra:.0f} s more per case with them; --tta none to skip)")
+        return predict(cases, replace(options, tta="flips"))
+    log(f"TTA auto: none (flips would add about {extra:.0f} s per case, over {TTA_AUTO_SECONDS:.0f} s; "
+        f"--tta flips to use them)")
+    return first + (predict(cases[1:], replace(options, tta="none")) if len(cases) > 1 else [])

@@ -21,6 +21,9 @@ name          3-D     2-D     variants
 ``<n>``       n       n       the first n of ``all`` (identity, single flips, ...)
 ============  ======  ======  ======================================================
 
+``voxseg predict`` defaults to ``auto`` (:data:`TTA_AUTO`): ``flips`` where they cost little, else ``none``
+(:func:`voxseg.infer.predict.predict_path` times the first case without them).
+
 Non-cubic windows: a quarter turn swaps Y and X, so the rotated image is predicted with the window
 transposed as well (``transposed_fn``); otherwise the network would see differently shaped context.
 
@@ -38,9 +41,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["TTAVariant", "TTA_NAMES", "tta_variants", "tta_predict"]
+__all__ = ["TTAVariant", "TTA_AUTO", "TTA_AUTO_SECONDS", "TTA_NAMES", "tta_variants", "tta_predict"]
 
 TTA_NAMES: tuple[str, ...] = ("none", "flips", "all")
+TTA_AUTO = "auto"
+"""``voxseg predict``'s default: the first case is predicted without TTA and timed; every case then gets
+``flips`` when they would add at most :data:`TTA_AUTO_SECONDS` per case, else none. Flips added about one Dice
+point on held-out hippocampus (``benchmarks/hippocampus.py``), and nnU-Net mirrors by default (Isensee et al.
+2021); on a CPU they multiply a large case's prediction time by 8 (4 for a 2-D network)."""
+TTA_AUTO_SECONDS = 60.0
+"""Seconds per case that ``auto`` lets flips add (the first case's seconds times the variants added)."""
 
 # Y-X plane of a spatial (Z, Y, X) array.
 _AXIAL = (1, 2)

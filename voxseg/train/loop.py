@@ -26,6 +26,7 @@ from tqdm import tqdm
 from voxseg.config import RunPlan, TrainConfig
 from voxseg.data.loader import PatchLoader
 from voxseg.errors import InputError
+from voxseg.infer.backends import ValidationBackend
 from voxseg.infer.model_files import CHECKPOINT_BEST, CHECKPOINT_LAST, CHECKPOINT_SWA
 from voxseg.infer.package import source_weights
 from voxseg.losses import build_loss
@@ -103,6 +104,7 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
     stopped_by = "epochs"
     val_cases = validation_cases(val_cases, plan) if rank == 0 else val_cases  # planning's fixed subset, if any
     s.val_windows = [validation_windows(c, plan) for c in val_cases] if rank == 0 else []
+    s.val_backend = ValidationBackend(cfg.val_backend)
     try:
         step.net.train()
         for epoch in itertools.count(state.epoch):
@@ -141,6 +143,7 @@ class _Session:
     run_dir: Path
     log: Callable[[str], None]
     val_windows: list = field(default_factory=list)  # per validation case: the windows scored (None: all)
+    val_backend: ValidationBackend = field(default_factory=ValidationBackend)
 
 
 class _Progress:
@@ -318,8 +321,11 @@ def _validate(s: _Session, state: TrainState, val_cases: list[PreparedCase], row
     """Score the validation cases into ``row``; keep the best checkpoint, step the plateau scheduler. Returns
     whether early stopping says stop. Its duration goes to the validation schedule."""
     start = s.clock.seconds()
-    dice = validation_dice(s.model, s.plan, val_cases, s.device, s.val_windows)
+    used = s.val_backend.last
+    dice = validation_dice(s.model, s.plan, val_cases, s.device, s.val_windows, s.val_backend)
     s.validation.record(s.clock.seconds() - start)
+    if s.val_backend.last != used:
+        s.log(_validation_backend_line(s.val_backend))
     mean_dice = float(np.mean(list(dice.values()))) if dice else 0.0
     row.update({f"val_dice_{k}": v for k, v in dice.items()})
     row["val_dice_mean"] = mean_dice
@@ -330,6 +336,16 @@ def _validate(s: _Session, state: TrainState, val_cases: list[PreparedCase], row
         s.parts["plateau"].step(mean_dice)
     early = s.parts["early_stopping"]
     return early is not None and early.update(mean_dice)
+
+
+def _validation_backend_line(backend: ValidationBackend) -> str:
+    """One log line: what validation runs on, and the measurement that chose it."""
+    line = f"validation runs on {backend.last}"
+    seconds = (backend.measured or {}).get("seconds")
+    if seconds and seconds["openvino"] is not None:
+        line += (f" (a batch of windows: {seconds['torch']:.2f} s in PyTorch, {seconds['openvino']:.2f} s in OpenVINO; "
+                 f"converting the network at each validation: {seconds['convert']:.1f} s)")
+    return line
 
 
 def _append_log(path: Path, row: dict) -> None:

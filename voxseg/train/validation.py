@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from voxseg.config import RunPlan
+from voxseg.infer.backends import ValidationBackend
 from voxseg.infer.sliding_window import predict_volume, probabilities_to_labels
 from voxseg.infer.windows import window_grid
 from voxseg.train.batches import PreparedCase
@@ -95,13 +96,14 @@ def _structures(plan: RunPlan) -> list[tuple[str, list[int]]]:
 
 
 def validation_dice(model: torch.nn.Module, plan: RunPlan, cases: list[PreparedCase],
-                    device: torch.device, windows: list[list[tuple[int, ...]] | None] | None = None
-                    ) -> dict[str, float]:
+                    device: torch.device, windows: list[list[tuple[int, ...]] | None] | None = None,
+                    backend: ValidationBackend | None = None) -> dict[str, float]:
     """Mean Dice per foreground class, or per region for region schemes (what the network predicts, e.g.
     BraTS WT/TC/ET, as nnU-Net selects region models), over ``cases`` (labelled, preprocessed space).
 
     ``windows``: per case, the window starts to predict (:func:`validation_windows`; None: the whole volume);
-    Dice is then over the voxels those windows cover.
+    Dice is then over the voxels those windows cover. ``backend``: what runs the network
+    (:class:`~voxseg.infer.backends.ValidationBackend`, kept across validations; None: PyTorch).
 
     The model is switched to eval mode for the predictions and back to training mode after.
 
@@ -109,10 +111,14 @@ def validation_dice(model: torch.nn.Module, plan: RunPlan, cases: list[PreparedC
         ``{structure name: mean Dice}``.
     """
     model.eval()
+    windows = windows or [None] * len(cases)
+    runner = _inference_backend(model, plan, cases, device, windows, backend or ValidationBackend("torch")) \
+        if cases else None
     structures = _structures(plan)
     per_structure: dict[str, list[float]] = {}
-    for case, starts in zip(cases, windows or [None] * len(cases)):
-        pred = probabilities_to_labels(predict_volume(model, plan, case.image, device, windows=starts), plan)
+    for case, starts in zip(cases, windows):
+        pred = probabilities_to_labels(predict_volume(model, plan, case.image, device, backend=runner,
+                                                      windows=starts), plan)
         label = np.asarray(case.label)
         if starts is not None:
             covered = _covered(pred.shape, starts, plan.train.patch_size)
@@ -121,6 +127,17 @@ def validation_dice(model: torch.nn.Module, plan: RunPlan, cases: list[PreparedC
             per_structure.setdefault(name, []).append(mask_dice(np.isin(pred, classes), np.isin(label, classes)))
     model.train()
     return {name: float(np.mean(v)) for name, v in per_structure.items()}
+
+
+def _inference_backend(model, plan: RunPlan, cases: list[PreparedCase], device: torch.device,
+                       windows: list, backend: ValidationBackend):
+    """The backend of this validation: what ``backend`` chooses for its batches of windows."""
+    size = plan.inference.batch_size
+    batches = sum(math.ceil(len(starts if starts is not None else window_starts_of(tuple(c.image.shape[1:]), plan))
+                            / size) for c, starts in zip(cases, windows))
+    patch = tuple(plan.train.patch_size)
+    window = patch[1:] if plan.network.spatial_dims == 2 else patch
+    return backend.for_validation(model, plan.train.amp, (size, plan.input_channels, *window), torch.device(device), batches)
 
 
 class ValidationSchedule:
