@@ -214,7 +214,7 @@ def row_verdict(report: Report, recipe: str, run: dict | None) -> str:
             found = _mean(run, tuple(k for k in theirs if k in run["dice"]))
             return ("does not hold: voxseg finds tumour (mean Dice %.3f), the report's all-background result was its "
                     "own error (shallow network, loss settings)" % found) if found and found > 0.05 else \
-                "holds: voxseg also finds no tumour in this budget"
+                "holds: voxseg's Dice also stays near zero in this budget (mean %.3f)" % (found or 0.0)
         return "nothing to compare: the report gives no figure"
     gaps = {k: run["dice"].get(k, 0.0) - v for k, v in numbers.items()}
     worst = min(gaps, key=gaps.get)
