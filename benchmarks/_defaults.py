@@ -10,7 +10,8 @@ from voxseg.config import RunPlan, TrainConfig, TrainOptions
 def default_options(minutes: float, threads: int, seed: int, **top) -> TrainOptions:
     """``voxseg train DATA --time-budget MINUTES --threads THREADS --seed SEED`` (and ``top``, e.g. label_scheme):
     everything else is left for the planner."""
-    return TrainOptions(train=TrainConfig(time_budget_minutes=minutes, num_threads=threads, seed=seed), **top)
+    return TrainOptions(train=TrainConfig(time_budget_minutes=minutes, num_threads=threads, seed=seed),
+                        epochs_from_budget=minutes is not None, **top)
 
 
 def quick_options(options: TrainOptions) -> TrainOptions:

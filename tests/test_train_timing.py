@@ -102,3 +102,31 @@ def test_training_shrinks_a_planned_patch_for_the_time_budget_and_says_so(larger
     assert RunPlan.load(tmp_path / "given" / "plan.json").train.patch_size == planned
     run_training(larger_phantoms, tmp_path / "short", _options(min_iterations=10**9, epochs=1), progress=False)
     assert RunPlan.load(tmp_path / "short" / "plan.json").train.patch_size == planned
+
+
+def test_a_budget_given_alone_raises_the_epochs_so_that_the_budget_ends_the_run(tmp_path):
+    from click.testing import CliRunner
+
+    from voxseg.cli import main
+    from voxseg.nets import build_model
+    from voxseg.plan import fit_time
+
+    data = make_phantom_dataset(tmp_path / "ds", n_cases=3, shape=(20, 24, 20), seed=1)
+    tiny = ["--net-args", "base_width=4,depth=3", "--threads", "1", "--plan-only"]
+    epochs = {}
+    for name, extra in {"alone": [], "given": ["--epochs", "100"], "none": None}.items():
+        budget = [] if extra is None else ["--time-budget", "30", *extra]
+        result = CliRunner().invoke(main, ["train", str(data), "--out", str(tmp_path / name), *tiny, *budget])
+        assert result.exit_code == 0, result.output
+        epochs[name] = RunPlan.load(tmp_path / name / "plan.json").train.epochs
+    assert epochs["alone"] > 100 and epochs["given"] == 100 and epochs["none"] == 100
+    plan = RunPlan(channel_names=["a"], label_values=[0, 1],
+                   network=NetworkConfig("unet", 3, {"base_width": 4, "depth": 3}),
+                   train=TrainConfig(patch_size=[16, 16, 16], time_budget_minutes=30, num_threads=1))
+    model = build_model(plan)
+    assert fit_time(plan, model, 10, lambda line: None).train.epochs == 100
+    lines = []
+    raised = fit_time(plan, model, 10, lines.append, epochs_from_budget=True).train
+    steps = 30 * 60 * 0.9 / raised.planned_step_seconds  # the budget less validation's share
+    assert raised.epochs * raised.iterations_per_epoch >= steps > 100 * raised.iterations_per_epoch
+    assert "so that the budget ends the run" in lines[-1]

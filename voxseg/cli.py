@@ -162,6 +162,7 @@ def train(data: Path, run_dir: Path, resume: bool, overwrite: bool, plan_only: b
                           f"{', '.join(ignored)} (start a new run, or --overwrite this one, to change them)")
     record = apply_recipe(click.get_current_context(), kw, recipe) if recipe and not resume else {}
     options = train_options(kw)
+    options.epochs_from_budget = _budget_given_alone(click.get_current_context(), record)
     if record:
         import dataclasses
 
@@ -197,6 +198,17 @@ def _how_to_continue(data: Path, run_dir: Path) -> str:
         return (f"interrupted: {run_dir} keeps what it finished (up to its last epoch); continue with: "
                 f"voxseg train {data} --out {run_dir} --resume")
     return f"interrupted before training started: nothing was kept in {run_dir}; start again with the same command"
+
+
+def _budget_given_alone(ctx: click.Context, record: dict) -> bool:
+    """Whether ``--time-budget`` was given (typed, or by the recipe) and ``--epochs`` was not: planning then raises
+    the epochs so that the budget ends the run."""
+    from click.core import ParameterSource
+
+    def given(name: str, flag: str) -> bool:
+        typed = ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        return typed or flag in record.get("values", {})
+    return given("train__time_budget_minutes", "time-budget") and not given("train__epochs", "epochs")
 
 
 def _check_tta(ctx, param, value: str | None) -> str | None:

@@ -55,6 +55,9 @@ class TrainOptions:
         min_iterations: with ``train.time_budget_minutes`` and a planned patch: the patch shrinks (longest axis
             first) until a training step, timed on this machine, lets the budget hold at least this many
             (``voxseg.plan.timing.fit_patch_to_time_budget``). None or 0: the patch is planned for memory only.
+        epochs_from_budget: the time budget was given without ``--epochs``: where planning times a step, it raises
+            ``train.epochs`` so that the budget, not the default epochs, ends the run
+            (:func:`voxseg.plan.fit.fit_time`).
         normalization: overrides ``preprocess.normalization`` when set; None: ``"ct"`` when the dataset names
             every channel CT (nnU-Net's dataset.json convention) and ``preprocess`` keeps the default
             ``"zscore"``, else ``preprocess.normalization``. With ``"ct"``, a missing ``ct_window`` and the
@@ -95,6 +98,7 @@ class TrainOptions:
                                     shown="80% of the memory free",
                                     help="GiB one training process may use; a planned patch (then batch) shrinks to fit")
     max_patch_voxels: int | None = None
+    epochs_from_budget: bool = False
     min_iterations: int | None = knob(DEFAULT_MIN_ITERATIONS, range="[0, inf)", group="budget and hardware",
                                       help="with --time-budget and a planned patch: shrink the patch until the "
                                            "budget holds this many steps, timed on this machine (0: plan the patch "

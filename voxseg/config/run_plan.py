@@ -129,8 +129,9 @@ class TrainConfig:
     time_budget_minutes: float | None = knob(None, flag="--time-budget", range="(0, inf)",
                                              group="budget and hardware",
                                              help="minutes of training, validation included: the normal way to "
-                                                  "train (give it alone); it ends the run cleanly unless --epochs "
-                                                  "run out first, and the schedule anneals by whichever ends first")
+                                                  "train (give it alone: planning then raises the epochs so that the "
+                                                  "budget ends the run); with --epochs, whichever ends first, and "
+                                                  "the schedule anneals by whichever ends first")
     batch_size: int = knob(2, range="[1, inf)", group="optimisation", help="patches per step")
     patch_size: list[int] | None = knob(None, flag="--patch", parse="sizes", group="data", shown="planned",
                                         help="patch size in voxels, e.g. 64x64x64 (Y x X with --dims 2)")

@@ -5,6 +5,7 @@ Each function returns a new plan; the one passed in is not changed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Callable
 
@@ -84,14 +85,22 @@ def _check_user_patch(plan: RunPlan, model: torch.nn.Module, budget: int, source
     log(f"warning: {message}: it may stop with out-of-memory ({hint} fits)")
 
 
-def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Callable[[str], None]) -> RunPlan:
+EPOCHS_MARGIN = 1.5
+"""With a time budget given alone, the planned epochs hold this many times the steps timed to fit the budget (a
+step measured slower than training runs must not let the epochs end the run first)."""
+
+
+def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Callable[[str], None],
+             epochs_from_budget: bool = False) -> RunPlan:
     """The plan with its patch shrunk until the time budget (``plan.train.time_budget_minutes``) holds
     ``min_iterations`` steps timed here with the threads training will use (the memory fit comes first: a smaller
     patch needs less), or all the steps the epochs allow when those are fewer. With validation cases
     (``val_fraction`` > 0) the steps get the budget less validation's share
     (:data:`voxseg.train.validation.VALIDATION_SHARE`), which training keeps to. The measured seconds per step
     are kept as ``train.planned_step_seconds`` (training compares its first epoch with them). ``model``: the
-    network the plan builds; one line says what was measured."""
+    network the plan builds; one line says what was measured. ``epochs_from_budget`` (the budget given without
+    ``--epochs``): the epochs rise to :data:`EPOCHS_MARGIN` times the steps the budget holds, so that the budget
+    ends the run."""
     t = plan.train
     min_iterations = min(min_iterations, t.epochs * t.iterations_per_epoch)
     device = resolve_device(t.device)
@@ -107,6 +116,11 @@ def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Ca
         torch.set_num_threads(threads)
     steps = int(train_seconds / seconds)
     kept = f", {100 * (1 - share):.0f}% of the budget kept for validation" if share < 1 else ""
+    if epochs_from_budget:
+        epochs = max(t.epochs, math.ceil(EPOCHS_MARGIN * steps / t.iterations_per_epoch))
+        if epochs != t.epochs:
+            kept += f"; {epochs} epochs, so that the budget ends the run"
+            plan = _with_train(plan, epochs=epochs)
     if patch != t.patch_size:
         log(f"time: a step at patch {t.patch_size} would leave the {t.time_budget_minutes:g}-minute budget fewer than "
             f"{min_iterations} iterations: planned patch {patch} ({seconds:.2g} s per step measured here, about "

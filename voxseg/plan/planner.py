@@ -63,7 +63,7 @@ def plan_run(options: TrainOptions, dataset: Dataset, label_values: list[int], p
     plan = dataclasses.replace(plan, train=dataclasses.replace(train, patch_size=patch))
     plan = fit_memory(plan, model, log, options.memory_gib, user_patch=options.train.patch_size is not None)
     if options.min_iterations and train.time_budget_minutes and not (options.train.patch_size or train.minicube):
-        plan = fit_time(plan, model, options.min_iterations, log)
+        plan = fit_time(plan, model, options.min_iterations, log, options.epochs_from_budget)
     _warn_patch_beyond_cases(options, plan, prepared, log)
     return plan, model
 
