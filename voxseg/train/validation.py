@@ -137,7 +137,8 @@ def _inference_backend(model, plan: RunPlan, cases: list[PreparedCase], device: 
                             / size) for c, starts in zip(cases, windows))
     patch = tuple(plan.train.patch_size)
     window = patch[1:] if plan.network.spatial_dims == 2 else patch
-    return backend.for_validation(model, plan.train.amp, (size, plan.input_channels, *window), torch.device(device), batches)
+    shape = (size, plan.input_channels, *window)
+    return backend.for_validation(model, plan.train.amp, shape, torch.device(device), batches)
 
 
 class ValidationSchedule:
