@@ -141,8 +141,9 @@ class TrainConfig:
                                       "of the patch (zero-filled there; 0.5: patch centres anywhere in the volume)")
     amp: str = knob("auto", choices=("auto", "bf16", "fp16", "none"), group="budget and hardware",
                     help="mixed precision; auto measures whether bf16 is faster on this CPU (fp16 on CUDA)")
-    val_fraction: float = knob(0.2, range="[0, 1)", group="data",
-                               help="share of cases held out for validation (by case, seeded)")
+    val_fraction: float | None = knob(None, range="[0, 1)", group="data", shown="planned",
+                                      help="share of cases held out for validation (by case, seeded); planned: 0 "
+                                           "(all train, the last weights kept) below 20 cases, else 0.2")
     val_every: int = knob(1, range="[1, inf)", group="optimisation", help="validate every N epochs")
     val_backend: str = knob("auto", choices=("auto", "torch", "openvino"), group="budget and hardware",
                             help="what runs the network in validation: auto (OpenVINO on a CPU where a measurement at "
