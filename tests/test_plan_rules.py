@@ -8,7 +8,8 @@ import numpy as np
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 from voxseg.data.phantoms import make_phantom_dataset
 from voxseg.plan.rules import (augmentation_rule, checkpoint_rule, modality, n4_rule, n4_seconds, network_depth_rule,
-                               optimizer_rule, patches_per_case, validation_split_rule, structure_thickness_mm, working_spacing_rule)
+                               optimizer_rule,
+                               patches_per_case, structure_thickness_mm, working_spacing_rule)
 from voxseg.runs import TrainOptions, run_training
 
 BRATS = dict(spacing=(1.0, 1.0, 1.0), extent=(155.0, 240.0, 240.0), cases=10, thinnest=2.5,
@@ -70,13 +71,6 @@ def test_checkpoint_rule():
     assert checkpoint_rule(0.2).value == "best" and checkpoint_rule(0.0).value == "last"
 
 
-def test_validation_split_rule_keeps_small_datasets_whole():
-    assert validation_split_rule(BRATS["cases"]).value == 0.0  # 10 cases: all train
-    assert validation_split_rule(19).value == 0.0
-    assert validation_split_rule(20).value == 0.2
-    assert validation_split_rule(260).value == 0.2  # hippocampus
-
-
 def test_plan_json_records_the_choices_and_the_user_keeps_what_they_set(tmp_path):
     data = make_phantom_dataset(tmp_path / "data", n_cases=3, shape=(24, 24, 24), spacing=(1.0, 1.0, 1.0), seed=1)
     lines: list[str] = []
@@ -85,19 +79,17 @@ def test_plan_json_records_the_choices_and_the_user_keeps_what_they_set(tmp_path
     run_training(data, tmp_path / "run", options, progress=False, log=lines.append, plan_only=True)
     plan = RunPlan.load(tmp_path / "run" / "plan.json")
     notes = plan.planner_notes
-    assert [n.split(":")[0] for n in notes] == ["validation split", "working spacing", "optimiser", "augmentation",
-                                                "N4", "validation", "weights kept"], notes
-    assert plan.train.val_fraction == 0.0 and notes[-1].startswith("weights kept: last")  # 3 cases: all train
+    assert [n.split(":")[0] for n in notes] == ["working spacing", "optimiser", "augmentation", "N4", "validation",
+                                                "weights kept", "validation"], notes
+    assert notes[-1].startswith("validation: 1 of 1 cases, whole volumes, about ")  # its cost, when planned
     assert plan.train.optimizer == "sgd" and plan.train.lr == 0.01 and plan.preprocess.n4 is False
     assert plan.preprocess.target_spacing is None
     assert all(f"planner: {n}" in lines for n in notes)
-    mine = dataclasses.replace(options, augment="none", train=dataclasses.replace(train, optimizer="adam",
-                                                                                   val_fraction=0.4))
+    mine = dataclasses.replace(options, augment="none", train=dataclasses.replace(train, optimizer="adam"))
     run_training(data, tmp_path / "mine", mine, progress=False, log=lines.append, plan_only=True)
     plan = RunPlan.load(tmp_path / "mine" / "plan.json")
-    assert plan.train.optimizer == "adam" and plan.train.lr == 1e-3 and plan.train.val_fraction == 0.4
-    assert not any(n.startswith(("optimiser", "augmentation", "validation split")) for n in plan.planner_notes)
-    assert plan.planner_notes[-1].startswith("validation: 1 of 1 cases, whole volumes, about ")  # its cost
+    assert plan.train.optimizer == "adam" and plan.train.lr == 1e-3
+    assert not any(n.startswith(("optimiser", "augmentation")) for n in plan.planner_notes)
 
 
 ISOTROPIC = [[2, 2, 2]] * 4  # the unet preset's 4 down-sampling steps

@@ -1,6 +1,8 @@
 """Planning for a time budget: a timed training step, and the patch shrunk until the budget holds enough steps."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import pytest
@@ -11,6 +13,7 @@ from voxseg.nets import build_network
 from voxseg.config import NetworkConfig, RunPlan, TrainConfig
 from voxseg.runs import TrainOptions, run_training
 from voxseg.plan.timing import fit_patch_to_time_budget, measure_step_seconds
+from voxseg.train.phases import replanned_patch
 
 
 def _per_voxel(seconds_per_voxel: float, calls: list):
@@ -130,3 +133,36 @@ def test_a_budget_given_alone_raises_the_epochs_so_that_the_budget_ends_the_run(
     steps = 30 * 60 * 0.9 / raised.planned_step_seconds  # the budget less validation's share
     assert raised.epochs * raised.iterations_per_epoch >= steps > 100 * raised.iterations_per_epoch
     assert "so that the budget ends the run" in lines[-1]
+
+
+def test_replanned_patch_shrinks_until_the_time_left_holds_the_steps():
+    # 0.26 s per step at 64^3 (1e-6 s per voxel): 100 s hold 381 steps; 1,000 need <= 100,000 voxels.
+    patch = replanned_patch([64, 64, 64], [16, 16, 16], 0.262144, 100.0, 1000)
+    assert patch == [32, 48, 48]  # longest axis first (ties: the first), as planning shrinks it
+    assert replanned_patch([64, 64, 64], [16, 16, 16], 0.262144, 100.0, 300) == [64, 64, 64]  # it holds them
+    assert replanned_patch([64, 64, 64], [16, 16, 16], 0.262144, 1.0, 10**6) == [32, 32, 32]  # the floor
+    assert replanned_patch([1, 96, 80], [16, 16], 0.01, 1.0, 10**6) == [1, 32, 32]  # 2-D: slices stay slices
+
+
+def test_a_first_epoch_far_slower_than_planned_replans_the_patch(larger_phantoms, tmp_path):
+    options = _options(min_iterations=20)
+    options = dataclasses.replace(options, train=dataclasses.replace(options.train, time_budget_minutes=0.3,
+                                                                     iterations_per_epoch=4))
+    run_training(larger_phantoms, tmp_path / "run", options, progress=False, log=lambda line: None, plan_only=True)
+    plan_path = tmp_path / "run" / "plan.json"
+    planned = RunPlan.load(plan_path)
+    # As if planning had run on an idle machine far faster than training will: 1 ms per step, 10^6 steps wanted.
+    data = json.loads(plan_path.read_text())
+    data["train"].update(planned_step_seconds=1e-3, planned_min_iterations=10**6)
+    plan_path.write_text(json.dumps(data))
+    lines: list[str] = []
+    result = run_training(larger_phantoms, tmp_path / "run", options, resume=True, progress=False, log=lines.append)
+    said = [line for line in lines if "re-planned the patch" in line]
+    assert len(said) == 1 and said[0].startswith("time: the first epoch ran at "), lines
+    replanned = RunPlan.load(plan_path).train.patch_size
+    assert math.prod(replanned) < math.prod(planned.train.patch_size) and min(replanned) >= 32
+    assert result.iterations > 4  # it trained on with the new patch
+    # Planned as measured (the real step time): no re-plan.
+    lines = []
+    run_training(larger_phantoms, tmp_path / "kept", options, progress=False, log=lines.append)
+    assert not any("re-planned" in line for line in lines)

@@ -102,6 +102,8 @@ class TrainConfig:
         device: where to train: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``.
         planned_step_seconds: seconds per training step measured when a time budget planned the patch (set by
             planning, None otherwise); training compares its first epoch's rate with it.
+        planned_min_iterations: the iterations the time budget was planned to hold (``--min-iterations``, set with
+            ``planned_step_seconds``); training re-plans the patch when its first epoch says far fewer fit.
         val_cases / val_windows / val_seconds: set by planning when whole-volume validation would exceed its
             share of the time budget (None otherwise: every validation case, whole): validate on a seeded, fixed
             ``val_cases`` of the validation cases, ``val_windows`` sliding windows each
@@ -141,9 +143,8 @@ class TrainConfig:
                                       "of the patch (zero-filled there; 0.5: patch centres anywhere in the volume)")
     amp: str = knob("auto", choices=("auto", "bf16", "fp16", "none"), group="budget and hardware",
                     help="mixed precision; auto measures whether bf16 is faster on this CPU (fp16 on CUDA)")
-    val_fraction: float | None = knob(None, range="[0, 1)", group="data", shown="planned",
-                                      help="share of cases held out for validation (by case, seeded); planned: 0 "
-                                           "(all train, the last weights kept) below 20 cases, else 0.2")
+    val_fraction: float = knob(0.2, range="[0, 1)", group="data",
+                               help="share of cases held out for validation (by case, seeded)")
     val_every: int = knob(1, range="[1, inf)", group="optimisation", help="validate every N epochs")
     val_backend: str = knob("auto", choices=("auto", "torch", "openvino"), group="budget and hardware",
                             help="what runs the network in validation: auto (OpenVINO on a CPU where a measurement at "
@@ -198,6 +199,7 @@ class TrainConfig:
     device: str = knob("auto", choices=("auto", "cpu", "cuda"), group="budget and hardware",
                        help="where to train: auto (CUDA when available), cpu, cuda")
     planned_step_seconds: float | None = None
+    planned_min_iterations: int | None = None
     val_cases: int | None = None
     val_windows: int | None = None
     val_seconds: float | None = None

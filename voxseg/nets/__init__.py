@@ -7,7 +7,7 @@ Typical use::
     net = build_network("unet", spatial_dims=3, in_channels=4, out_channels=3)
     logits = net(x)  # x (N, 4, Z, Y, X), each size a multiple of net.size_divisor
 """
-from voxseg.nets._base import check_spatial_size
+from voxseg.nets._base import check_spatial_size, shrink_longest_axis, smallest_patch_sides
 from voxseg.nets.blocks import DenseBlock, PlainBlock, ResidualBlock
 from voxseg.nets.extras import CBAM, AttentionGate, DilatedBottleneck
 from voxseg.nets.info import count_parameters, estimate_flops, estimate_saved_activation_bytes, network_table
@@ -30,6 +30,8 @@ __all__ = [
     "bf16_is_faster",
     "resolve_device",
     "check_spatial_size",
+    "shrink_longest_axis",
+    "smallest_patch_sides",
     "count_parameters",
     "estimate_flops",
     "estimate_saved_activation_bytes",

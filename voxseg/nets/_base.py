@@ -55,3 +55,20 @@ class _FreezableMixin:
                 if isinstance(module, _NORM_TYPES):
                     module.eval()
         return self
+
+
+def shrink_longest_axis(spatial: list[int], divisor: Sequence[int], floor: Sequence[int]) -> bool:
+    """Shrink, in place, the longest axis of ``spatial`` (voxels) that can lose one ``divisor`` step and stay at or
+    above its ``floor``; False when none can."""
+    shrinkable = [i for i, (s, f) in enumerate(zip(spatial, floor)) if s - divisor[i] >= f]
+    if not shrinkable:
+        return False
+    axis = max(shrinkable, key=lambda i: spatial[i])
+    spatial[axis] -= divisor[axis]
+    return True
+
+
+def smallest_patch_sides(divisor: Sequence[int], min_side: int = 32) -> list[int]:
+    """The smallest side (voxels) a patch shrunk for time may reach per axis: ``min_side`` rounded down to the
+    network's ``divisor``, never below two divisors (the deepest stage keeps two voxels along every axis)."""
+    return [max(2 * d, (min_side // d) * d) for d in divisor]

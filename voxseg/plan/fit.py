@@ -97,7 +97,8 @@ def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Ca
     patch needs less), or all the steps the epochs allow when those are fewer. With validation cases
     (``val_fraction`` > 0) the steps get the budget less validation's share
     (:data:`voxseg.train.validation.VALIDATION_SHARE`), which training keeps to. The measured seconds per step
-    are kept as ``train.planned_step_seconds`` (training compares its first epoch with them). ``model``: the
+    are kept as ``train.planned_step_seconds``, ``min_iterations`` as ``train.planned_min_iterations`` (training
+    compares its first epoch with them and may re-plan the patch, :func:`voxseg.train.phases.replanned_patch`). ``model``: the
     network the plan builds; one line says what was measured. ``epochs_from_budget`` (the budget given without
     ``--epochs``): the epochs rise to :data:`EPOCHS_MARGIN` times the steps the budget holds, so that the budget
     ends the run."""
@@ -125,7 +126,7 @@ def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Ca
         log(f"time: a step at patch {t.patch_size} would leave the {t.time_budget_minutes:g}-minute budget fewer than "
             f"{min_iterations} iterations: planned patch {patch} ({seconds:.2g} s per step measured here, about "
             f"{steps} steps{kept}; --min-iterations sets the target, --patch overrides)")
-        return _with_train(plan, patch_size=patch, planned_step_seconds=seconds)
+        return _with_train(plan, patch_size=patch, planned_step_seconds=seconds, planned_min_iterations=min_iterations)
     log(f"time: {seconds:.2g} s per step at patch {patch} (measured here): about {steps} steps in the "
         f"{t.time_budget_minutes:g}-minute budget{kept}")
-    return _with_train(plan, planned_step_seconds=seconds)
+    return _with_train(plan, planned_step_seconds=seconds, planned_min_iterations=min_iterations)

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from voxseg.nets import count_parameters, estimate_saved_activation_bytes
+from voxseg.nets import count_parameters, estimate_saved_activation_bytes, shrink_longest_axis
 from voxseg.train.optim import OPTIMIZERS
 
 __all__ = ["MemoryEstimate", "TRAINING_PEAK_FACTOR", "FRAMEWORK_BYTES", "estimate_training_memory",
-           "available_memory", "fit_patch_to_memory", "shrink_longest_axis"]
+           "available_memory", "fit_patch_to_memory"]
 
 TRAINING_PEAK_FACTOR = 1.6
 """Peak memory of a training step divided by the activations autograd saves: the step also holds gradients,
@@ -163,14 +163,3 @@ def fit_patch_to_memory(model: nn.Module, in_channels: int, patch: Sequence[int]
             batch_size -= 1
         current = estimate(spatial, batch_size)
     return full(spatial), batch_size, current
-
-
-def shrink_longest_axis(spatial: list[int], divisor: Sequence[int], floor: Sequence[int]) -> bool:
-    """Shrink, in place, the longest axis of ``spatial`` that can lose one ``divisor`` step and stay at or above
-    its ``floor``; False when none can."""
-    shrinkable = [i for i, (s, f) in enumerate(zip(spatial, floor)) if s - divisor[i] >= f]
-    if not shrinkable:
-        return False
-    axis = max(shrinkable, key=lambda i: spatial[i])
-    spatial[axis] -= divisor[axis]
-    return True

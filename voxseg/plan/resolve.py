@@ -26,7 +26,7 @@ from voxseg.io.validate import CaseSummary
 from voxseg.plan.plan import plan_target_spacing
 from voxseg.plan.rules import (Choice, augmentation_rule, checkpoint_rule, median_extent_mm, median_or_none, n4_rule,
                                n4_seconds, optimizer_rule, patches_per_case, structure_thickness_mm,
-                               validation_rule, validation_split_rule, working_spacing_rule)
+                               validation_rule, working_spacing_rule)
 from voxseg.io.image import read_volume
 
 __all__ = ["resolve_label_scheme", "resolve_normalization", "resolve_options", "resolve_orientation",
@@ -48,13 +48,8 @@ def resolve_planned(options: TrainOptions, dataset: Dataset, cases: list[Case], 
                     log: Callable[[str], None]):
     """``options`` with what the user left unset decided by the planner's rules (:mod:`voxseg.plan.rules`): the
     working spacing (``spacing`` None), the optimiser and its rate (``train.optimizer`` None), the augmentation
-    (``augment`` None), N4 (``preprocess.n4`` None) and the validation split (``train.val_fraction`` None); each choice, and how validation and the kept weights
+    (``augment`` None) and N4 (``preprocess.n4`` None); each choice, and how validation and the kept weights
     go, logged in one line and added to ``planner_notes`` (saved in plan.json)."""
-    if options.train.val_fraction is None:
-        choice = validation_split_rule(len(cases))
-        log(f"planner: {choice.note()}")
-        options = dataclasses.replace(options, train=dataclasses.replace(options.train, val_fraction=choice.value),
-                                      planner_notes=[*options.planner_notes, choice.note()])
     spacings, shapes = _spacings_and_shapes(rows, options.preprocess.orientation)
     if not spacings:
         return options

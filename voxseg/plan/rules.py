@@ -17,8 +17,7 @@ from voxseg.train.validation import VALIDATION_SHARE
 
 __all__ = ["COARSE_SPACING_MM", "FEW_CASES", "MANY_PATCHES", "SHORT_BUDGET_MINUTES", "Choice", "augmentation_rule",
            "checkpoint_rule", "large_cases_in_short_budget", "median_extent_mm", "median_or_none", "modality",
-           "MIN_DEEPEST_VOXELS", "n4_rule", "n4_seconds", "network_depth_rule", "optimizer_rule", "patches_per_case", "structure_thickness_mm", "validation_rule",
-           "validation_split_rule", "VALIDATION_SPLIT_CASES", "working_spacing_rule"]
+           "MIN_DEEPEST_VOXELS", "n4_rule", "n4_seconds", "network_depth_rule", "optimizer_rule", "patches_per_case", "structure_thickness_mm", "validation_rule", "working_spacing_rule"]
 
 COARSE_SPACING_MM = 2.0
 """The coarser working spacing (isotropic, mm): the one ``benchmarks/brats.py`` measured."""
@@ -28,10 +27,6 @@ MANY_PATCHES = 8.0
 """A median scan that holds more patches than this at its own spacing is coarsened (when the other conditions hold)."""
 FEW_CASES = 50
 """Datasets with fewer cases get the full augmentation chain under the short-budget rule."""
-VALIDATION_SPLIT_CASES = 20
-"""Datasets with fewer cases train on all of them (no validation split) and keep the last weights."""
-DEFAULT_VAL_FRACTION = 0.2
-"""The validation split of larger datasets (one fold of nnU-Net's five)."""
 N4_SECONDS_PER_MVOXEL = 2.3
 """Seconds of N4 (shrink 4, voxseg's defaults) per million voxels of one channel: one BraTS channel of 240x240x155
 voxels took about 20 s on a shared 2-core machine. Counted on the file's voxels (N4 runs on the crop: fewer)."""
@@ -174,16 +169,6 @@ def n4_rule(channel_names: Sequence[str], patches: float, budget_minutes: float 
                                    "quarter of the budget")
     return Choice("N4", True, f"MR channels, a case holds {patches:.2g} patches, N4 takes about "
                               f"{estimated_seconds / 60:.2g} minutes (preprocessing, outside the budget)")
-
-
-def validation_split_rule(n_cases: int) -> Choice:
-    """The share of cases held out for validation: none below :data:`VALIDATION_SPLIT_CASES` cases (with 10 cases
-    a fifth is 2, too few to choose weights by and a fifth of scarce training data; nnU-Net too predicts with its
-    final weights), else :data:`DEFAULT_VAL_FRACTION`."""
-    if n_cases < VALIDATION_SPLIT_CASES:
-        return Choice("validation split", 0.0, f"{n_cases} cases (< {VALIDATION_SPLIT_CASES}): all train, the last "
-                                               "weights are kept")
-    return Choice("validation split", DEFAULT_VAL_FRACTION, f"{n_cases} cases: a fifth held out, by case, seeded")
 
 
 def validation_rule(val_fraction: float, budget_minutes: float | None) -> Choice:

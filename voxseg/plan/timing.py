@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from voxseg.nets import autocast_context
-from voxseg.plan.memory import shrink_longest_axis
+from voxseg.nets import shrink_longest_axis, smallest_patch_sides
 
 __all__ = ["measure_step_seconds", "fit_patch_to_time_budget"]
 
@@ -99,7 +99,7 @@ def fit_patch_to_time_budget(model: nn.Module, in_channels: int, patch: Sequence
         def measure(side: list[int]) -> float:
             return measure_step_seconds(model, (in_channels, *side), batch_size, amp, device)
 
-    floor = [max(2 * d, (min_side // d) * d) for d in divisor]
+    floor = smallest_patch_sides(divisor, min_side)
     seconds = measure(list(spatial))
     while budget_seconds / seconds < min_iterations and shrink_longest_axis(spatial, divisor, floor):
         seconds = measure(list(spatial))

@@ -12,6 +12,7 @@ Run folder contents written here: ``checkpoint_last.pt``, ``checkpoint_best.pt``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import math
 import sys
@@ -37,7 +38,7 @@ from voxseg.train.case_losses import write_case_flags
 from voxseg.train.distributed import barrier, init_distributed, rank0_flag, rank0_object
 from voxseg.train.early_stopping import EarlyStopping
 from voxseg.train.optim import build_optimizer
-from voxseg.train.phases import DONE, MAIN, SWA, BudgetProjection, Phases, RunClock
+from voxseg.train.phases import DONE, MAIN, REPLAN_RATIO, SWA, BudgetProjection, Phases, RunClock, replanned_patch
 from voxseg.train.schedules import PlateauScheduler
 from voxseg.train.state import TrainState, read_checkpoint, write_checkpoint, write_weights
 from voxseg.train.step import TrainingDiverged, TrainStep, grad_scaler
@@ -115,6 +116,8 @@ def train_model(plan: RunPlan, train_cases: list[PreparedCase], val_cases: list[
             losses, lr, budget_spent = _train_epoch(s, state, epoch, phase)
             stopped_by = "time budget" if budget_spent else stopped_by
             stopped_by = _end_epoch(s, state, epoch, phase, losses, lr, stopped_by, val_cases)
+            if epoch == 0 and phase == MAIN and stopped_by == "epochs":
+                _replan_if_slow(s, state, train_cases, val_cases)
         _write_swa_model(s, state)
     finally:
         s.progress.close()
@@ -315,6 +318,33 @@ def _end_epoch(s: _Session, state: TrainState, epoch: int, phase: str, losses: l
         write_checkpoint(s.run_dir / CHECKPOINT_LAST, s.model, s.optimizer, state, s.parts)
     barrier()
     return stopped_by
+
+
+def _replan_if_slow(s: _Session, state: TrainState, train_cases: list[PreparedCase],
+                    val_cases: list[PreparedCase]) -> None:
+    """After the run's first epoch (single process): when its rate was over :data:`REPLAN_RATIO` times slower than
+    the step planning timed and the budget left no longer holds the planned iterations, train on with the patch
+    :func:`replanned_patch` shrinks to hold them (new batch stream and validation windows, ``plan.json``
+    rewritten). A busy machine at planning time errs the other way (a smaller patch than needed) and is kept."""
+    cfg = s.plan.train
+    planned, measured = cfg.planned_step_seconds, s.projection.first_epoch_seconds
+    if s.world != 1 or not (planned and cfg.planned_min_iterations and measured) or measured <= REPLAN_RATIO * planned:
+        return
+    left = s.projection.train_share * s.clock.budget_s - s.clock.seconds()
+    wanted = cfg.planned_min_iterations - state.iterations
+    if wanted <= 0 or left <= 0 or left / measured >= wanted:
+        return
+    patch = replanned_patch(cfg.patch_size, list(s.model.size_divisor), measured, left, wanted)
+    if patch == cfg.patch_size:
+        return
+    s.log(f"time: the first epoch ran at {measured:.2g} s per iteration, {measured / planned:.1f}x the {planned:.2g} s "
+          f"measured when planning: the budget left holds about {int(left / measured)} of the "
+          f"{cfg.planned_min_iterations} planned iterations; re-planned the patch {cfg.patch_size} -> {patch}")
+    s.plan = dataclasses.replace(s.plan, train=dataclasses.replace(cfg, patch_size=patch))
+    s.loader.close()
+    s.loader = patch_stream(s.plan, train_cases, seed=cfg.seed, start_batch=state.iterations)
+    s.val_windows = [validation_windows(c, s.plan) for c in val_cases]
+    s.plan.save(s.run_dir / "plan.json")
 
 
 def _validate(s: _Session, state: TrainState, val_cases: list[PreparedCase], row: dict) -> bool:

@@ -18,14 +18,18 @@ from collections.abc import Callable
 import numpy as np
 
 from voxseg.config import TrainConfig
+from voxseg.nets import shrink_longest_axis, smallest_patch_sides
 from voxseg.train.schedules import PlateauScheduler, lr_factor
 from voxseg.train.swa import swa_lr
 
-__all__ = ["MAIN", "SWA", "DONE", "FEW_ITERATIONS", "Phases", "RunClock", "BudgetProjection"]
+__all__ = ["MAIN", "SWA", "DONE", "FEW_ITERATIONS", "REPLAN_RATIO", "Phases", "RunClock", "BudgetProjection",
+           "replanned_patch"]
 
 MAIN, SWA, DONE = "main", "swa", "done"
 FEW_ITERATIONS = 200  # below this a budget-limited run gets a warning with its projected iteration count
 PROJECT_AFTER = 8  # steps of a session, the first excluded, before an early projection
+REPLAN_RATIO = 2.0
+"""A first epoch slower than this many times the step planning measured may re-plan the patch."""
 
 
 def _budget_seconds(minutes: float | None) -> float:
@@ -131,6 +135,7 @@ class BudgetProjection:
         self._ends: list[float] = []
         self._said: int | None = None  # the iterations a warning projected
         self._epoch_done = False
+        self.first_epoch_seconds: float | None = None  # per iteration, median over the session's first epoch
 
     def after_step(self, iterations_done: int, elapsed_s: float, phase: str, last_of_epoch: bool = False
                    ) -> str | None:
@@ -150,6 +155,7 @@ class BudgetProjection:
         if last_of_epoch:
             self._epoch_done = True
             per_it = float(np.median(durations)) if len(durations) else elapsed_s - self._ends[0] or math.nan
+            self.first_epoch_seconds = per_it
             return self._at_epoch_end(iterations_done, elapsed_s, per_it)
         early = len(durations) >= PROJECT_AFTER - 1 and elapsed_s - self._ends[0] >= 0.1 * self.budget_s
         if early and self._said is None:
@@ -188,3 +194,23 @@ class BudgetProjection:
             return (f"time: the first epoch ran at {per_it:.2g} s per iteration, against {planned:.2g} s measured "
                     f"when planning: the budget allows about {projected} iterations")
         return None
+
+
+def replanned_patch(patch: list[int], divisor: list[int], seconds_per_step: float, seconds_left: float,
+                    steps_wanted: int, min_side: int = 32) -> list[int]:
+    """The patch (voxels, ``[pz, py, px]`` or ``[1, py, px]`` for a 2-D network) shrunk, longest axis first, one
+    ``divisor`` step at a time (as planning shrinks it, :func:`voxseg.plan.fit_patch_to_time_budget`), until
+    ``seconds_left`` hold ``steps_wanted`` steps, the step's seconds taken as proportional to the patch's voxels
+    (``seconds_per_step`` measured at ``patch``); ``patch`` itself when it holds them, the smallest patch when
+    none does."""
+    two_d = len(divisor) == 2
+    spatial = list(patch[1:] if two_d else patch)
+    voxels = float(np.prod(spatial))
+    floor = smallest_patch_sides(divisor, min_side)
+
+    def holds(side: list[int]) -> bool:
+        return seconds_per_step * float(np.prod(side)) / voxels * steps_wanted <= seconds_left
+
+    while not holds(spatial) and shrink_longest_axis(spatial, divisor, floor):
+        pass
+    return [1, *spatial] if two_d else spatial
