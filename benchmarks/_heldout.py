@@ -79,7 +79,8 @@ def train_and_test(data: Path, out: Path, options: TrainOptions, structures: dic
     for setting in tta:
         start = time.perf_counter()
         pred = out / f"pred_{setting}"
-        predict_cases(model, plan, test_cases, pred, progress=progress, options=PredictOptions(tta=setting))
+        predict_cases(model, plan, test_cases, pred, progress=progress, options=PredictOptions(tta=setting),
+                      log=print)
         minutes[setting] = (time.perf_counter() - start) / 60
         _, summaries[setting] = evaluate_folders(pred, refs, pred, structures, progress=progress)
     chosen = None

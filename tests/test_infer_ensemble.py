@@ -205,6 +205,23 @@ def test_cli_tta_auto_times_the_first_case_and_takes_flips_only_where_they_are_c
     np.testing.assert_array_equal(_labels(tmp_path / "auto_none.nii.gz"), _labels(tmp_path / "none.nii.gz"))
 
 
+def test_predict_cases_with_tta_auto_chooses_as_voxseg_predict_does(runs, tmp_path):
+    from pathlib import Path
+
+    from voxseg.infer import PredictOptions, load_model, predict_cases
+    from voxseg.io import find_prediction_cases
+
+    model, plan = load_model(runs["run"])
+    cases = find_prediction_cases(Path(runs["input"]), plan.channel_names)
+    lines: list[str] = []
+    predict_cases(model, plan, cases, tmp_path / "auto", progress=False, options=PredictOptions(tta="auto"),
+                  log=lines.append)
+    predict_cases(model, plan, cases, tmp_path / "flips", progress=False, options=PredictOptions(tta="flips"))
+    assert len(lines) == 1 and lines[0].startswith("TTA auto: flips"), lines  # a tiny case is cheap
+    name = f"{cases[0].case_id}.nii.gz"
+    np.testing.assert_array_equal(_labels(tmp_path / "auto" / name), _labels(tmp_path / "flips" / name))
+
+
 def test_cli_folds_and_ensembles(runs, tmp_path):
     plain = tmp_path / "plain.nii.gz"
     assert _invoke(runs["run"], runs["input"], plain).exit_code == 0

@@ -160,9 +160,16 @@ def predict_case(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], pl
 
 def predict_cases(model: torch.nn.Module | Sequence[Sequence[EnsembleMember]], plan: RunPlan | None,
                   cases: list[Case], out_dir: str | Path, probabilities: bool = False, progress: bool = True,
-                  options: PredictOptions | None = None, device: torch.device | None = None) -> list[PredictedCase]:
+                  options: PredictOptions | None = None, device: torch.device | None = None,
+                  log: Callable[[str], None] | None = None) -> list[PredictedCase]:
     """Predict several cases into ``out_dir/<case_id>.nii.gz`` (and ``_prob`` / ``_uncertainty`` maps);
-    ``device`` as :func:`predict_case`."""
+    ``device`` as :func:`predict_case`. ``options.tta`` ``"auto"`` chooses as ``voxseg predict`` does (its choice
+    goes to ``log``)."""
+    if options is not None and options.tta == TTA_AUTO and cases:
+        def predict(chosen: list[Case], opts: PredictOptions) -> list[PredictedCase]:
+            return predict_cases(model, plan, chosen, out_dir, probabilities, progress, opts, device)
+        spatial_dims = (plan or model[0][0].plan).network.spatial_dims
+        return _predict_choosing_tta(predict, cases, options, spatial_dims, log or (lambda line: None))
     results = []
     with made_folder(out_dir) as out_dir:  # a failed or interrupted prediction leaves no empty folder it made
         for case in tqdm(cases, desc="predict", unit="case", disable=None if progress else True):
