@@ -37,10 +37,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke test (under 2 minutes on 2 cores): 0.3 minutes of training, no step timing; nothing saved")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="validation split given explicitly (saved as the ibsr_explicit row); default: voxseg's")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run in OUT/run (its budget counts minutes already trained), "
+                             "then predict and evaluate")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ibsr")
     args = parser.parse_args()
     if not args.data.exists():
         print(f"error: {args.data}: IBSR18 data not found (see ../shared/data/README.md)", file=sys.stderr)
+        return 2
+    if args.resume and not (args.out / "run" / "checkpoint_last.pt").exists():
+        print(f"error: {args.out / 'run'}: nothing to resume (no checkpoint_last.pt)", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     minutes = 0.3 if args.quick else args.minutes
@@ -50,7 +56,8 @@ def main() -> int:
     if args.quick:
         options = quick_options(options)
     held = train_and_test(args.data, args.out, options, {n: [v] for v, n in enumerate(NAMES, 1)}, args.seed,
-                          which="best", test_fraction=0.3, tta=("none",) if args.quick else ("auto", "none"))
+                          which="best", test_fraction=0.3, tta=("none",) if args.quick else ("auto", "none"),
+                          resume=args.resume)
     print(f"{held.n_train} training cases, {held.n_test} held-out cases")
     print_plan(held.plan)
     print(format_summary(held.summary))
@@ -63,7 +70,7 @@ def main() -> int:
     if "none" in held.summaries and not args.quick:  # what --tta none gives, and its time
         plain = held.summaries["none"]["metrics"]
         figures.update({f"dice_{n.lower()}_no_tta": round(plain[n]["dice"]["mean"], 4) for n in NAMES})
-        figures["predict_seconds_per_case_no_tta"] = round(60 * held.minutes_by_tta["none"] / held.n_test, 1)
+        figures["predict_seconds_per_case_no_tta"] = round(60 * held.predict_minutes_by_tta["none"] / held.n_test, 1)
         print("without TTA: " + ", ".join(f"{n} {figures[f'dice_{n.lower()}_no_tta']:.3f}" for n in NAMES))
     figures["plan"] = chosen_plan(held.plan)
     print(f"{'class':<8}{'Dice':>8}{'HD95 mm':>10}")
