@@ -98,8 +98,8 @@ def fit_time(plan: RunPlan, model: torch.nn.Module, min_iterations: int, log: Ca
     (``val_fraction`` > 0) the steps get the budget less validation's share
     (:data:`voxseg.train.validation.VALIDATION_SHARE`), which training keeps to. The measured seconds per step
     are kept as ``train.planned_step_seconds``, ``min_iterations`` as ``train.planned_min_iterations`` (training
-    compares its first epoch with them and may re-plan the patch, :func:`voxseg.train.phases.replanned_patch`). ``model``: the
-    network the plan builds; one line says what was measured. ``epochs_from_budget`` (the budget given without
+    compares its first epoch with them and may re-plan the patch, :func:`voxseg.train.phases.replanned_patch`).
+    ``model``: the network the plan builds; one line says what was measured. ``epochs_from_budget`` (the budget given without
     ``--epochs``): the epochs rise to :data:`EPOCHS_MARGIN` times the steps the budget holds, so that the budget
     ends the run."""
     t = plan.train
