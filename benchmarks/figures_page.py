@@ -160,6 +160,12 @@ def _gpu(r: dict) -> str:
             f"{_f(r['peak_gpu_gib_train'], 2)} GiB training")
 
 
+def _nnunet_interop(r: dict) -> str:
+    return (f"voxseg {r['speedup_vs_nnunet']:g}x as fast as nnU-Net's own predictor, peak RSS ratio "
+            f"{r['peak_rss_ratio']:g}, label Dice against it at least {r['label_dice_min']:.4f} "
+            f"({len(r['models'])} trained models)")
+
+
 def _generic(r: dict) -> str:
     """Every top-level number or string of a result the pages do not know."""
     items = [f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
@@ -260,6 +266,13 @@ BENCHMARKS: list[Benchmark] = [
               "validates 6 windows of 128^3 of a BraTS-size case three times, its weights moved between "
               "validations; OpenVINO converts the network again at each one, in memory.",
               "PyTorch on the same weights, same run", "training.md#time-budget", _validation_backend),
+    Benchmark("nnunet_interop", "python benchmarks/nnunet_interop.py", "nnU-Net models, nnU-Net's predictor",
+              "nnU-Net v2 models trained here with nnU-Net's own trainer (hippocampus: plain U-Net and ResEnc M; "
+              "BraTS 2018 regions: plain U-Net; one epoch on fold 0) predicted on held-out cases by "
+              "`nnUNetv2`'s predictor and by voxseg, same fold, same mirroring, 2 CPU threads each, each in its own "
+              "process: seconds, peak RSS and the Dice between the two label maps per case.",
+              "nnU-Net's own predictor (`nnUNetPredictor`, float32 on the CPU), same run",
+              "prediction.md#nnu-net-models", _nnunet_interop),
     Benchmark("reproduce", "python benchmarks/reproduce.py", "the reports' systems on real data",
               "Every recipe of the five reports (Buchwald et al. 2022, Archit & Adilina 2022, Wang & Tang 2020, "
               "Henry et al. 2021, Yildiz et al. 2024) trained on the nearest real data here with a stated CPU "

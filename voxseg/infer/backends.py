@@ -189,7 +189,7 @@ class InferenceBackend:
         decision = windows.read_decision() or self._decisions.get(architecture)
         if decision is None:
             torch_fn = self._torch(model, amp, batch_shape, device)[0]
-            sample = torch.zeros(batch_shape)
+            sample = torch.zeros((1, *batch_shape[1:]))  # one window: a batch would multiply the cost of timing
             precision = windows.choose_precision(amp)
             try:
                 seconds = {"torch": _best_of(torch_fn, sample),
