@@ -209,24 +209,40 @@ trainer = nnUNetTrainer(plans, "3d_fullres", 0, json.load(open(os.path.join(fold
                         device=torch.device("cpu"))
 trainer.num_epochs, trainer.num_iterations_per_epoch = 1, int(sys.argv[3])
 trainer.num_val_iterations_per_epoch = max(1, int(sys.argv[3]) // 10)
+if sys.argv[6] != "-":  # go on from these weights (a fresh optimiser; one epoch's learning rate is constant)
+    trainer.initialize()
+    trainer.network.load_state_dict(torch.load(sys.argv[6], map_location="cpu", weights_only=False)["network_weights"])
 trainer.run_training()
 """
 
 FULL_MODELS = {  # name: (dataset, plans identifier, planner, training iterations, largest batch)
     "hippocampus": ("hippocampus", "nnUNetPlans", None, 250, 7),
-    "hippocampus_resenc": ("hippocampus", "nnUNetResEncUNetMPlans", "nnUNetPlannerResEncM", 100, 7),
+    "hippocampus_resenc": ("hippocampus", "nnUNetResEncUNetMPlans", "nnUNetPlannerResEncM", 250, 7),
     "brats": ("brats", "nnUNetPlans", None, 50, 2),
 }
 """Full mode's models: nnU-Net's own trainer (``nnUNetTrainer``, its losses, augmentation and schedule) for one
 epoch of the given iterations on fold 0, the plans' batch capped (ResEnc M plans 58 hippocampus patches, for a
-GPU's memory); sized for 2 CPU cores (hippocampus 250 iterations of 7 = nnU-Net's epoch, about 28 minutes). The
-batch is training's alone: prediction runs one window at a time either way."""
+GPU's memory); sized for 2 CPU cores (hippocampus 250 iterations of 7 = nnU-Net's epoch, about 28 minutes; ResEnc
+M still predicts background only after 100). The batch is training's alone: prediction runs one window at a time
+either way."""
+
+
+_ITERATIONS = "benchmark_iterations.json"
+
+
+def _trained_iterations(folder: Path) -> int:
+    """Iterations the benchmark trained ``folder``'s fold 0 for (0: not trained)."""
+    record = folder / "fold_0" / _ITERATIONS
+    if not (folder / "fold_0" / "checkpoint_final.pth").exists() or not record.exists():
+        return 0
+    return int(json.loads(record.read_text())["iterations"])
 
 
 def full_models(work: Path, venv_python: str, held_out: int, brats_held_out: int,
                 names: list[str]) -> list[tuple[Path, dict[str, list[str]]]]:
     """Convert, plan, preprocess and train with nnU-Net's own code (see the module docstring); a model whose
-    ``checkpoint_final.pth`` is already in ``work`` is reused, so a second run only predicts."""
+    ``checkpoint_final.pth`` in ``work`` has its iterations is reused, so a second run only predicts; one trained for
+    fewer goes on from its weights."""
     from _nnunet_raw import convert_brats, convert_hippocampus
 
     env = dict(os.environ, nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
@@ -240,15 +256,18 @@ def full_models(work: Path, venv_python: str, held_out: int, brats_held_out: int
                                  else convert_brats(work / "raw", brats_held_out))
         dataset = converted[source]
         folder = work / "results" / dataset.name / f"nnUNetTrainer__{plans}__3d_fullres"
-        if not (folder / "fold_0" / "checkpoint_final.pth").exists():
+        done = _trained_iterations(folder)
+        if done < iterations:
             if not (work / "preprocessed" / dataset.name / f"{plans}.json").exists():
                 subprocess.run([str(bin_dir / "nnUNetv2_plan_and_preprocess"), "-d", str(dataset.id), "-c",
                                 "3d_fullres", "-np", str(THREADS), *(["-pl", planner] if planner else [])],
                                check=True, env=env)
-            print(f"training {name}: nnUNetTrainer, {iterations} iterations of at most {batch} on fold 0", flush=True)
-            subprocess.run([venv_python, "-c", _TRAIN, str(dataset.id), plans, str(iterations), str(THREADS),
-                            str(batch)],
-                           check=True, env=env)
+            print(f"training {name}: nnUNetTrainer, iterations {done + 1}-{iterations} (batch at most {batch}) on "
+                  f"fold 0", flush=True)
+            weights = folder / "fold_0" / "checkpoint_final.pth"
+            subprocess.run([venv_python, "-c", _TRAIN, str(dataset.id), plans, str(iterations - done), str(THREADS),
+                            str(batch), str(weights) if done else "-"], check=True, env=env)
+            (folder / "fold_0" / _ITERATIONS).write_text(json.dumps({"iterations": iterations}))
         models.append((folder, dataset.test_cases))
     return models
 

@@ -273,6 +273,23 @@ def test_bf16_pass_keeps_the_labels(tmp_path):
     assert (_read(fp32)[0] == _read(bf16)[0]).mean() > 0.99
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_residual_encoder_runs_as_a_bf16_copy(dims):
+    """A window large enough for the bf16 weight copy (no autocast): the strided residual skip pools bf16 input
+    (torch's CPU pooling has no bf16 3-D kernel), and the labels stay those of float32."""
+    from voxseg.infer import inference_precision
+
+    net = build_nnunet_network(architecture(dims, True), 1, 3).eval()
+    x = torch.randn(1, 1, *[16] * dims, generator=torch.Generator().manual_seed(0))
+    copy, dtype, context = inference_precision(net, "bf16", torch.device("cpu"), window_voxels=2**40)
+    assert dtype == torch.bfloat16
+    with torch.no_grad(), context:
+        low = copy(x.to(dtype)).float()
+        full = net(x)
+    assert low.shape == full.shape
+    assert (low.argmax(1) == full.argmax(1)).float().mean() > 0.95
+
+
 def test_missing_channel_named(tmp_path):
     write_case(tmp_path / "in", "caseA", channels=1)
     with pytest.raises(InputError, match="lacks channel"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from voxseg.errors import InputError
@@ -89,6 +90,21 @@ class _Stacked(nn.Module):
         return self.convs(x)
 
 
+class _AvgPool(nn.Module):
+    """Average pooling with kernel = stride (the strided residual skip); bf16 input is pooled in float32, as
+    torch's CPU pooling has no bf16 kernel for 3-D (the bf16 inference copy runs without autocast)."""
+
+    def __init__(self, dims: int, stride):
+        super().__init__()
+        self.pool = F.avg_pool3d if dims == 3 else F.avg_pool2d
+        self.stride = tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16:
+            return self.pool(x.float(), self.stride, self.stride).to(x.dtype)
+        return self.pool(x, self.stride, self.stride)
+
+
 class _BasicBlockD(nn.Module):
     """Residual block: conv-norm-nonlin, conv-norm, plus the skip (avg-pool when strided, 1x1 projection when
     the width changes), then nonlin."""
@@ -101,8 +117,7 @@ class _BasicBlockD(nn.Module):
         self.nonlin2 = ops.nonlin(**ops.nonlin_kw) if ops.nonlin is not None else nn.Identity()
         skip = []
         if any(s != 1 for s in stride):
-            pool = nn.AvgPool3d if ops.dims == 3 else nn.AvgPool2d
-            skip.append(pool(stride, stride))
+            skip.append(_AvgPool(ops.dims, stride))
         if cin != cout:
             skip.append(_ConvBlock(ops, cin, cout, 1, 1, act=False, bias=False))
         self.skip = nn.Sequential(*skip) if skip else nn.Identity()
