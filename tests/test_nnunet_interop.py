@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from voxseg.cli import main
 from voxseg.errors import InputError
 from voxseg.infer.nnunet import (NNUNET_ARCHITECTURES, build_nnunet_network, compute_new_shape, find_nnunet_cases,
-                                 is_nnunet_model_folder, is_nnunet_source, load_nnunet_model, load_nnunet_source,
+                                 is_nnunet_model_folder, is_nnunet_source, load_nnunet_model, load_nnunet_networks,
+                                 load_nnunet_source,
                                  logits_to_labels, normalize_channel, predict_nnunet_path, read_nnunet_checkpoint,
                                  resample_data, separate_z_axis)
 from voxseg.infer import InferenceBackend, openvino_available
@@ -163,6 +164,17 @@ def test_best_checkpoint_falls_back_to_final(tmp_path):
     assert load_nnunet_model(model, which="best").folds[0].path.name == "checkpoint_final.pth"
     assert load_nnunet_model(model, which="final").folds[0].path.name == "checkpoint_final.pth"
 
+
+
+def test_networks_hold_the_checkpoint_weights_without_a_copy(tmp_path):
+    loaded = load_nnunet_model(make_model_folder(tmp_path, folds=(0, 1), residual=True))
+    nets = load_nnunet_networks(loaded)
+    for net, fold in zip(nets, loaded.folds):
+        params = dict(net.named_parameters())
+        assert params and set(params) <= set(fold.weights)
+        assert all(p.data_ptr() == fold.weights[k].data_ptr() and p.device.type == "cpu" for k, p in params.items())
+    first = next(iter(loaded.folds[0].weights))
+    assert not torch.equal(loaded.folds[0].weights[first], loaded.folds[1].weights[first])  # each fold its own
 
 class _Payload:
     def __reduce__(self):

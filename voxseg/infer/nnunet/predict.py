@@ -233,16 +233,22 @@ def _glob_escape(text: str) -> str:
 def load_nnunet_networks(model: NnunetModel) -> list[torch.nn.Module]:
     """One network per fold of ``model``, weights loaded, in eval mode, on the CPU.
 
+    Each network is built without weights (on PyTorch's ``meta`` device) and takes the fold's float32 weight
+    tensors as its parameters, so a fold's weights are held once, not copied: for a ResEnc M model that is about
+    100 MB less memory than loading into a built network.
+
     Raises:
         InputError: weights that do not fit the network ``plans.json`` describes.
     """
     info = nnunet_label_info(model.dataset, model.folder / "dataset.json")
     nets = []
     for fold in model.folds:
-        net = build_nnunet_network(model.configuration["architecture"], model.num_channels, info.num_outputs,
-                                   model.folder / "plans.json")
+        with torch.device("meta"):
+            net = build_nnunet_network(model.configuration["architecture"], model.num_channels, info.num_outputs,
+                                       model.folder / "plans.json")
+        fold.weights = {k: v.float() if v.is_floating_point() else v for k, v in fold.weights.items()}
         try:
-            net.load_state_dict(fold.weights)
+            net.load_state_dict(fold.weights, assign=True)
         except RuntimeError as exc:
             lines = str(exc).splitlines()
             raise InputError(fold.path, "weights do not fit the network of plans.json "
