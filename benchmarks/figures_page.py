@@ -236,6 +236,12 @@ BENCHMARKS: list[Benchmark] = [
               "As `hippocampus`, with the settings given on the command line instead of the planner's (by default "
               f"base width 16, depth 4, deep supervision, SGD, batch 2). {_HELD_OUT}",
               "the `hippocampus` row, same split and budget", "training.md#how-the-planner-chooses", _hippocampus),
+    Benchmark("hippocampus_augment", "python benchmarks/hippocampus.py --augment default",
+              "hippocampus with another augmentation",
+              "As `hippocampus`, with the augmentation preset given on the command line (`--augment default`: the "
+              "full chain) in place of the flips the planner chooses for this dataset; every other choice the "
+              f"planner's (the preset ran is in the figures' plan). {_HELD_OUT}",
+              "the `hippocampus` row, same split and budget", "training.md#how-the-planner-chooses", _hippocampus),
     Benchmark("ibsr", "python benchmarks/ibsr.py", "brain tissue (IBSR18) in 30 CPU-minutes",
               "CSF, grey and white matter of IBSR18 trained as `voxseg train DATA --label-names CSF,GM,WM "
               "--time-budget 30` would, on 7 of its 10 labelled cases on 2 CPU threads; Dice and HD95 on the other 3 "

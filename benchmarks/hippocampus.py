@@ -18,6 +18,7 @@ The last line printed is a JSON object with dice_anterior, dice_posterior and tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -54,6 +55,10 @@ def main() -> int:
     parser.add_argument("--explicit", action="store_true",
                         help="train with the settings given here (--net-args, --optimizer, ...) instead of the "
                              "planner's defaults, as a second row")
+    parser.add_argument("--augment", default=None,
+                        help="train with this augmentation preset (none, flips, default) and the planner's other "
+                             "choices, as `voxseg train DATA --time-budget MINUTES --augment PRESET` would; saved as "
+                             "the hippocampus_augment row")
     parser.add_argument("--quick", action="store_true", help="a smoke test (under 2 minutes on 2 cores): 0.3 minutes of training, no step timing; nothing saved")
     args = parser.parse_args()
     if args.quick:
@@ -72,6 +77,8 @@ def main() -> int:
         options = default_options(None if args.epochs else args.minutes, args.threads, args.seed)
         if args.epochs:
             options.train.epochs, options.train.iterations_per_epoch = args.epochs, 100
+    if args.augment is not None:
+        options = dataclasses.replace(options, augment=args.augment)
     if args.quick:
         options = quick_options(options)
     held = train_and_test(args.data, args.out, options, {"anterior": [1], "posterior": [2]}, args.seed,
@@ -102,7 +109,8 @@ def main() -> int:
                "explicit": args.explicit, "plan": chosen_plan(plan)}
     print(json.dumps(figures))
     if not args.quick:
-        save_result("hippocampus" if not args.explicit else "hippocampus_explicit", figures, sys.argv)
+        name = "hippocampus_explicit" if args.explicit else "hippocampus_augment" if args.augment else "hippocampus"
+        save_result(name, figures, sys.argv)
     return 0
 
 
