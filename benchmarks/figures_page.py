@@ -242,6 +242,13 @@ BENCHMARKS: list[Benchmark] = [
               "full chain) in place of the flips the planner chooses for this dataset; every other choice the "
               f"planner's (the preset ran is in the figures' plan). {_HELD_OUT}",
               "the `hippocampus` row, same split and budget", "training.md#how-the-planner-chooses", _hippocampus),
+    Benchmark("hippocampus_batch4", "python benchmarks/hippocampus.py --explicit --batch-size 4 --row "
+              "hippocampus_batch4", "hippocampus with batch 4",
+              "As `hippocampus_explicit` (all 162 training cases, the last weights), with 4 patches per step instead "
+              "of 2: on this CPU a patch costs about a sixth less in a step of 4, so the budget buys more patches but "
+              f"fewer steps. {_HELD_OUT}",
+              "the `hippocampus_explicit` row, same split and budget", "training.md#how-the-planner-chooses",
+              _hippocampus),
     Benchmark("ibsr", "python benchmarks/ibsr.py", "brain tissue (IBSR18) in 30 CPU-minutes",
               "CSF, grey and white matter of IBSR18 trained as `voxseg train DATA --label-names CSF,GM,WM "
               "--time-budget 30` would, on 7 of its 10 labelled cases on 2 CPU threads; Dice and HD95 on the other 3 "
@@ -251,6 +258,10 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("ibsr_explicit", "python benchmarks/ibsr.py --val-fraction 0", "IBSR18 trained on every training case",
               "As `ibsr`, with the validation split given: `--val-fraction 0` trains on all 7 training cases and keeps "
               "the last weights (the `ibsr` row holds one of them back and keeps the best by its Dice).",
+              "the `ibsr` row, same split and budget", "training.md#how-the-planner-chooses", _ibsr),
+    Benchmark("ibsr_augment", "python benchmarks/ibsr.py --augment flips", "IBSR18 with another augmentation",
+              "As `ibsr`, with the augmentation preset given on the command line (`--augment flips`) in place of the "
+              "full chain the planner chooses for this dataset; every other choice the planner's.",
               "the `ibsr` row, same split and budget", "training.md#how-the-planner-chooses", _ibsr),
     Benchmark("inference_trained", "python benchmarks/inference.py --run RUN --window 128",
               "sliding window with trained weights",

@@ -59,6 +59,9 @@ def main() -> int:
                         help="train with this augmentation preset (none, flips, default) and the planner's other "
                              "choices, as `voxseg train DATA --time-budget MINUTES --augment PRESET` would; saved as "
                              "the hippocampus_augment row")
+    parser.add_argument("--row", default=None,
+                        help="save the result under this name (default: hippocampus, hippocampus_explicit with "
+                             "--explicit, hippocampus_augment with --augment)")
     parser.add_argument("--quick", action="store_true", help="a smoke test (under 2 minutes on 2 cores): 0.3 minutes of training, no step timing; nothing saved")
     args = parser.parse_args()
     if args.quick:
@@ -109,7 +112,8 @@ def main() -> int:
                "explicit": args.explicit, "plan": chosen_plan(plan)}
     print(json.dumps(figures))
     if not args.quick:
-        name = "hippocampus_explicit" if args.explicit else "hippocampus_augment" if args.augment else "hippocampus"
+        name = args.row or ("hippocampus_explicit" if args.explicit else
+                            "hippocampus_augment" if args.augment else "hippocampus")
         save_result(name, figures, sys.argv)
     return 0
 

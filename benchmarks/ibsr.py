@@ -37,6 +37,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke test (under 2 minutes on 2 cores): 0.3 minutes of training, no step timing; nothing saved")
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="validation split given explicitly (saved as the ibsr_explicit row); default: voxseg's")
+    parser.add_argument("--augment", default=None,
+                        help="train with this augmentation preset (none, flips, default) and the planner's other "
+                             "choices, as `voxseg train DATA --time-budget MINUTES --augment PRESET` would; saved as "
+                             "the ibsr_augment row")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run in OUT/run (its budget counts minutes already trained), "
                              "then predict and evaluate")
@@ -53,6 +57,8 @@ def main() -> int:
     options = default_options(minutes, args.threads, args.seed, label_names=list(NAMES))
     if args.val_fraction is not None:
         options.train = dataclasses.replace(options.train, val_fraction=args.val_fraction)
+    if args.augment is not None:
+        options = dataclasses.replace(options, augment=args.augment)
     if args.quick:
         options = quick_options(options)
     held = train_and_test(args.data, args.out, options, {n: [v] for v, n in enumerate(NAMES, 1)}, args.seed,
@@ -78,7 +84,8 @@ def main() -> int:
         print(f"{n:<8}{figures[f'dice_{n.lower()}']:>8.3f}{figures[f'hd95_{n.lower()}_mm']:>10.2f}")
     print(json.dumps(figures))
     if not args.quick:
-        save_result("ibsr" if args.val_fraction is None else "ibsr_explicit", figures, sys.argv)
+        name = "ibsr_explicit" if args.val_fraction is not None else "ibsr_augment" if args.augment else "ibsr"
+        save_result(name, figures, sys.argv)
     return 0
 
 

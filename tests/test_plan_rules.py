@@ -36,8 +36,12 @@ def test_a_hippocampus_like_dataset_keeps_todays_plan():
         assert _plan(HIPPOCAMPUS, budget) == dict(spacing=None, optimizer=("sgd", 0.01), augment="flips", n4=False)
 
 
-def test_an_ibsr_like_dataset_keeps_its_resolution():
-    assert _plan(IBSR, 30)["spacing"] is None
+def test_an_ibsr_like_dataset_keeps_its_resolution_and_flips():
+    plan = _plan(IBSR, 30)
+    assert plan["spacing"] is None and plan["optimizer"] == ("adam", 1e-3) and plan["augment"] == "flips"
+    # the same cases, fewer of them: under 100 patches in all, the full chain
+    assert _plan(dict(IBSR, cases=3), 30)["augment"] == "default"
+    assert "(< 100), the full chain" in augmentation_rule(3, 32.0, 30).reason
     # thin structures alone keep it, even with isotropic voxels
     iso = dict(IBSR, spacing=(1.0, 1.0, 1.0))
     choice = working_spacing_rule(iso["spacing"], iso["extent"], 30, iso["thinnest"])

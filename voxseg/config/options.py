@@ -123,7 +123,7 @@ class TrainOptions:
     folds: int | None = knob(None, range="[2, inf)", group="data", help="k-fold cross-validation by case (RUN/fold_N/)")
     fold: str = knob("all", group="data", help="which fold to train: an index or 'all'")
     augment: str | None = knob(None, choices="augmentations", group="augmentation",
-                               shown="planned: default for few large cases in a short budget, else flips",
+                               shown="planned: default for large cases in a short budget under 100 patches in all, else flips",
                                help="augmentation preset: none, flips (random flips of every axis) or default (the "
                                     "full chain of Isensee et al. 2021)")
     augment_args: dict[str, Any] = knob({}, parse="key_values", group="augmentation",
