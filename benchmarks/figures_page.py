@@ -249,6 +249,12 @@ BENCHMARKS: list[Benchmark] = [
               f"fewer steps. {_HELD_OUT}",
               "the `hippocampus_explicit` row, same split and budget", "training.md#how-the-planner-chooses",
               _hippocampus),
+    Benchmark("hippocampus_adam", "python benchmarks/hippocampus.py --explicit --optimizer adam --row "
+              "hippocampus_adam", "hippocampus with Adam",
+              "As `hippocampus_explicit` (all 162 training cases, the last weights), with Adam 1e-3 instead of SGD "
+              f"0.01 (both with poly decay). {_HELD_OUT}",
+              "the `hippocampus_explicit` row, same split and budget", "training.md#how-the-planner-chooses",
+              _hippocampus),
     Benchmark("ibsr", "python benchmarks/ibsr.py", "brain tissue (IBSR18) in 30 CPU-minutes",
               "CSF, grey and white matter of IBSR18 trained as `voxseg train DATA --label-names CSF,GM,WM "
               "--time-budget 30` would, on 7 of its 10 labelled cases on 2 CPU threads; Dice and HD95 on the other 3 "
