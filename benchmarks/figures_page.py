@@ -266,8 +266,9 @@ BENCHMARKS: list[Benchmark] = [
               "the last weights (the `ibsr` row holds one of them back and keeps the best by its Dice).",
               "the `ibsr` row, same split and budget", "training.md#how-the-planner-chooses", _ibsr),
     Benchmark("ibsr_augment", "python benchmarks/ibsr.py --augment flips", "IBSR18 with another augmentation",
-              "As `ibsr`, with the augmentation preset given on the command line (`--augment flips`) in place of the "
-              "full chain the planner chooses for this dataset; every other choice the planner's.",
+              "As `ibsr`, with the augmentation preset given on the command line (`--augment flips`: the planner "
+              "chose the full chain for this dataset until commit dd176c9, flips since); every other choice the "
+              "planner's (the preset run is in the figures' plan).",
               "the `ibsr` row, same split and budget", "training.md#how-the-planner-chooses", _ibsr),
     Benchmark("inference_trained", "python benchmarks/inference.py --run RUN --window 128",
               "sliding window with trained weights",
