@@ -53,15 +53,19 @@ def save_result(name: str, result: dict, argv: Sequence[str], results_dir: Path 
 
 
 def machine_description() -> dict:
-    """The machine that measured: CPU model, core count, torch threads and version, GPU name (or ``None``)."""
+    """The machine that measured: CPU model, core count, torch threads and version, GPU name (or ``None``), and
+    ``cpu_amp_auto``: what ``--amp auto`` chose on the CPU at these threads (``"bf16"`` or ``"none"``; in the
+    benchmark's own process this is the choice its training made, the probe being cached per process)."""
     info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": None, "torch": None, "gpu": None,
-            "python": platform.python_version()}
+            "cpu_amp_auto": None, "python": platform.python_version()}
     try:
         import torch
     except ImportError:  # a benchmark without torch still records the rest
         return info
     info["torch_threads"] = torch.get_num_threads()
     info["torch"] = torch.__version__
+    from voxseg.nets import resolve_amp
+    info["cpu_amp_auto"] = resolve_amp("auto", torch.device("cpu"))
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

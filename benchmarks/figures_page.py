@@ -335,6 +335,8 @@ def _machine(machine: dict) -> str:
         text += f", {machine['torch_threads']} torch threads"
     if machine.get("torch"):
         text += f", torch {machine['torch']}"
+    if machine.get("cpu_amp_auto"):
+        text += f", --amp auto chose {machine['cpu_amp_auto']} on the CPU"
     return text + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU")
 
 

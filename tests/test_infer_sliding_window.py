@@ -1,7 +1,10 @@
 """Sliding window: window grid by hand, exact reconstruction of position-independent predictors,
 Gaussian weights, padding of small volumes, agreement with MONAI's sliding_window_inference, the device
 (``--device auto|cpu|cuda``), and the network input agreeing with the training loader's patches."""
+import types
+
 import numpy as np
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -96,6 +99,33 @@ def test_auto_mixed_precision_probe_works_under_inference_mode():
     with torch.inference_mode():
         assert resolve_amp("auto", torch.device("cpu")) in ("bf16", "none")
     assert resolve_amp("none", torch.device("cpu")) == "none"
+
+
+def _scripted_clock(pass_seconds: list[float]):
+    """A ``time`` stand-in whose ``perf_counter`` makes successive start/end pairs last ``pass_seconds``."""
+    readings, now = [], 0.0
+    for seconds in pass_seconds:
+        readings += [now, now + seconds]
+        now += seconds + 1.0
+    return types.SimpleNamespace(perf_counter=iter(readings).__next__)
+
+
+@pytest.mark.parametrize("passes, faster", [
+    # warm-up fp32, warm-up bf16 (slow: kernel choice), then fp32 / bf16 alternating three times
+    ([0.05, 0.9, 0.02, 0.03, 0.02, 0.01, 0.02, 0.01], True),  # one busy bf16 pass does not decide
+    ([0.05, 0.01, 0.02, 0.019, 0.02, 0.019, 0.02, 0.019], False),  # under 10% faster is not faster
+    ([0.05, 0.9, 0.02, 0.04, 0.02, 0.04, 0.02, 0.04], False),
+])
+def test_auto_mixed_precision_probe_ignores_its_warm_up_and_one_busy_pass(monkeypatch, passes, faster):
+    import voxseg.nets.device as device_module
+    from voxseg.nets import bf16_is_faster
+
+    monkeypatch.setattr(device_module, "time", _scripted_clock(passes))
+    bf16_is_faster.cache_clear()
+    try:
+        assert bf16_is_faster("cpu", 1) is faster
+    finally:
+        bf16_is_faster.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------- device

@@ -42,33 +42,49 @@ def resolve_device(name: str | torch.device) -> torch.device:
     raise InputError("--device", f"must be one of {', '.join(DEVICE_NAMES)} (or cuda:N), got {name!r}")
 
 
+_PROBE_ROUNDS = 3  # timed passes per precision, after one untimed warm-up pass each
+
+
 @functools.lru_cache(maxsize=4)
 def bf16_is_faster(device_type: str, threads: int) -> bool:
     """Whether bf16 autocast beats float32 by more than 10% on this device type and thread count.
 
-    Times one 3-D conv forward+backward in fp32 and under bf16 autocast, twice each, keeping the faster
-    run of each (about half a second; cached per process, device type and thread count). Autograd is
-    switched on for the probe, so it works under ``torch.no_grad()`` and ``torch.inference_mode()``.
-    bf16 is much faster on some AVX-512-bf16 CPUs and slower on others with the same flags, so the choice is
-    timed on the machine in use, not assumed.
+    Times a 3-D convolution's forward and backward pass (16 channels, batch 2, 32^3 voxels: the first stage of
+    the CPU U-Net) in fp32 and under bf16 autocast. Each precision first runs once untimed (allocation, kernel
+    choice), then the two alternate for :data:`_PROBE_ROUNDS` rounds and the fastest pass of each is compared,
+    so that one pass slowed by a busy moment does not decide (about 0.3 s; cached per process, device type and
+    thread count). Autograd is switched on for the probe, so it works under ``torch.no_grad()`` and
+    ``torch.inference_mode()``. bf16 is much faster on some AVX-512-bf16 CPUs and slower on others with the
+    same flags, so the choice is timed on the machine in use, not assumed.
 
     Args:
         device_type: ``"cpu"`` or ``"cuda"``.
         threads: torch's intra-op thread count (part of the cache key).
     """
-    timings = {}
+    timings: dict[bool, list[float]] = {False: [], True: []}
     # The probe needs autograd even when the caller predicts under no_grad / inference_mode.
     with torch.inference_mode(False), torch.enable_grad():
-        conv = torch.nn.Conv3d(32, 32, 3, padding=1)
-        x = torch.randn(2, 32, 24, 24, 24)
-        for use_bf16 in (False, True, False, True):
-            start = time.perf_counter()
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
-                y = conv(x)
-            y.float().sum().backward()
-            elapsed = time.perf_counter() - start
-            timings[use_bf16] = min(timings.get(use_bf16, elapsed), elapsed)
-    return timings[True] < 0.9 * timings[False]
+        conv = torch.nn.Conv3d(16, 16, 3, padding=1).to(device_type)
+        x = torch.randn(2, 16, 32, 32, 32, device=device_type, requires_grad=True)
+        for warm_up in (False, True):
+            _probe_pass(conv, x, device_type, warm_up)
+        for _ in range(_PROBE_ROUNDS):
+            for use_bf16 in (False, True):
+                timings[use_bf16].append(_probe_pass(conv, x, device_type, use_bf16))
+    return min(timings[True]) < 0.9 * min(timings[False])
+
+
+def _probe_pass(conv: torch.nn.Module, x: torch.Tensor, device_type: str, use_bf16: bool) -> float:
+    """Seconds of one forward and backward pass of ``conv`` on ``x``, under bf16 autocast or not."""
+    start = time.perf_counter()
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=use_bf16):
+        y = conv(x)
+    y.float().sum().backward()
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+    conv.zero_grad(set_to_none=True)
+    x.grad = None
+    return time.perf_counter() - start
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
