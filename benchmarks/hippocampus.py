@@ -45,8 +45,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "hippocampus")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 80/20 split and of training")
-    parser.add_argument("--net-args", default="base_width=16,depth=4,deep_supervision=1",
-                        help="network overrides, k=v,...")
+    parser.add_argument("--net-args", default=None,
+                        help="network overrides, k=v,... (with --explicit, default base_width=16,depth=4,"
+                             "deep_supervision=1; without it, as `voxseg train --net-args` would: the planner fills "
+                             "the rest)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--lr", type=float, default=None)
@@ -61,7 +63,7 @@ def main() -> int:
                              "the hippocampus_augment row")
     parser.add_argument("--row", default=None,
                         help="save the result under this name (default: hippocampus, hippocampus_explicit with "
-                             "--explicit, hippocampus_augment with --augment)")
+                             "--explicit, hippocampus_augment with --augment, hippocampus_network with --net-args)")
     parser.add_argument("--quick", action="store_true", help="a smoke test (under 2 minutes on 2 cores): 0.3 minutes of training, no step timing; nothing saved")
     args = parser.parse_args()
     if args.quick:
@@ -70,7 +72,8 @@ def main() -> int:
         print(f"error: {args.data}: hippocampus data not found (see ../shared/data/README.md)", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    net_kwargs = {k: int(v) for k, v in (item.split("=") for item in args.net_args.split(",") if item)}
+    net_args = args.net_args if args.net_args is not None else "base_width=16,depth=4,deep_supervision=1"
+    net_kwargs = {k: int(v) for k, v in (item.split("=") for item in net_args.split(",") if item)}
     train = TrainConfig(epochs=args.epochs or 100_000, iterations_per_epoch=100,
                         time_budget_minutes=None if args.epochs else args.minutes, amp=args.amp,
                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, val_fraction=0.0,
@@ -80,6 +83,8 @@ def main() -> int:
         options = default_options(None if args.epochs else args.minutes, args.threads, args.seed)
         if args.epochs:
             options.train.epochs, options.train.iterations_per_epoch = args.epochs, 100
+        if args.net_args is not None:
+            options = dataclasses.replace(options, network=NetworkConfig(kwargs=net_kwargs))
     if args.augment is not None:
         options = dataclasses.replace(options, augment=args.augment)
     if args.quick:
@@ -113,7 +118,8 @@ def main() -> int:
     print(json.dumps(figures))
     if not args.quick:
         name = args.row or ("hippocampus_explicit" if args.explicit else
-                            "hippocampus_augment" if args.augment else "hippocampus")
+                            "hippocampus_augment" if args.augment else
+                            "hippocampus_network" if args.net_args is not None else "hippocampus")
         save_result(name, figures, sys.argv)
     return 0
 
