@@ -255,6 +255,12 @@ BENCHMARKS: list[Benchmark] = [
               f"0.01 (both with poly decay). {_HELD_OUT}",
               "the `hippocampus_explicit` row, same split and budget", "training.md#how-the-planner-chooses",
               _hippocampus),
+    Benchmark("hippocampus_width32", "python benchmarks/hippocampus.py --net-args base_width=32 --row "
+              "hippocampus_width32", "hippocampus with base width 32",
+              "As `hippocampus` (the planner's choices), with a U-Net of base width 32 (nnU-Net's) instead of the CPU "
+              "default 16, as `voxseg train DATA --time-budget 30 --net-args base_width=32` would: about three times "
+              f"the cost per step, so a third of the iterations. {_HELD_OUT}",
+              "the `hippocampus` row, same split and budget", "training.md#how-the-planner-chooses", _hippocampus),
     Benchmark("ibsr", "python benchmarks/ibsr.py", "brain tissue (IBSR18) in 30 CPU-minutes",
               "CSF, grey and white matter of IBSR18 trained as `voxseg train DATA --label-names CSF,GM,WM "
               "--time-budget 30` would, on 7 of its 10 labelled cases on 2 CPU threads; Dice and HD95 on the other 3 "
