@@ -73,7 +73,12 @@ def main() -> int:
         return 2
     torch.set_num_threads(args.threads)
     net_args = args.net_args if args.net_args is not None else "base_width=16,depth=4,deep_supervision=1"
-    net_kwargs = {k: int(v) for k, v in (item.split("=") for item in net_args.split(",") if item)}
+    try:
+        net_kwargs = {k: int(v) for k, v in (item.split("=") for item in net_args.split(",") if item)}
+    except ValueError:
+        print(f"error: --net-args {net_args}: expected key=integer pairs separated by commas, e.g. base_width=32",
+              file=sys.stderr)
+        return 2
     train = TrainConfig(epochs=args.epochs or 100_000, iterations_per_epoch=100,
                         time_budget_minutes=None if args.epochs else args.minutes, amp=args.amp,
                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, val_fraction=0.0,
