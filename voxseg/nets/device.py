@@ -52,7 +52,7 @@ def bf16_is_faster(device_type: str, threads: int) -> bool:
     Times a 3-D convolution's forward and backward pass (16 channels, batch 2, 32^3 voxels: the first stage of
     the CPU U-Net) in fp32 and under bf16 autocast. Each precision first runs once untimed (allocation, kernel
     choice), then the two alternate for :data:`_PROBE_ROUNDS` rounds and the fastest pass of each is compared,
-    so that one pass slowed by a busy moment does not decide (about 0.3 s; cached per process, device type and
+    so that one pass slowed by a busy moment does not decide (about 0.1 s on a 2-core CPU; cached per process, device type and
     thread count). Autograd is switched on for the probe, so it works under ``torch.no_grad()`` and
     ``torch.inference_mode()``. bf16 is much faster on some AVX-512-bf16 CPUs and slower on others with the
     same flags, so the choice is timed on the machine in use, not assumed.
@@ -66,8 +66,8 @@ def bf16_is_faster(device_type: str, threads: int) -> bool:
     with torch.inference_mode(False), torch.enable_grad():
         conv = torch.nn.Conv3d(16, 16, 3, padding=1).to(device_type)
         x = torch.randn(2, 16, 32, 32, 32, device=device_type, requires_grad=True)
-        for warm_up in (False, True):
-            _probe_pass(conv, x, device_type, warm_up)
+        for use_bf16 in (False, True):  # untimed warm-up of each precision
+            _probe_pass(conv, x, device_type, use_bf16)
         for _ in range(_PROBE_ROUNDS):
             for use_bf16 in (False, True):
                 timings[use_bf16].append(_probe_pass(conv, x, device_type, use_bf16))
