@@ -64,8 +64,12 @@ def machine_description() -> dict:
         return info
     info["torch_threads"] = torch.get_num_threads()
     info["torch"] = torch.__version__
-    from voxseg.nets import resolve_amp
-    info["cpu_amp_auto"] = resolve_amp("auto", torch.device("cpu"))
+    try:
+        from voxseg.nets import resolve_amp
+    except ImportError:  # a benchmark's own environment without voxseg (nnU-Net's) records the rest
+        resolve_amp = None
+    if resolve_amp is not None:
+        info["cpu_amp_auto"] = resolve_amp("auto", torch.device("cpu"))
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
